@@ -1,0 +1,1 @@
+"""Runner hooks (visualisation hook lives in mmrefer.visualization)."""

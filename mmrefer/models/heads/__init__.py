@@ -1,0 +1,3 @@
+from mmrefer.utils.misc import import_submodules
+
+import_submodules(__name__)
