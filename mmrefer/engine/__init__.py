@@ -1,1 +1,4 @@
-"""Runner hooks (visualisation hook lives in mmrefer.visualization)."""
+"""Runner hooks (the visualisation hook lives in mmrefer.visualization)."""
+from .rng_state_hook import RNGStateHook
+
+__all__ = ['RNGStateHook']

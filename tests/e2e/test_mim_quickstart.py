@@ -1,0 +1,46 @@
+"""`mim train mmrefer` + `mim test mmrefer -C` of both quick-start configs on a small SynthRef,
+through the installed wheel (what README command 1 does, shortened)."""
+import glob
+import importlib.metadata
+import json
+import os.path as osp
+
+import pytest
+
+from ._utils import QUICKSTART, mim_bin, run, short_run_options
+
+
+def _installed_matches_tree():
+    try:
+        dist = importlib.metadata.distribution('mmrefer')
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return any(str(f).startswith('mmrefer/.mim/tools/train.py') for f in dist.files or [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['latentvg', 'instalign'])
+def test_mim_train_then_test(method, synthref_root, tmp_path):
+    assert _installed_matches_tree(), (
+        'mmrefer must be installed as a regular wheel for mim (run `make install`)')
+    cfg = QUICKSTART[method]
+    work = str(tmp_path / method)
+    opts = short_run_options(synthref_root, iters=3)
+    out = run([mim_bin(), 'train', 'mmrefer', cfg, '--work-dir', work, '--cfg-options', *opts])
+    assert 'Saving checkpoint at 3 iterations' in out
+    ckpt = open(osp.join(work, 'last_checkpoint')).read().strip()
+    assert osp.isfile(ckpt)
+
+    test_dir = str(tmp_path / f'{method}_test')
+    out = run([
+        mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir, '--cfg-options',
+        *opts
+    ])
+    metrics_files = glob.glob(osp.join(test_dir, '*', '*.json'))
+    assert metrics_files, out[-3000:]
+    metrics = json.load(open(sorted(metrics_files)[-1]))
+    for key in ('cIoU', 'gIoU', 'N-acc', 'T-acc'):
+        found = [k for k in metrics if k.endswith(key)]
+        assert found, f'{key} missing from {metrics}'
+        value = metrics[found[0]]
+        assert 0.0 <= value <= 100.0

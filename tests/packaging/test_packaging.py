@@ -1,0 +1,53 @@
+"""The wheel ships configs/ and tools/ as mmrefer/.mim (what `mim train/test` looks up), config
+basenames are unique (mim finds configs by basename), and no forbidden dependency is declared."""
+import os
+import os.path as osp
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _config_files():
+    out = []
+    for dirpath, _, files in os.walk(osp.join(ROOT, 'configs')):
+        out += [osp.join(dirpath, f) for f in files if f.endswith('.py')]
+    return out
+
+
+def test_config_basenames_unique():
+    names = Counter(osp.basename(p) for p in _config_files() if '/_base_/' not in p)
+    dup = [n for n, c in names.items() if c > 1]
+    assert not dup, f'config basenames must be unique for mim: {dup}'
+
+
+def test_no_forbidden_dependencies():
+    text = open(osp.join(ROOT, 'pyproject.toml')).read().lower()
+    reqs = open(osp.join(ROOT, 'requirements', 'runtime.txt')).read().lower()
+    for bad in ('torchvision', 'timm', 'torchscale'):
+        assert bad not in text and bad not in reqs, bad
+
+
+@pytest.mark.slow
+def test_wheel_contains_mim_extension(tmp_path):
+    subprocess.run([
+        sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
+        str(tmp_path), ROOT
+    ], check=True, cwd=str(tmp_path))
+    wheels = [f for f in os.listdir(tmp_path) if f.endswith('.whl')]
+    assert len(wheels) == 1
+    names = set(zipfile.ZipFile(tmp_path / wheels[0]).namelist())
+    assert 'mmrefer/.mim/tools/train.py' in names
+    assert 'mmrefer/.mim/tools/test.py' in names
+    assert 'mmrefer/registry.py' in names
+    shipped = {n for n in names if n.startswith('mmrefer/.mim/configs/') and n.endswith('.py')}
+    expected = {
+        'mmrefer/.mim/configs/' + osp.relpath(p, osp.join(ROOT, 'configs')).replace(os.sep, '/')
+        for p in _config_files()
+    }
+    assert expected and expected <= shipped
+    assert not any(n.startswith(('tests/', 'data/')) for n in names)
