@@ -1,0 +1,203 @@
+"""Building blocks of the BEiT-3 multiway encoder (private to :mod:`.beit3`).
+
+Module and attribute names reproduce torchscale's so that ``state_dict()`` keys equal the official
+ones (``self_attn.q_proj.A.weight``, ``ffn.B.fc1.weight``, ...). Token groups: a sequence
+``x [B, T, C]`` is made of consecutive groups of sizes ``sizes = [n_vis, n_txt, n_lat1, ...]``;
+group 0 runs through the vision expert ``A``, group 1 through the language expert ``B`` and latent
+group ``j`` through ``latent[j]`` (own LayerNorms, light FFN) and ``B``'s attention projections.
+"""
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth: zero the whole residual branch of a sample with probability ``p``
+    and rescale the kept ones by ``1 / (1 - p)``."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+def route(x: Tensor, sizes: Sequence[int], fns: Sequence[Callable[[Tensor], Tensor]]) -> Tensor:
+    """Apply ``fns[g]`` to the tokens of group ``g`` (split along dim 1) and concatenate.
+
+    Empty groups are skipped; a single non-empty group is processed whole, exactly like
+    torchscale's ``split_position`` -1 (all vision) and 0 (all text).
+    """
+    live = [g for g, n in enumerate(sizes) if n > 0]
+    if len(live) == 1:
+        return fns[live[0]](x)
+    chunks = torch.split(x, list(sizes), dim=1)
+    return torch.cat([fns[g](chunks[g]) for g in live], dim=1)
+
+
+class Multiway(nn.Module):
+    """Container of a vision expert ``A`` and a language expert ``B`` (built by ``build`` or
+    ``build_b``)."""
+
+    def __init__(self, build: Callable[[], nn.Module],
+                 build_b: Optional[Callable[[], nn.Module]] = None):
+        super().__init__()
+        self.A = build()
+        self.B = (build_b or build)()
+
+
+class ExpertFFN(nn.Module):
+    """Sub-LN FFN of one expert: ``fc2(LN(gelu(fc1(x))))``, ``fc1: C -> F``, ``fc2: F -> C``."""
+
+    def __init__(self, dims: int, ffn_dims: int, eps: float, act_drop: float = 0.0,
+                 drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dims, ffn_dims)
+        self.fc2 = nn.Linear(ffn_dims, dims)
+        self.ffn_layernorm = nn.LayerNorm(ffn_dims, eps=eps)
+        self.act_drop = nn.Dropout(act_drop)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x = self.fc1(x.reshape(-1, shape[-1]))
+        x = F.gelu(x.float()).type_as(x)  # gelu in float32, as torchscale
+        x = self.ffn_layernorm(self.act_drop(x))
+        return self.drop(self.fc2(x).view(shape))
+
+
+class LightFFN(nn.Module):
+    """Latent-expression FFN branch: ``gelu(LN(fc(x)))`` with ``fc: C -> C``."""
+
+    def __init__(self, dims: int, eps: float):
+        super().__init__()
+        self.fc = nn.Linear(dims, dims)
+        self.norm = nn.LayerNorm(dims, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.norm(self.fc(x)))
+
+
+class LatentBranch(nn.Module):
+    """Per-layer parameters owned by one latent-expression group."""
+
+    def __init__(self, dims: int, eps: float, light_ffn: bool):
+        super().__init__()
+        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=eps)
+        self.final_layer_norm = nn.LayerNorm(dims, eps=eps)
+        self.ffn = LightFFN(dims, eps) if light_ffn else None
+
+
+class MultiwayAttention(nn.Module):
+    """Joint multi-head self-attention with per-expert q/k/v/out projections and sub-LN.
+
+    ``o = out_proj(LN_in(softmax(q k^T / sqrt(d) + mask) v))``; the softmax runs over all
+    ``T`` tokens, ``key_padding_mask [B, T]`` (True = pad) sets masked logits to ``-inf``.
+    """
+
+    def __init__(self, dims: int, num_heads: int, eps: float, attn_drop: float = 0.0):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f'embed_dims={dims} is not divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.scaling = (dims // num_heads)**-0.5
+        lin = lambda: nn.Linear(dims, dims)  # noqa: E731
+        self.k_proj = Multiway(lin)
+        self.v_proj = Multiway(lin)
+        self.q_proj = Multiway(lin)
+        self.out_proj = Multiway(lin)
+        self.inner_attn_ln = Multiway(lambda: nn.LayerNorm(dims, eps=eps))
+        self.attn_drop = nn.Dropout(attn_drop)
+
+    def _heads(self, t: Tensor) -> Tensor:  # [B, T, H*D] -> [B*H, T, D]
+        b, n, c = t.shape
+        return t.reshape(b, n, self.num_heads, c // self.num_heads).permute(0, 2, 1, 3).reshape(
+            b * self.num_heads, n, c // self.num_heads)
+
+    def forward(self, x: Tensor, split: Sequence[int],
+                key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+
+        def proj(m: Multiway, t: Tensor) -> Tensor:
+            return route(t, split, [m.A, m.B])
+
+        q = self._heads(proj(self.q_proj, x)) * self.scaling
+        k = self._heads(proj(self.k_proj, x))
+        v = self._heads(proj(self.v_proj, x))
+        w = torch.bmm(q, k.transpose(1, 2))
+        if key_padding_mask is not None:
+            w = w.view(b, h, n, n).masked_fill(
+                key_padding_mask[:, None, None, :].to(torch.bool), float('-inf')).view(b * h, n, n)
+        w = F.softmax(w, dim=-1, dtype=torch.float32).type_as(w)
+        o = torch.bmm(self.attn_drop(w), v)
+        o = o.reshape(b, h, n, c // h).permute(0, 2, 1, 3).reshape(b, n, c)
+        o = proj(self.inner_attn_ln, o)
+        return proj(self.out_proj, o)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN multiway block (alpha = 1)::
+
+        x = x + drop_path(attn(LN_g(x)))      # LN per group g, attention joint over all tokens
+        x = x + drop_path(FFN_g(LN'_g(x)))    # FFN per group
+    """
+
+    def __init__(self, dims: int, num_heads: int, ffn_dims: int, eps: float, drop_path: float,
+                 num_latent_groups: int = 0, latent_ffn: str = 'light', drop: float = 0.0,
+                 attn_drop: float = 0.0):
+        super().__init__()
+        self.self_attn = MultiwayAttention(dims, num_heads, eps, attn_drop)
+        self.self_attn_layer_norm = Multiway(lambda: nn.LayerNorm(dims, eps=eps))
+        self.ffn = Multiway(lambda: ExpertFFN(dims, ffn_dims, eps, drop=drop))
+        self.final_layer_norm = Multiway(lambda: nn.LayerNorm(dims, eps=eps))
+        self.drop = nn.Dropout(drop)
+        self.drop_path = drop_path
+        if num_latent_groups:
+            self.latent = nn.ModuleList(
+                LatentBranch(dims, eps, latent_ffn == 'light') for _ in range(num_latent_groups))
+        else:
+            self.latent = None
+
+    def _group_fns(self, which: str, n_groups: int) -> List[Callable[[Tensor], Tensor]]:
+        main = getattr(self, which)
+        fns = [main.A, main.B]
+        for j in range(n_groups - 2):
+            own = getattr(self.latent[j], which)
+            fns.append(main.B if own is None else own)  # latent_ffn='shared' -> B's FFN
+        return fns
+
+    def forward(self, x: Tensor, sizes: Sequence[int],
+                key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        split = [sizes[0], sum(sizes[1:])]  # attention projections: A | B for text + latents
+        h = route(x, sizes, self._group_fns('self_attn_layer_norm', len(sizes)))
+        h = self.drop(self.self_attn(h, split, key_padding_mask))
+        x = x + drop_path(h, self.drop_path, self.training)
+        h = route(x, sizes, self._group_fns('final_layer_norm', len(sizes)))
+        h = route(h, sizes, self._group_fns('ffn', len(sizes)))
+        return x + drop_path(h, self.drop_path, self.training)
+
+
+class VisionEmbedding(nn.Module):
+    """Patchify: ``Conv2d(k=s=patch)`` -> [B, P, C]; optional mask-token swap; prepend CLS."""
+
+    def __init__(self, img_size: Sequence[int], patch_size: int, in_channels: int, dims: int):
+        super().__init__()
+        self.img_size = tuple(img_size)
+        self.grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.proj = nn.Conv2d(in_channels, dims, kernel_size=patch_size, stride=patch_size)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dims))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims))
+
+    def forward(self, img: Tensor, masked_position: Optional[Tensor] = None) -> Tensor:
+        if img.dim() != 4 or tuple(img.shape[-2:]) != self.img_size:
+            raise ValueError(f'BEiT3: visual_tokens must be [B, C, {self.img_size[0]}, '
+                             f'{self.img_size[1]}] (the img_size the position table is built '
+                             f'for), got {tuple(img.shape)}')
+        x = self.proj(img).flatten(2).transpose(1, 2)
+        if masked_position is not None:
+            w = masked_position.unsqueeze(-1).type_as(x)
+            x = x * (1 - w) + self.mask_token.expand_as(x) * w
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
