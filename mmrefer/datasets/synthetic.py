@@ -1,0 +1,457 @@
+"""SynthRef: a small, deterministic referring dataset written in the official file formats.
+
+Every image shows 1-4 coloured shapes (circle / square / triangle) on a dark, lightly noisy
+background. Each shape is a COCO annotation (category = shape) whose segmentation is a polygon,
+a compressed RLE or an uncompressed RLE; some images also hold a grey striped ``clutter`` region
+annotated with ``iscrowd=1``, which no sentence ever refers to. Sentences name colour, shape,
+size and relative position, and are generated so that each one denotes exactly its targets:
+
+* RefCOCO style (``refcoco/refs(unc).p``): one ref per shape, splits train/val/testA/testB.
+* gRefCOCO style (``grefcoco/grefs(unc).json``): single-, multi- ("all green shapes") and
+  no-target refs (a colour+shape pair absent from the image), ``ann_id == [-1]`` for no-target.
+* Ref-ZOM style (``refzom/refs(final).p``): ``source`` zero/one/many, splits train/test.
+
+Tokenizers trained on the sentences are written next to it: ``tokenizers/beit3.spm`` (XLM-R
+sentencepiece layout: unk 0, bos 1, eos 2) and ``tokenizers/roberta/`` (byte-level BPE loadable
+with ``transformers.AutoTokenizer.from_pretrained(dir)``).
+
+Usage::
+
+    from mmrefer.datasets.synthetic import make_synthref
+    paths = make_synthref('data/synthref', num_images=dict(train=30, val=10), seed=0)
+"""
+import io
+import json
+import os
+import os.path as osp
+import pickle
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+
+__all__ = ['make_synthref', 'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES', 'COLORS', 'SHAPES']
+
+#: colour name -> BGR value (clearly distinct hues; the background is dark grey)
+COLORS = {
+    'red': (40, 40, 230),
+    'green': (50, 200, 50),
+    'blue': (230, 90, 30),
+    'yellow': (40, 230, 240),
+    'white': (245, 245, 245),
+    'purple': (200, 50, 170),
+}
+SHAPES = ('circle', 'square', 'triangle')
+CATEGORIES = [dict(id=1, name='circle', supercategory='shape'),
+              dict(id=2, name='square', supercategory='shape'),
+              dict(id=3, name='triangle', supercategory='shape'),
+              dict(id=4, name='clutter', supercategory='background')]
+SHAPE_CAT = {'circle': 1, 'square': 2, 'triangle': 3}
+PLURAL = {'circle': 'circles', 'square': 'squares', 'triangle': 'triangles'}
+
+SYNTHREF_DEFAULT_SIZES = dict(train=300, val=60, testA=40, testB=40)
+SYNTHREF_SMALL_SIZES = dict(train=30, val=10, testA=4, testB=4)
+_BIG = (17, 23)     # half-size range in pixels
+_SMALL = (8, 11)
+_MARGIN = 8         # min gap (px) for "left/right/top/bottom" to be used
+
+
+# ------------------------------------------------------------------------------------- drawing
+def _polygon(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """Vertices (k, 2) float of a shape centred at (cx, cy) with half-size r."""
+    if shape == 'circle':
+        t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
+    elif shape == 'square':
+        pts = np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r], [cx - r, cy + r]])
+    else:  # upward triangle
+        pts = np.array([[cx, cy - r], [cx + r, cy + r], [cx - r, cy + r]])
+    return np.round(pts, 1)
+
+
+def _rle_uncompressed(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE (counts list, column-major, starting with a run of zeros)."""
+    flat = mask.flatten(order='F').astype(np.uint8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0] == 1:
+        counts = [0] + counts
+    return dict(size=[int(mask.shape[0]), int(mask.shape[1])], counts=[int(c) for c in counts])
+
+
+def _place_shapes(rng: np.random.RandomState, w: int, h: int) -> List[dict]:
+    """1-4 non-overlapping shapes; at most one (colour, shape) pair is used twice, and then the
+    twins differ in size and are horizontally apart, so every shape has a unique description."""
+    n = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.3, 0.35, 0.25]))
+    colors = list(COLORS)
+    objs: List[dict] = []
+    twin = n >= 2 and rng.rand() < 0.25
+    for k in range(n):
+        if twin and k == 1:
+            color, shape = objs[0]['color'], objs[0]['shape']
+            size = 'small' if objs[0]['size'] == 'big' else 'big'
+        else:
+            while True:
+                color, shape = colors[rng.randint(len(colors))], SHAPES[rng.randint(3)]
+                if all((o['color'], o['shape']) != (color, shape) for o in objs):
+                    break
+            size = 'big' if rng.rand() < 0.5 else 'small'
+        lo, hi = _BIG if size == 'big' else _SMALL
+        for _ in range(200):
+            r = float(rng.randint(lo, hi + 1))
+            cx = float(rng.randint(int(r) + 2, w - int(r) - 2))
+            cy = float(rng.randint(int(r) + 2, h - int(r) - 2))
+            ok = all(abs(cx - o['cx']) > r + o['r'] + 3 or abs(cy - o['cy']) > r + o['r'] + 3
+                     for o in objs)
+            if ok and twin and k == 1:
+                ok = abs(cx - objs[0]['cx']) > _MARGIN + r + objs[0]['r']
+            if ok:
+                break
+        else:
+            continue  # no room: drop this shape
+        objs.append(dict(color=color, shape=shape, size=size, cx=cx, cy=cy, r=r))
+    return objs
+
+
+def _draw_image(rng, w, h, objs, clutter):
+    base = rng.randint(30, 70)
+    img = np.full((h, w, 3), base, np.float32)
+    img += rng.randn(h, w, 3).astype(np.float32) * 4.0
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if clutter is not None:
+        x0, y0, x1, y1 = clutter
+        stripes = (np.arange(x0, x1)[None, :] // 3 % 2) * 40 + 90
+        img[y0:y1, x0:x1] = stripes[..., None].astype(np.uint8)
+    for o in objs:
+        pts = np.round(o['poly']).astype(np.int32)
+        cv2.fillPoly(img, [pts], COLORS[o['color']])
+    return img
+
+
+def _find_clutter(rng, w, h, objs):
+    """A small free rectangle for the crowd region, or None."""
+    for _ in range(50):
+        cw, ch = rng.randint(10, 20), rng.randint(10, 20)
+        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        if all(x0 + cw < o['cx'] - o['r'] - 2 or x0 > o['cx'] + o['r'] + 2 or
+               y0 + ch < o['cy'] - o['r'] - 2 or y0 > o['cy'] + o['r'] + 2 for o in objs):
+            return (x0, y0, x0 + cw, y0 + ch)
+    return None
+
+
+# ----------------------------------------------------------------------------------- sentences
+def _extreme(objs, i, axis, sign, pool=None):
+    """True if objs[i] is the extreme one along axis ('cx'/'cy'), by a margin, within pool."""
+    pool = range(len(objs)) if pool is None else pool
+    others = [objs[j][axis] for j in pool if j != i]
+    if not others:
+        return False
+    v = objs[i][axis]
+    return all(sign * (v - o) > _MARGIN for o in others)
+
+
+def _single_sentences(objs, i, rng) -> List[str]:
+    """Several sentences, each true of objs[i] only."""
+    o = objs[i]
+    c, s, z = o['color'], o['shape'], o['size']
+    same = [j for j, p in enumerate(objs) if (p['color'], p['shape']) == (c, s)]
+    out = []
+    if len(same) == 1:
+        out += [f'the {c} {s}', f'{c} {s}', f'the {z} {c} {s}']
+        if sum(p['color'] == c for p in objs) == 1:
+            out.append(f'the {c} shape')
+        if sum(p['shape'] == s for p in objs) == 1:
+            out.append(f'the {s}')
+        if sum(p['color'] == c for p in objs) == 1 and sum(p['shape'] == s for p in objs) == 1:
+            out.append(f'the {s} that is {c}')
+        for axis, sign, word in (('cx', -1, 'left'), ('cx', 1, 'right'),
+                                 ('cy', -1, 'top'), ('cy', 1, 'bottom')):
+            if len(objs) > 1 and _extreme(objs, i, axis, sign):
+                out.append(f'the {c} {s} on the {word}')
+    else:  # twins: same colour+shape, different size, horizontally apart
+        out.append(f'the {z} {c} {s}')
+        for axis, sign, word in (('cx', -1, 'left'), ('cx', 1, 'right')):
+            if _extreme(objs, i, axis, sign, pool=same):
+                out.append(f'the {c} {s} on the {word}')
+    k = min(len(out), int(rng.randint(2, 4)))
+    pick = rng.choice(len(out), size=k, replace=False)
+    return [out[j] for j in sorted(pick)]
+
+
+def _multi_candidates(objs) -> List[tuple]:
+    """(target indices, sentences) for groups of >= 2 shapes."""
+    cands = []
+    for c in COLORS:
+        idx = [j for j, p in enumerate(objs) if p['color'] == c]
+        if len(idx) >= 2:
+            cands.append((idx, [f'all {c} shapes', f'the {c} shapes']))
+    for s in SHAPES:
+        idx = [j for j, p in enumerate(objs) if p['shape'] == s]
+        if len(idx) >= 2:
+            cands.append((idx, [f'all {PLURAL[s]}', f'the {PLURAL[s]}']))
+    pairs = {}
+    for j, p in enumerate(objs):
+        pairs.setdefault((p['color'], p['shape']), []).append(j)
+    uniq = [(k, v[0]) for k, v in pairs.items() if len(v) == 1]
+    for a in range(len(uniq)):
+        for b in range(a + 1, len(uniq)):
+            (c1, s1), i1 = uniq[a]
+            (c2, s2), i2 = uniq[b]
+            cands.append((sorted([i1, i2]), [f'the {c1} {s1} and the {c2} {s2}',
+                                            f'{c1} {s1} and {c2} {s2}']))
+    for (c, s), v in pairs.items():
+        if len(v) == 2:
+            cands.append((v, [f'both {c} {PLURAL[s]}', f'the two {c} {PLURAL[s]}']))
+    if len(objs) >= 2:
+        cands.append((list(range(len(objs))), ['all shapes', 'every shape']))
+    return cands
+
+
+def _absent_sentences(objs, rng) -> List[str]:
+    present = {(p['color'], p['shape']) for p in objs}
+    absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
+    c, s = absent[rng.randint(len(absent))]
+    out = [f'the {c} {s}', f'{c} {s}']
+    if all(p['color'] != c for p in objs):
+        out.append(f'the {c} shape')
+    if all(p['shape'] != s for p in objs):
+        out.append(f'the {s}')
+    k = min(len(out), 2)
+    return [out[j] for j in sorted(rng.choice(len(out), size=k, replace=False))]
+
+
+# ---------------------------------------------------------------------------------- generation
+class _Ids:
+    def __init__(self):
+        self.ref = 0
+        self.sent = 0
+
+    def sentences(self, texts):
+        out = []
+        for t in texts:
+            out.append(dict(sent_id=self.sent, raw=t[:1].upper() + t[1:], sent=t,
+                            tokens=t.split()))
+            self.sent += 1
+        return out
+
+
+def _make_images(out_dir, sizes, rng):
+    img_dir = osp.join(out_dir, 'images', 'train2014')
+    os.makedirs(img_dir, exist_ok=True)
+    images, anns, scenes = [], [], []
+    ann_id = 1
+    img_id = 100000
+    for split, n in sizes.items():
+        for _ in range(n):
+            img_id += int(rng.randint(1, 50))
+            while True:
+                w, h = int(rng.randint(96, 161)), int(rng.randint(96, 161))
+                if w != h:
+                    break
+            objs = _place_shapes(rng, w, h)
+            clutter = _find_clutter(rng, w, h, objs) if rng.rand() < 0.2 else None
+            for o in objs:
+                o['poly'] = _polygon(o['shape'], o['cx'], o['cy'], o['r'])
+            img = _draw_image(rng, w, h, objs, clutter)
+            fname = 'COCO_train2014_%012d.jpg' % img_id
+            cv2.imwrite(osp.join(img_dir, fname), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            images.append(dict(id=img_id, file_name=fname, height=h, width=w,
+                               license=1, coco_url='', flickr_url='', date_captured=''))
+            for o in objs:
+                flat = o['poly'].flatten().tolist()
+                rle = mask_utils.merge(mask_utils.frPyObjects([flat], h, w))
+                mask = mask_utils.decode(rle)
+                kind = rng.choice(['poly', 'poly', 'poly', 'rle', 'urle'])
+                if kind == 'poly':
+                    seg = [[float(v) for v in flat]]
+                elif kind == 'rle':
+                    seg = dict(size=[h, w], counts=rle['counts'].decode('ascii'))
+                else:
+                    seg = _rle_uncompressed(mask)
+                bbox = [float(v) for v in mask_utils.toBbox(rle)]
+                anns.append(dict(id=ann_id, image_id=img_id, category_id=SHAPE_CAT[o['shape']],
+                                 segmentation=seg, area=float(mask_utils.area(rle)), bbox=bbox,
+                                 iscrowd=0))
+                o['ann_id'] = ann_id
+                ann_id += 1
+            if clutter is not None:
+                x0, y0, x1, y1 = clutter
+                m = np.zeros((h, w), np.uint8)
+                m[y0:y1, x0:x1] = 1
+                anns.append(dict(id=ann_id, image_id=img_id, category_id=4,
+                                 segmentation=_rle_uncompressed(m), area=float(m.sum()),
+                                 bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                                 iscrowd=1))
+                ann_id += 1
+            scenes.append(dict(split=split, img_id=img_id, objs=objs))
+    instances = dict(info=dict(description='SynthRef (mmrefer synthetic referring data)'),
+                     licenses=[dict(id=1, name='CC0')], images=images, annotations=anns,
+                     categories=CATEGORIES)
+    return instances, scenes
+
+
+def _refcoco_refs(scenes, rng):
+    ids, refs = _Ids(), []
+    for sc in scenes:
+        for i, o in enumerate(sc['objs']):
+            sents = ids.sentences(_single_sentences(sc['objs'], i, rng))
+            refs.append(dict(
+                ref_id=ids.ref, ann_id=o['ann_id'], image_id=sc['img_id'],
+                category_id=SHAPE_CAT[o['shape']], split=sc['split'],
+                # official file names carry an ann-derived suffix: loaders must ignore them
+                file_name='COCO_train2014_%012d_%d.jpg' % (sc['img_id'], o['ann_id']),
+                sent_ids=[s['sent_id'] for s in sents], sentences=sents))
+            ids.ref += 1
+    return refs
+
+
+def _grefcoco_refs(scenes, rng):
+    """~60% single, ~25% multi, ~15% no-target refs (counted over refs)."""
+    ids, refs = _Ids(), []
+    n_single = n_multi = n_nt = 0
+
+    def add(sc, targets, texts):
+        sents = ids.sentences(texts)
+        objs = sc['objs']
+        nt = not targets
+        refs.append(dict(
+            ref_id=ids.ref, image_id=sc['img_id'], split=sc['split'],
+            ann_id=[-1] if nt else [objs[j]['ann_id'] for j in targets],
+            category_id=[-1] if nt else [SHAPE_CAT[objs[j]['shape']] for j in targets],
+            no_target=nt, file_name='COCO_train2014_%012d.jpg' % sc['img_id'],
+            sent_ids=[s['sent_id'] for s in sents], sentences=sents))
+        ids.ref += 1
+
+    for sc in scenes:
+        objs = sc['objs']
+        for i in range(len(objs)):
+            add(sc, [i], _single_sentences(objs, i, rng))
+            n_single += 1
+        cands = _multi_candidates(objs)
+        order = rng.permutation(len(cands))
+        for k in order[:2]:
+            if n_multi >= n_single * 25 / 60:
+                break
+            idx, texts = cands[k]
+            add(sc, idx, texts)
+            n_multi += 1
+        if n_nt < (n_single + n_multi) * 15 / 85:
+            add(sc, [], _absent_sentences(objs, rng))
+            n_nt += 1
+    return refs
+
+
+def _refzom_refs(scenes, rng):
+    """Ref-ZOM style: ``source`` zero/one/many; ann_id int for one, list for many; zero refs
+    carry an empty list or (as some official refs do) an unrelated ann id, to be ignored."""
+    ids, refs = _Ids(), []
+    for sc in scenes:
+        split = 'train' if sc['split'] == 'train' else 'test'
+        objs = sc['objs']
+        items = [([i], _single_sentences(objs, i, rng)) for i in range(len(objs))]
+        cands = _multi_candidates(objs)
+        if cands:
+            items.append(cands[rng.randint(len(cands))])
+        items.append(([], _absent_sentences(objs, rng)))
+        for targets, texts in items:
+            sents = ids.sentences(texts)
+            if not targets:
+                source = 'zero'
+                ann = [] if rng.rand() < 0.7 else [objs[0]['ann_id']]
+                cat = [] if not ann else [SHAPE_CAT[objs[0]['shape']]]
+            elif len(targets) == 1:
+                source = 'one'
+                ann = objs[targets[0]]['ann_id']
+                cat = SHAPE_CAT[objs[targets[0]]['shape']]
+            else:
+                source = 'many'
+                ann = [objs[j]['ann_id'] for j in targets]
+                cat = [SHAPE_CAT[objs[j]['shape']] for j in targets]
+            refs.append(dict(ref_id=ids.ref, image_id=sc['img_id'], split=split, ann_id=ann,
+                             category_id=cat, source=source,
+                             file_name='COCO_train2014_%012d.jpg' % sc['img_id'],
+                             sent_ids=[s['sent_id'] for s in sents], sentences=sents))
+            ids.ref += 1
+    return refs
+
+
+def _write_tokenizers(out_dir, corpus):
+    import sentencepiece as spm
+    from tokenizers import ByteLevelBPETokenizer
+    tok_dir = osp.join(out_dir, 'tokenizers')
+    os.makedirs(tok_dir, exist_ok=True)
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=buf, vocab_size=64, model_type='unigram',
+        character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        hard_vocab_limit=False, num_threads=1, minloglevel=2)
+    spm_path = osp.join(tok_dir, 'beit3.spm')
+    with open(spm_path, 'wb') as f:
+        f.write(buf.getvalue())
+    rob_dir = osp.join(tok_dir, 'roberta')
+    os.makedirs(rob_dir, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1, show_progress=False,
+                            special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])
+    bpe.save_model(rob_dir)
+    with open(osp.join(rob_dir, 'tokenizer_config.json'), 'w') as f:
+        json.dump(dict(tokenizer_class='RobertaTokenizer', model_max_length=512,
+                       bos_token='<s>', eos_token='</s>', sep_token='</s>', cls_token='<s>',
+                       unk_token='<unk>', pad_token='<pad>', mask_token='<mask>',
+                       add_prefix_space=False), f, indent=1, sort_keys=True)
+    return spm_path, rob_dir
+
+
+def _dump_pickle(obj, path):
+    with open(path, 'wb') as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _dump_json(obj, path):
+    with open(path, 'w') as f:
+        json.dump(obj, f)
+
+
+def make_synthref(out_dir: str, num_images: Optional[Dict[str, int]] = None, seed: int = 0,
+                  tokenizers: bool = True) -> Dict[str, str]:
+    """Write SynthRef under ``out_dir`` (deterministic for a given ``seed`` and sizes).
+
+    Args:
+        out_dir (str): output root, e.g. ``data/synthref``.
+        num_images (dict): images per split (``train``, ``val``, ``testA``, ``testB``);
+            default :data:`SYNTHREF_DEFAULT_SIZES`.
+        seed (int): random seed.
+        tokenizers (bool): also train the tiny sentencepiece and RoBERTa BPE tokenizers.
+
+    Returns:
+        dict: paths of everything written (``root``, ``img_dir``, ``refcoco_instances``,
+        ``refcoco_refs``, ``grefcoco_instances``, ``grefcoco_refs``, ``refzom_instances``,
+        ``refzom_refs``, ``beit3_spm``, ``roberta_dir``).
+    """
+    sizes = dict(SYNTHREF_DEFAULT_SIZES if num_images is None else num_images)
+    for k, v in sizes.items():
+        if k not in ('train', 'val', 'testA', 'testB'):
+            raise ValueError(f'make_synthref: unknown split {k!r} in num_images; expected '
+                             'train, val, testA, testB')
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f'make_synthref: num_images[{k!r}] must be an int >= 0, got {v!r}')
+    rng = np.random.RandomState(seed)
+    instances, scenes = _make_images(out_dir, sizes, rng)
+    paths = dict(root=out_dir, img_dir=osp.join(out_dir, 'images', 'train2014'))
+    corpus = []
+    for name, fn, refs_name, dump in (('refcoco', _refcoco_refs, 'refs(unc).p', _dump_pickle),
+                                      ('grefcoco', _grefcoco_refs, 'grefs(unc).json', _dump_json),
+                                      ('refzom', _refzom_refs, 'refs(final).p', _dump_pickle)):
+        d = osp.join(out_dir, name)
+        os.makedirs(d, exist_ok=True)
+        refs = fn(scenes, rng)
+        _dump_json(instances, osp.join(d, 'instances.json'))
+        dump(refs, osp.join(d, refs_name))
+        paths[f'{name}_instances'] = osp.join(d, 'instances.json')
+        paths[f'{name}_refs'] = osp.join(d, refs_name)
+        corpus += [s['sent'] for r in refs for s in r['sentences']]
+    if tokenizers:
+        paths['beit3_spm'], paths['roberta_dir'] = _write_tokenizers(out_dir, sorted(set(corpus)))
+    return paths

@@ -1,0 +1,118 @@
+"""Loading transforms: the image (with errors that name the sample) and the referring GT.
+
+``LoadRefAnnotations`` turns a sample's ``instances`` (polygons or RLE, see
+docs/contracts.md section 1) into, at the original image size ``(h, w)``::
+
+    gt_masks          BitmapMasks [n, h, w]   one per target instance (n = 0 for no-target)
+    gt_bboxes         float32 [n, 4] xyxy     the annotations' boxes
+    gt_bboxes_labels  int64 [n] zeros;  gt_ignore_flags bool [n] False
+    gt_merged_mask    uint8 [h, w]            union of gt_masks
+    gt_ref_bbox       float32 [4] xyxy        REC target (zeros when there is none)
+    ori_gt_merged_mask, ori_gt_ref_bbox       the same two, kept for evaluation at the original
+                                              resolution (``RefResize`` replaces the others)
+"""
+from typing import Optional
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmdet.structures.mask import BitmapMasks
+
+from mmrefer.registry import TRANSFORMS
+
+__all__ = ['LoadRefImageFromFile', 'LoadRefAnnotations', 'decode_ref_mask']
+
+
+def _sample_desc(results: dict) -> str:
+    keys = ('img_id', 'ref_id', 'sent_id')
+    return ', '.join(f'{k}={results[k]}' for k in keys if k in results)
+
+
+def decode_ref_mask(mask, h: int, w: int) -> np.ndarray:
+    """Decode polygons (list of flat coordinate lists) or an RLE dict (compressed ``str`` /
+    ``bytes`` counts or uncompressed ``list`` counts) to a uint8 ``[h, w]`` mask."""
+    if isinstance(mask, list):
+        polys = [p for p in mask if len(p) >= 6]
+        if not polys:
+            return np.zeros((h, w), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in polys], h, w))
+    elif isinstance(mask, dict):
+        counts = mask['counts']
+        if isinstance(counts, list):
+            rle = mask_utils.frPyObjects(mask, h, w)
+        else:
+            rle = dict(size=list(mask['size']),
+                       counts=counts.encode('ascii') if isinstance(counts, str) else counts)
+    else:
+        raise ValueError(f'cannot decode a mask of type {type(mask).__name__}; expected '
+                         'polygons or an RLE dict')
+    out = mask_utils.decode(rle)
+    if out.shape != (h, w):
+        raise ValueError(f'decoded mask has shape {out.shape}, expected {(h, w)}')
+    return out.astype(np.uint8)
+
+
+@TRANSFORMS.register_module()
+class LoadRefImageFromFile(LoadImageFromFile):
+    """mmcv ``LoadImageFromFile`` (default ``color_type='color'``: grayscale and RGBA files are
+    loaded as 3-channel BGR) whose errors name the path and the sample (img_id, ref_id)."""
+
+    def transform(self, results: dict) -> Optional[dict]:
+        path = results.get('img_path')
+        try:
+            out = super().transform(results)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f'image file not found: {path} (sample {_sample_desc(results)})'
+                                    ) from e
+        except Exception as e:  # corrupt bytes: mmcv asserts / cv2 raises
+            raise ValueError(f'could not decode image {path} (sample {_sample_desc(results)}): '
+                             f'{type(e).__name__}: {e}') from e
+        if out is not None and (out['img'].ndim != 3 or out['img'].shape[2] != 3):
+            raise ValueError(f'image {path} (sample {_sample_desc(results)}) loaded with shape '
+                             f'{out["img"].shape}; use color_type="color" for 3-channel BGR')
+        return out
+
+
+@TRANSFORMS.register_module()
+class LoadRefAnnotations(BaseTransform):
+    """Decode the referring GT of a sample at the original image resolution (see module doc).
+
+    Required keys: ``instances``; ``ori_shape`` (from the image loader) or ``height``/``width``.
+    The image size must agree with ``instances.json``'s ``height``/``width``.
+    """
+
+    def transform(self, results: dict) -> dict:
+        if 'instances' not in results:
+            raise KeyError(f'LoadRefAnnotations: sample {_sample_desc(results)} has no '
+                           '"instances"')
+        if 'ori_shape' in results:
+            h, w = (int(v) for v in results['ori_shape'][:2])
+            if 'height' in results and (results['height'], results['width']) != (h, w):
+                raise ValueError(
+                    f'image {results.get("img_path")} (sample {_sample_desc(results)}) is '
+                    f'{h}x{w} but instances.json says {results["height"]}x{results["width"]}')
+        else:
+            h, w = int(results['height']), int(results['width'])
+        insts = results['instances']
+        masks = np.zeros((len(insts), h, w), np.uint8)
+        for i, inst in enumerate(insts):
+            try:
+                masks[i] = decode_ref_mask(inst['mask'], h, w)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f'LoadRefAnnotations: bad mask of instance {i} in sample '
+                                 f'{_sample_desc(results)}: {e}') from e
+        results['gt_masks'] = BitmapMasks(masks, h, w)
+        results['gt_bboxes'] = np.array([inst['bbox'] for inst in insts],
+                                        np.float32).reshape(-1, 4)
+        results['gt_bboxes_labels'] = np.array([inst.get('bbox_label', 0) for inst in insts],
+                                               np.int64)
+        results['gt_ignore_flags'] = np.array([bool(inst.get('ignore_flag', 0)) for inst in insts],
+                                              bool)
+        merged = masks.any(0).astype(np.uint8) if len(insts) else np.zeros((h, w), np.uint8)
+        results['gt_merged_mask'] = merged
+        ref_bbox = results.get('ref_bbox')
+        results['gt_ref_bbox'] = (np.zeros(4, np.float32) if ref_bbox is None
+                                  else np.asarray(ref_bbox, np.float32).reshape(4))
+        results['ori_gt_merged_mask'] = merged
+        results['ori_gt_ref_bbox'] = results['gt_ref_bbox'].copy()
+        return results

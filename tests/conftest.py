@@ -1,0 +1,41 @@
+"""Session-wide fixtures shared by the whole test suite.
+
+``synthref_root``: a small SynthRef (mmrefer.datasets.synthetic, ``SYNTHREF_SMALL_SIZES``:
+30 train / 10 val / 4 testA / 4 testB images, seed 0) built once per session. Layout::
+
+    <root>/images/train2014/COCO_train2014_%012d.jpg
+    <root>/refcoco/{instances.json, refs(unc).p}
+    <root>/grefcoco/{instances.json, grefs(unc).json}
+    <root>/refzom/{instances.json, refs(final).p}
+    <root>/tokenizers/{beit3.spm, roberta/}
+
+Point a config at it with ``data_root=str(synthref_root) + '/'``.
+"""
+import pytest
+
+
+@pytest.fixture(scope='session')
+def synthref_paths(tmp_path_factory):
+    """dict of the paths written by ``make_synthref`` (see its docstring)."""
+    from mmrefer.datasets.synthetic import SYNTHREF_SMALL_SIZES, make_synthref
+    root = tmp_path_factory.mktemp('synthref')
+    return make_synthref(str(root), num_images=SYNTHREF_SMALL_SIZES, seed=0)
+
+
+@pytest.fixture(scope='session')
+def synthref_root(synthref_paths):
+    """Root folder (``pathlib.Path``) of the session's small SynthRef."""
+    import pathlib
+    return pathlib.Path(synthref_paths['root'])
+
+
+@pytest.fixture(scope='session')
+def synthref_beit3_spm(synthref_paths):
+    """Path (str) of SynthRef's tiny BEiT-3/XLM-R sentencepiece model."""
+    return synthref_paths['beit3_spm']
+
+
+@pytest.fixture(scope='session')
+def synthref_roberta_dir(synthref_paths):
+    """Directory (str) of SynthRef's tiny RoBERTa BPE tokenizer (AutoTokenizer-loadable)."""
+    return synthref_paths['roberta_dir']
