@@ -1,0 +1,115 @@
+"""Visual concept injector of Latent-VG (ICCV 2025, Sec. 3.3).
+
+Runs after every encoder layer on the joint sequence
+``X = [v_0, v_1..v_P | t_cls, t_1..t_m | Z^1 | ... | Z^N]``, ``Z^i = [z_cls^i ; s^i ; A^i]``.
+With ``V = [v_1..v_P]`` (``[B, P, C]``), the concept bank ``K`` (``[Nc, C]``, orthogonal init,
+shared across layers) and all attribute tokens ``A = [A^1; ..; A^N]`` (``[B, K_a, C]``,
+``K_a = sum_i k_i``)::
+
+    r_p   = cos(v_p, t_cls);   target patches  M_p = [r_p >= mean_p r_p]
+    W     = softmax_p( cos(K, V) / tau_c  masked to M )            [B, Nc, P]
+    C^V   = W V                                                     [B, Nc, C]
+    S     = softmax over the attribute axis of cos(A, C^V) / tau_a  [B, K_a, Nc]
+            (column normalisation: every concept is shared out among *all* attribute slots)
+    A~    = S C^V   (rows renormalised to a weighted mean when ``row_normalize``)
+    A    <- A~      (``residual=True``: A <- A + A~)
+
+Computed in fp32 (normalisation eps 1e-6). CLS and subject slots are left unchanged.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmrefer.registry import MODELS
+from .subject_distributor import group_offsets
+
+
+@MODELS.register_module()
+class VisualConceptInjector(nn.Module):
+    """Inject target-related visual concepts into the latent attribute tokens.
+
+    Args:
+        embed_dims (int): token width ``C``.
+        num_concepts (int): concept tokens ``Nc`` (100).
+        concept_temperature (float): ``tau_c`` of the patch softmax (1.0: plain cosine).
+        assign_temperature (float): ``tau_a`` of the attribute-axis softmax (1.0).
+        row_normalize (bool): divide each attribute's assignment by its row sum (slot-attention
+            weighted mean) so ``A~`` stays on the scale of ``C^V``.
+        residual (bool): add ``A~`` to the attributes instead of replacing them.
+        num_fixed_groups (int): groups before the latent ones (vision, text) (2).
+        attr_start (int): first attribute slot inside a latent group (2: after CLS, subject).
+    """
+
+    def __init__(self,
+                 embed_dims: int = 768,
+                 num_concepts: int = 100,
+                 concept_temperature: float = 1.0,
+                 assign_temperature: float = 1.0,
+                 row_normalize: bool = True,
+                 residual: bool = False,
+                 num_fixed_groups: int = 2,
+                 attr_start: int = 2):
+        super().__init__()
+        if num_concepts < 1:
+            raise ValueError(f'VisualConceptInjector: num_concepts must be >= 1, got {num_concepts}')
+        self.embed_dims = embed_dims
+        self.num_concepts = num_concepts
+        self.concept_temperature = concept_temperature
+        self.assign_temperature = assign_temperature
+        self.row_normalize = row_normalize
+        self.residual = residual
+        self.num_fixed_groups = num_fixed_groups
+        self.attr_start = attr_start
+        self.concepts = nn.Parameter(torch.empty(num_concepts, embed_dims))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # orthonormal rows when Nc <= C (orthonormal columns otherwise)
+        nn.init.orthogonal_(self.concepts)
+
+    def inject(self, vis: torch.Tensor, t_cls: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """``vis [B,P,C]``, ``t_cls [B,C]``, ``attrs [B,Ka,C]`` -> new attributes ``[B,Ka,C]``."""
+        dtype = attrs.dtype
+        vis, t_cls, attrs = vis.float(), t_cls.float(), attrs.float()
+        vis_n = F.normalize(vis, dim=-1, eps=1e-6)
+        rel = torch.einsum('bpc,bc->bp', vis_n, F.normalize(t_cls, dim=-1, eps=1e-6))
+        target = rel >= rel.mean(dim=1, keepdim=True)  # at least the max patch is kept
+        concepts = F.normalize(self.concepts.float(), dim=-1, eps=1e-6)
+        logits = torch.einsum('kc,bpc->bkp', concepts, vis_n) / self.concept_temperature
+        logits = logits.masked_fill(~target[:, None], float('-inf'))
+        w = logits.softmax(dim=-1)
+        concept_vis = torch.einsum('bkp,bpc->bkc', w, vis)  # C^V
+        sim = torch.einsum('bac,bkc->bak', F.normalize(attrs, dim=-1, eps=1e-6),
+                           F.normalize(concept_vis, dim=-1, eps=1e-6))
+        assign = (sim / self.assign_temperature).softmax(dim=1)  # over the attribute axis
+        if self.row_normalize:
+            assign = assign / assign.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+        new = torch.einsum('bak,bkc->bac', assign, concept_vis)
+        if self.residual:
+            new = attrs + new
+        return new.to(dtype)
+
+    def forward(self, x: torch.Tensor, group_sizes: Sequence[int]) -> torch.Tensor:
+        """``x [B, T, C]`` joint sequence with ``group_sizes = [1+P, L, n_1..n_N]``."""
+        if x.size(1) != sum(group_sizes):
+            raise ValueError(f'VisualConceptInjector: sequence length {x.size(1)} != '
+                             f'sum(group_sizes) {sum(group_sizes)} ({list(group_sizes)})')
+        if len(group_sizes) <= self.num_fixed_groups:
+            return x
+        offsets = group_offsets(group_sizes)
+        n_vis = group_sizes[0]
+        vis = x[:, 1:n_vis]
+        t_cls = x[:, offsets[1]]
+        spans = [(off + self.attr_start, off + n) for off, n in
+                 zip(offsets[self.num_fixed_groups:], group_sizes[self.num_fixed_groups:])]
+        attrs = torch.cat([x[:, a:b] for a, b in spans], dim=1)
+        new = self.inject(vis, t_cls, attrs)
+        pieces, cursor, used = [], 0, 0
+        for a, b in spans:
+            pieces += [x[:, cursor:a], new[:, used:used + b - a]]
+            used += b - a
+            cursor = b
+        pieces.append(x[:, cursor:])
+        return torch.cat(pieces, dim=1)
