@@ -1,0 +1,98 @@
+"""BEiT-3 tokenizer: XLM-R sentencepiece (``beit3.spm``) with fairseq ids, no transformers.
+
+Id rule (fairseq dictionary on top of the sentencepiece model, as ``XLMRobertaTokenizer``)::
+
+    <s> = 0, <pad> = 1, </s> = 2, <unk> = 3, piece p -> p + 1 (p != sp.unk_id()), <mask> = |sp| + 1
+
+A sentence becomes ``[<s>] pieces[:max_length - 2] [</s>]`` padded with ``<pad>`` to
+``max_length``; ``padding_mask`` is True at pads (BEiT-3's ``text_padding_position``).
+"""
+import os.path as osp
+import warnings
+from typing import Dict, List, Sequence, Union
+
+import torch
+
+from mmrefer.registry import MODELS, TASK_UTILS
+
+
+@TASK_UTILS.register_module()
+class BEiT3Tokenizer:
+    """Tokenize sentences for :class:`~mmrefer.models.backbones.BEiT3`.
+
+    Args:
+        spm_path (str): local sentencepiece model (the official ``beit3.spm``). Read lazily on
+            the first call, so building a config never needs the file.
+        max_length (int): output length ``L`` including ``<s>`` and ``</s>`` (>= 2).
+    """
+    bos_token_id = 0
+    pad_token_id = 1
+    eos_token_id = 2
+    unk_token_id = 3
+    fairseq_offset = 1
+
+    def __init__(self, spm_path: str, max_length: int = 20):
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f'BEiT3Tokenizer: max_length must be an int >= 2 (room for <s> and '
+                             f'</s>), got {max_length!r}')
+        self.spm_path = spm_path
+        self.max_length = max_length
+        self.num_truncated = 0  # sentences cut to max_length so far
+        self._sp = None
+
+    @property
+    def sp(self):
+        """The sentencepiece processor, loaded on first use."""
+        if self._sp is None:
+            path = osp.expanduser(str(self.spm_path))
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'BEiT3Tokenizer: sentencepiece model not found: '
+                                        f'{self.spm_path!r} (spm_path; the official file is '
+                                        'beit3.spm from microsoft/unilm beit3)')
+            import sentencepiece as spm
+            self._sp = spm.SentencePieceProcessor(model_file=path)
+        return self._sp
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.sp.get_piece_size() + self.fairseq_offset
+
+    def __len__(self) -> int:
+        """Number of ids in use (pieces + ``<pad>`` + ``<mask>``), e.g. 64002 for beit3.spm."""
+        return self.mask_token_id + 1
+
+    def encode(self, text: str) -> List[int]:
+        """Piece ids of one sentence (fairseq numbering, no ``<s>``/``</s>``)."""
+        unk = self.sp.unk_id()
+        return [self.unk_token_id if p == unk else p + self.fairseq_offset
+                for p in self.sp.encode(text)]
+
+    def __call__(self, texts: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
+        """Returns ``input_ids`` LongTensor[B, L] and ``padding_mask`` BoolTensor[B, L]."""
+        if isinstance(texts, str):
+            texts = [texts]
+        ids = torch.full((len(texts), self.max_length), self.pad_token_id, dtype=torch.long)
+        pad = torch.ones(ids.shape, dtype=torch.bool)
+        cut = 0
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f'BEiT3Tokenizer: texts[{i}] is {type(text).__name__}, not str')
+            pieces = self.encode(text) if text.strip() else []
+            if not pieces:
+                raise ValueError(f'BEiT3Tokenizer: texts[{i}] is empty ({text!r})')
+            if len(pieces) > self.max_length - 2:
+                cut += 1
+                pieces = pieces[:self.max_length - 2]
+            row = [self.bos_token_id] + pieces + [self.eos_token_id]
+            ids[i, :len(row)] = torch.tensor(row)
+            pad[i, :len(row)] = False
+        if cut:
+            if self.num_truncated == 0:
+                warnings.warn(f'BEiT3Tokenizer: sentences longer than max_length='
+                              f'{self.max_length} tokens are truncated (warned once; the count '
+                              'is in .num_truncated)')
+            self.num_truncated += cut
+        return dict(input_ids=ids, padding_mask=pad)
+
+
+MODELS.register_module(module=BEiT3Tokenizer)
