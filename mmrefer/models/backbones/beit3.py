@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
-from ._beit3_checkpoint import (POS_KEY, check_shapes, convert_official, group_keys)
+from ._beit3_checkpoint import check_shapes, convert_official, group_keys
 from ._beit3_layers import EncoderLayer, Multiway, VisionEmbedding, route
 
 ARCH_SETTINGS = {
