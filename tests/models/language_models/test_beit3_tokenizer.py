@@ -39,12 +39,12 @@ def hand_ids(spm_file, text, max_length):
 
 
 def test_matches_hand_computation_and_layout(spm_file):
-    tok = BEiT3Tokenizer(spm_file, max_length=20)
+    tok = BEiT3Tokenizer(spm_file, max_length=40)
     out = tok(SENTS)
     assert out['input_ids'].dtype == torch.long and out['padding_mask'].dtype == torch.bool
-    assert out['input_ids'].shape == (len(SENTS), 20)
+    assert out['input_ids'].shape == (len(SENTS), 40) and tok.num_truncated == 0
     for i, s in enumerate(SENTS):
-        assert out['input_ids'][i].tolist() == hand_ids(spm_file, s, 20)
+        assert out['input_ids'][i].tolist() == hand_ids(spm_file, s, 40)
     assert torch.equal(out['padding_mask'], out['input_ids'].eq(1))
     assert (out['input_ids'][:, 0] == 0).all()
     lengths = (~out['padding_mask']).sum(1)
@@ -63,11 +63,12 @@ def test_matches_transformers_xlmr(spm_file):
         pytest.skip(f'XLMRobertaTokenizer cannot load a local spm here: {e}')
     if len(ref) < 10:  # transformers v5 silent fallback (backbones.md 3.4)
         pytest.skip('XLMRobertaTokenizer silently built a 5-token vocab')
-    tok = BEiT3Tokenizer(spm_file, max_length=24)
-    ours = tok(SENTS)['input_ids']
+    tok = BEiT3Tokenizer(spm_file, max_length=40)
+    out = tok(SENTS)
     for i, s in enumerate(SENTS):
-        r = ref(s)['input_ids'][:23]
-        assert ours[i, :len(r)].tolist() == r, s
+        r = ref(s)['input_ids']
+        assert out['input_ids'][i, :len(r)].tolist() == r, s
+        assert out['padding_mask'][i].tolist() == [False] * len(r) + [True] * (40 - len(r))
     assert tok.mask_token_id == ref.mask_token_id
 
 
