@@ -1,0 +1,159 @@
+"""Shared plumbing of the mmrefer metrics: reading data samples, resolution, per-sample dump.
+
+The metrics keep only small per-sample records in ``self.results`` (ids, integer counts, flags),
+never masks; ``compute_metrics`` hands those records to the pure functions of
+:mod:`mmrefer.evaluation.functional`, so both paths share one arithmetic.
+"""
+import os.path as osp
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.evaluator import BaseMetric
+from mmengine.fileio import dump
+from mmengine.logging import print_log
+from mmengine.structures import BaseDataElement
+from mmengine.utils import mkdir_or_exist
+
+from ..functional.mask_stats import mask_stats, to_bool_mask
+
+#: metainfo keys copied into every per-sample record (those present), so dumps can be joined
+#: back to the annotations whatever the rank that processed a sample.
+ID_KEYS = ('sample_idx', 'img_id', 'ref_id', 'sent_id', 'source', 'img_path', 'text')
+EVAL_RESOLUTIONS = ('input', 'original')
+
+
+def _builtin(value: Any) -> Any:
+    """Convert tensors / numpy scalars to plain Python values for JSON."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_builtin(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _builtin(v) for k, v in value.items()}
+    return value
+
+
+class BaseRefMetric(BaseMetric):
+    """Base of RIS/REC/GRES/Ref-ZOM metrics.
+
+    Args:
+        eval_resolution (str): ``'input'`` counts pixels/boxes at the network input size
+            (``img_shape``, the ReLA/LAVT 480x480 protocol) against ``gt_merged_mask`` /
+            ``gt_ref_bbox``; ``'original'`` maps the prediction back with
+            :mod:`mmrefer.structures.rescale` and compares with ``ori_gt_merged_mask`` /
+            ``ori_gt_ref_bbox`` (pack with ``PackRefInputs(keep_ori_gt=True)``).
+        dump_per_sample (str, optional): path of a ``.json`` or ``.pkl`` file that receives the
+            per-sample records (ids, I, U, IoU, ...) and the summary; written on rank 0.
+        collect_device (str): ``'cpu'`` or ``'gpu'``, as in mmengine's ``BaseMetric``.
+        prefix (str, optional): metric name prefix; defaults to ``default_prefix``.
+        collect_dir (str, optional): tmp dir for cpu collection, as in ``BaseMetric``.
+    """
+
+    def __init__(self,
+                 eval_resolution: str = 'input',
+                 dump_per_sample: Optional[str] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 collect_dir: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+        if eval_resolution not in EVAL_RESOLUTIONS:
+            raise ValueError(f'{type(self).__name__}: eval_resolution must be one of '
+                             f'{EVAL_RESOLUTIONS}, got {eval_resolution!r}')
+        if dump_per_sample is not None:
+            ext = osp.splitext(str(dump_per_sample))[1].lower()
+            if ext not in ('.json', '.pkl', '.pickle'):
+                raise ValueError(f'{type(self).__name__}: dump_per_sample must end with .json or '
+                                 f'.pkl, got {dump_per_sample!r}')
+        self.eval_resolution = eval_resolution
+        self.dump_per_sample = dump_per_sample
+
+    # ----------------------------------------------------------------------------- reading
+    @staticmethod
+    def _as_dict(data_sample) -> Mapping:
+        """The Evaluator passes ``to_dict()`` output; accept data elements too."""
+        if isinstance(data_sample, BaseDataElement):
+            return data_sample.to_dict()
+        if not isinstance(data_sample, Mapping):
+            raise TypeError(f'data sample must be a dict or a data element, got '
+                            f'{type(data_sample).__name__}')
+        return data_sample
+
+    def _ids(self, ds: Mapping) -> Dict[str, Any]:
+        return {k: _builtin(ds[k]) for k in ID_KEYS if k in ds}
+
+    def _require(self, ds: Mapping, key: str, hint: str = '') -> Any:
+        if key not in ds or ds[key] is None:
+            ids = {k: ds[k] for k in ('img_id', 'ref_id', 'sent_id') if k in ds}
+            raise KeyError(f'{type(self).__name__}: data sample {ids} has no field {key!r}'
+                           f'{"; " + hint if hint else ""} (fields: {sorted(ds)})')
+        return ds[key]
+
+    @staticmethod
+    def _pixel_data(value) -> torch.Tensor:
+        """``PixelData`` (as dict with 'data', or the element) or a bare tensor/array."""
+        if isinstance(value, Mapping):
+            value = value['data']
+        elif isinstance(value, BaseDataElement):
+            value = value.data
+        return value
+
+    @staticmethod
+    def _flag(value) -> bool:
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(f'expected a single boolean flag, got shape {tuple(value.shape)}')
+            return bool(value.item())
+        return bool(np.asarray(value).item())
+
+    def _gt_no_target(self, ds: Mapping) -> bool:
+        return self._flag(self._require(ds, 'no_target', 'the dataset must set no_target'))
+
+    def _mask_pair(self, ds: Mapping):
+        """(prediction, ground truth) 2-D bool masks at the evaluation resolution."""
+        pred = to_bool_mask(self._require(ds, 'pred_mask', 'the model must fill pred_mask'),
+                            'pred_mask')
+        if self.eval_resolution == 'input':
+            gt = self._pixel_data(self._require(ds, 'gt_merged_mask'))
+        else:
+            from mmrefer.structures.rescale import mask_to_original
+            pred = mask_to_original(pred, ds)
+            gt = self._pixel_data(
+                self._require(ds, 'ori_gt_merged_mask',
+                              "eval_resolution='original' needs PackRefInputs(keep_ori_gt=True)"))
+        gt = to_bool_mask(gt, 'gt_merged_mask')
+        if gt.shape != pred.shape:
+            raise ValueError(f'{type(self).__name__}: sample {self._ids(ds)}: pred mask shape '
+                             f'{tuple(pred.shape)} differs from gt mask shape {tuple(gt.shape)} '
+                             f'(eval_resolution={self.eval_resolution!r})')
+        return pred, gt.to(pred.device)
+
+    @staticmethod
+    def _counts(pred: torch.Tensor, gt: torch.Tensor) -> Dict[str, int]:
+        """I, U, predicted and GT areas of one sample (same code as the pure functions)."""
+        stats = mask_stats([pred], [gt])
+        return {k: int(v[0]) for k, v in stats.items()}
+
+    @staticmethod
+    def _column(results: Sequence[dict], key: str, dtype) -> np.ndarray:
+        return np.asarray([r[key] for r in results], dtype=dtype)
+
+    # ----------------------------------------------------------------------------- dumping
+    def _dump(self, records: List[dict], summary: Dict[str, float]) -> None:
+        if self.dump_per_sample is None:
+            return
+        path = str(self.dump_per_sample)
+        if osp.dirname(path):
+            mkdir_or_exist(osp.dirname(path))
+        payload = dict(
+            metric=type(self).__name__,
+            eval_resolution=self.eval_resolution,
+            summary=_builtin(summary),
+            samples=[_builtin(r) for r in records])
+        dump(payload, path)
+        print_log(f'{type(self).__name__}: per-sample results of {len(records)} samples written '
+                  f'to {path}', logger='current')

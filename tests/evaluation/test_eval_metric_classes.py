@@ -1,0 +1,218 @@
+"""Metric classes through mmengine's Evaluator (data samples -> dicts) vs the pure functions."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.evaluator import Evaluator
+from mmengine.structures import PixelData
+
+from mmrefer.evaluation.functional import (gres_metrics, gres_per_sample, mask_stats, rec_metrics,
+                                           refzom_metrics, ris_metrics)
+from mmrefer.evaluation.metrics import GRESMetric, RECMetric, RefZOMMetric, RISMetric
+from mmrefer.registry import METRICS
+
+
+def make_sample(idx, pred, gt, pred_nt=False, gt_nt=False, source='grefcoco', pred_box=None,
+                gt_box=None, **meta):
+    pred = torch.as_tensor(np.asarray(pred)).bool()
+    h, w = pred.shape
+    metainfo = dict(sample_idx=idx, img_id=1000 + idx, ref_id=2000 + idx, sent_id=3000 + idx,
+                    text=f'sentence {idx}', source=source, no_target=bool(gt_nt),
+                    img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0), letterbox=None)
+    metainfo.update(meta)
+    ds = DetDataSample(metainfo=metainfo)
+    ds.pred_mask = pred
+    ds.pred_no_target = bool(pred_nt)
+    ds.gt_merged_mask = PixelData(data=torch.as_tensor(np.asarray(gt), dtype=torch.uint8)[None])
+    ds.pred_box = torch.as_tensor(pred_box if pred_box is not None else [0., 0., 1., 1.])
+    ds.gt_ref_bbox = torch.as_tensor(gt_box if gt_box is not None else [0., 0., 1., 1.])
+    return ds
+
+
+def random_samples(seed, n=30):
+    rng = np.random.default_rng(seed)
+    samples, preds, gts, pnt, gnt = [], [], [], [], []
+    for i in range(n):
+        h, w = rng.integers(2, 7, size=2)
+        gt_nt = bool(rng.random() < 0.3)
+        pred_nt = bool(rng.random() < 0.3)
+        gt = (rng.random((h, w)) < 0.5) & (not gt_nt)
+        pred = rng.random((h, w)) < rng.random()
+        if pred_nt and rng.random() < 0.5:
+            pred[:] = False
+        samples.append(make_sample(i, pred, gt, pred_nt, gt_nt,
+                                   source='zero' if gt_nt else 'one'))
+        preds.append(pred), gts.append(gt), pnt.append(pred_nt), gnt.append(gt_nt)
+    return samples, preds, gts, pnt, gnt
+
+
+def evaluate(metric, samples, batch=4):
+    evaluator = Evaluator([metric])
+    for i in range(0, len(samples), batch):
+        evaluator.process(data_samples=samples[i:i + batch], data_batch=None)
+    return evaluator.evaluate(len(samples))
+
+
+def strip(results, prefix):
+    assert all(k.startswith(prefix + '/') for k in results), results
+    return {k[len(prefix) + 1:]: v for k, v in results.items()}
+
+
+def same(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        assert (np.isnan(a[k]) and np.isnan(b[k])) or a[k] == b[k], (k, a[k], b[k])
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_class_path_equals_pure_functions(seed):
+    samples, preds, gts, pnt, gnt = random_samples(seed)
+    same(strip(evaluate(GRESMetric(), samples), 'gres'), gres_metrics(preds, gts, pnt, gnt))
+    same(strip(evaluate(RISMetric(), samples), 'ris'), ris_metrics(preds, gts))
+    same(strip(evaluate(RefZOMMetric(), samples), 'refzom'), refzom_metrics(preds, gts, gnt))
+
+
+def test_registry_and_prefix_and_bad_args():
+    metric = METRICS.build(dict(type='GRESMetric', prefix='val_gres'))
+    assert isinstance(metric, GRESMetric) and metric.prefix == 'val_gres'
+    for name in ('RISMetric', 'RECMetric', 'RefZOMMetric'):
+        assert METRICS.get(name) is not None
+    with pytest.raises(ValueError, match='eval_resolution'):
+        RISMetric(eval_resolution='480')
+    with pytest.raises(ValueError, match='nt_source'):
+        GRESMetric(nt_source='score')
+    with pytest.raises(ValueError, match='dump_per_sample'):
+        GRESMetric(dump_per_sample='out.csv')
+
+
+def test_results_hold_counts_not_masks():
+    metric = GRESMetric()
+    metric.process(None, [make_sample(0, [[1, 1], [0, 0]], [[1, 0], [0, 0]]).to_dict()])
+    rec = metric.results[0]
+    assert rec['inter'] == 1 and rec['union'] == 2 and rec['pred_area'] == 2
+    assert rec['ids'] == dict(sample_idx=0, img_id=1000, ref_id=2000, sent_id=3000,
+                              source='grefcoco', text='sentence 0')
+    assert not any(isinstance(v, torch.Tensor) for v in rec.values())
+
+
+def test_gres_nt_source_empty_mask_and_per_source():
+    z = np.zeros((2, 2), bool)
+    one = np.array([[1, 0], [0, 0]], bool)
+    samples = [make_sample(0, z, z, pred_nt=False, gt_nt=True, source='grefcoco'),
+               make_sample(1, one, one, pred_nt=True, source='grefcoco'),
+               make_sample(2, one, one, source='refcoco')]
+    by_flag = strip(evaluate(GRESMetric(), samples), 'gres')
+    assert by_flag['N-acc'] == 0.0 and by_flag['T-acc'] == 50.0
+    by_mask = strip(evaluate(GRESMetric(nt_source='empty_mask'), samples), 'gres')
+    assert by_mask['N-acc'] == 100.0 and by_mask['T-acc'] == 100.0
+    res = strip(evaluate(GRESMetric(per_source=True), samples), 'gres')
+    same({k: v for k, v in res.items() if '/' not in k}, by_flag)
+    same({k[len('refcoco/'):]: v for k, v in res.items() if k.startswith('refcoco/')},
+         gres_metrics([one], [one], [False], [False]))
+    same({k[len('grefcoco/'):]: v for k, v in res.items() if k.startswith('grefcoco/')},
+         gres_metrics([z, one], [z, one], [False, True], [True, False]))
+
+
+def test_refzom_acc_source_flag():
+    z = np.zeros((2, 2), bool)
+    one = np.array([[1, 0], [0, 0]], bool)
+    samples = [make_sample(0, one, z, pred_nt=True, gt_nt=True, source='zero'),
+               make_sample(1, z, z, pred_nt=False, gt_nt=True, source='zero'),
+               make_sample(2, one, one, source='one')]
+    assert strip(evaluate(RefZOMMetric(), samples), 'refzom')['Acc'] == 50.0
+    res = strip(evaluate(RefZOMMetric(acc_source='flag'), samples), 'refzom')
+    assert res['Acc'] == 50.0 and res['mIoU'] == 100.0
+    # without no_target metainfo the zero group comes from source == 'zero'
+    d = [s.to_dict() for s in samples]
+    for x in d:
+        del x['no_target']
+    metric = RefZOMMetric()
+    metric.process(None, d)
+    assert [r['is_zero'] for r in metric.results] == [True, True, False]
+
+
+def test_missing_fields_raise_clear_errors():
+    d = make_sample(0, [[1]], [[1]]).to_dict()
+    del d['pred_no_target']
+    with pytest.raises(KeyError, match="pred_no_target"):
+        GRESMetric().process(None, [d])
+    with pytest.raises(KeyError, match='keep_ori_gt'):
+        RISMetric(eval_resolution='original').process(None, [make_sample(0, [[1]], [[1]])])
+    bad = make_sample(0, [[1, 0]], [[1]]).to_dict()
+    with pytest.raises(ValueError, match='differs from gt mask'):
+        RISMetric().process(None, [bad])
+
+
+def test_original_resolution_masks():
+    """Input 4x4 predictions map back to 2x2 originals (stretch) and to 2x4 (letterbox)."""
+    p2 = np.array([[1, 0], [1, 1]], bool)
+    g2 = np.array([[1, 1], [0, 1]], bool)
+    s0 = make_sample(0, np.kron(p2, np.ones((2, 2))), np.zeros((4, 4)), ori_shape=(2, 2),
+                     scale_factor=(2.0, 2.0))
+    s0.ori_gt_merged_mask = PixelData(data=torch.from_numpy(g2)[None].to(torch.uint8))
+    # letterbox: original 2x4 at scale 1, padded by one row on top and bottom
+    p_lb = np.array([[1, 1, 0, 0], [0, 0, 0, 1]], bool)
+    g_lb = np.array([[1, 0, 0, 0], [0, 0, 0, 1]], bool)
+    s1 = make_sample(1, np.pad(p_lb, ((1, 1), (0, 0))), np.zeros((4, 4)), ori_shape=(2, 4),
+                     letterbox=dict(pad=(0, 1), scale=1.0))
+    s1.ori_gt_merged_mask = PixelData(data=torch.from_numpy(g_lb)[None])
+    res = strip(evaluate(RISMetric(eval_resolution='original'), [s0, s1]), 'ris')
+    same(res, ris_metrics([p2, p_lb], [g2, g_lb]))
+    assert res['oIoU'] == pytest.approx(100 * (2 + 2) / (4 + 3))
+
+
+def test_rec_metric_input_and_original():
+    s0 = make_sample(0, [[1]], [[1]], pred_box=[0., 0., 8., 8.], gt_box=[0., 0., 8., 4.],
+                     img_shape=(8, 8), ori_shape=(4, 4), scale_factor=(2.0, 2.0))
+    s1 = make_sample(1, [[1]], [[1]], pred_box=[0., 0., 4., 4.], gt_box=[4., 4., 8., 8.],
+                     img_shape=(8, 8), ori_shape=(4, 4), scale_factor=(2.0, 2.0))
+    res = strip(evaluate(RECMetric(), [s0, s1]), 'rec')
+    same(res, rec_metrics([[0, 0, 8, 8], [0, 0, 4, 4]], [[0, 0, 8, 4], [4, 4, 8, 8]]))
+    assert res['Acc@0.5'] == 50.0
+    s0.ori_gt_ref_bbox = torch.tensor([0., 0., 4., 1.])   # pred maps to [0, 0, 4, 4] -> 0.25
+    s1.ori_gt_ref_bbox = torch.tensor([0., 0., 2., 2.])   # pred maps to [0, 0, 2, 2] -> 1
+    res = strip(evaluate(RECMetric(eval_resolution='original'), [s0, s1]), 'rec')
+    assert res == {'Acc@0.5': 50.0, 'box_mIoU': pytest.approx(62.5)}
+
+
+@pytest.mark.parametrize('ext', ['json', 'pkl'])
+def test_gres_dump_per_sample(tmp_path, ext):
+    samples, preds, gts, pnt, gnt = random_samples(3, n=9)
+    path = tmp_path / 'sub' / f'gres.{ext}'
+    res = strip(evaluate(GRESMetric(dump_per_sample=str(path)), samples), 'gres')
+    if ext == 'json':
+        payload = json.loads(path.read_text())
+    else:
+        payload = pickle.loads(path.read_bytes())
+    assert payload['metric'] == 'GRESMetric' and payload['eval_resolution'] == 'input'
+    same(payload['summary'], res)
+    stats = mask_stats(preds, gts)
+    per = gres_per_sample(stats['inter'], stats['union'], pnt, gnt)
+    rows = payload['samples']
+    assert [r['sample_idx'] for r in rows] == list(range(9))
+    assert [r['sent_id'] for r in rows] == [3000 + i for i in range(9)]
+    assert [r['I'] for r in rows] == per['I'].tolist()
+    assert [r['U'] for r in rows] == per['U'].tolist()
+    assert [r['IoU'] for r in rows] == per['IoU'].tolist()
+    assert [r['outcome'] for r in rows] == per['outcome'].tolist()
+    assert [r['gt_no_target'] for r in rows] == gnt
+
+
+def test_ris_refzom_rec_dump(tmp_path):
+    samples, preds, gts, pnt, gnt = random_samples(4, n=5)
+    stats = mask_stats(preds, gts)
+    evaluate(RISMetric(dump_per_sample=str(tmp_path / 'ris.json')), samples)
+    rows = json.loads((tmp_path / 'ris.json').read_text())['samples']
+    assert [r['I'] for r in rows] == stats['inter'].tolist()
+    assert [r['U'] for r in rows] == stats['union'].tolist()
+    evaluate(RefZOMMetric(dump_per_sample=str(tmp_path / 'zom.json')), samples)
+    rows = json.loads((tmp_path / 'zom.json').read_text())['samples']
+    assert [r['is_zero'] for r in rows] == gnt
+    assert [r['correct_zero'] for r in rows] == [
+        z and a == 0 for z, a in zip(gnt, stats['pred_area'].tolist())]
+    evaluate(RECMetric(dump_per_sample=str(tmp_path / 'rec.json')), samples)
+    rows = json.loads((tmp_path / 'rec.json').read_text())['samples']
+    assert rows[0]['pred_box'] == [0.0, 0.0, 1.0, 1.0] and rows[0]['IoU'] == 1.0
