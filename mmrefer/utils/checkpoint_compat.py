@@ -4,8 +4,10 @@ mmengine calls ``torch.load(filename, map_location=...)`` bare, which torch 2.13
 ``weights_only=True``; mmengine checkpoints hold a few non-tensor globals in ``meta`` and
 ``message_hub`` (numpy arrays, ``HistoryBuffer``, ...). We
 
-1. allow-list exactly those globals with :func:`torch.serialization.add_safe_globals`, and
-2. replace mmengine's local-file scheme with :func:`safe_torch_load`, which keeps
+1. allow-list exactly those globals with :func:`torch.serialization.add_safe_globals`,
+2. make ``HistoryBuffer`` pickle as plain data (its default pickle stores bound statistics
+   methods through ``builtins.getattr``, which we do not allow-list), and
+3. replace mmengine's local-file scheme with :func:`safe_torch_load`, which keeps
    ``weights_only=True`` and turns a refused global into an error naming the file and the global.
 
 A checkpoint needing anything else is refused; it is never loaded with full pickle.
@@ -84,6 +86,12 @@ def safe_torch_load(filename, map_location=None):
             'with tools/model_converters/ to a plain state dict.') from e
 
 
+def _reduce_history_buffer(buf):
+    """Pickle a HistoryBuffer as ``HistoryBuffer(log_history, count_history, max_length)``:
+    arrays and an int only, no bound methods."""
+    return (type(buf), (buf._log_history, buf._count_history, buf.max_length))
+
+
 def install_checkpoint_shim():
     """Register the allow-list with torch and route mmengine's local loader through
     :func:`safe_torch_load`. Idempotent."""
@@ -92,6 +100,10 @@ def install_checkpoint_shim():
         return
     _INSTALLED = True
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    import copyreg
+
+    from mmengine.logging.history_buffer import HistoryBuffer
+    copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     from mmengine.runner.checkpoint import CheckpointLoader
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
