@@ -19,11 +19,12 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
   falling back to ``raw``);
 * an unknown split raises a ``ValueError`` listing the splits the file holds.
 """
+import copy
 import json
 import logging
 import os.path as osp
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
@@ -104,6 +105,17 @@ class BaseRefDataset(BaseDataset):
         self.exclude_images_of = exclude_images_of
         super().__init__(data_root=data_root, ann_file=ann_file, data_prefix=data_prefix,
                          **kwargs)
+
+    @classmethod
+    def _load_metainfo(cls, metainfo: Optional[Mapping] = None) -> dict:
+        # mmengine tries to open every str value as a file (and warns); ours are plain names
+        out = copy.deepcopy(cls.METAINFO)
+        if metainfo is not None:
+            if not isinstance(metainfo, Mapping):
+                raise TypeError(f'{cls.__name__}: metainfo must be a dict, got '
+                                f'{type(metainfo).__name__}')
+            out.update(copy.deepcopy(dict(metainfo)))
+        return out
 
     # --------------------------------------------------------------------- subclass interface
     def parse_targets(self, ref: dict, refs_file: str) -> Tuple[bool, List[int], str]:
