@@ -1,0 +1,78 @@
+"""A tiny deterministic stand-in for a referring model, for the inferencer/visualizer/demo tests.
+
+``FakeRefModel`` follows docs/contracts.md section 3: ``pred_mask`` = pixels of the network
+input whose first channel (B of BGR) is above ``threshold``; ``pred_box`` = box of that mask;
+``pred_no_target`` = the sentence contains "nothing"; ``pred_score`` = mask fraction;
+``pred_extras`` = Latent-VG-like ``expr_maps`` [2, H, W] and ``subject_index`` = number of words.
+Import this module (or name it in ``custom_imports``) to register it.
+"""
+import os.path as osp
+
+import torch
+from mmengine.model import BaseModel
+
+from mmrefer.registry import MODELS
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+@MODELS.register_module(force=True)
+class FakeRefModel(BaseModel):
+    calls = []  # batch size of every predict call (class-level record)
+
+    def __init__(self, threshold: float = 127.0, data_preprocessor=None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='mmdet.DetDataPreprocessor', mean=[0., 0., 0.],
+                                     std=[1., 1., 1.], bgr_to_rgb=False)
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.threshold = torch.nn.Parameter(torch.tensor(float(threshold)))
+        self.backbone = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if mode != 'predict':
+            raise ValueError(f'FakeRefModel only predicts, got mode={mode!r}')
+        FakeRefModel.calls.append(len(data_samples))
+        self.backbone(inputs.float())
+        for img, ds in zip(inputs, data_samples):
+            h, w = ds.metainfo['img_shape'][:2]
+            mask = img[0, :h, :w].float() > self.threshold
+            no_target = 'nothing' in ds.metainfo['text']
+            if no_target:
+                mask = torch.zeros_like(mask)
+            if mask.any():
+                ys, xs = torch.nonzero(mask, as_tuple=True)
+                box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+            else:
+                box = torch.zeros(4)
+            ds.pred_mask = mask
+            ds.pred_box = box
+            ds.pred_no_target = no_target
+            ds.pred_score = float(mask.float().mean())
+            ds.pred_extras = dict(expr_maps=torch.stack([img[0, :h, :w].float() / 255,
+                                                         mask.float()]),
+                                  subject_index=len(ds.metainfo['text'].split()))
+        return data_samples
+
+
+def fake_config_text(scale=(32, 32), extra_imports=True) -> str:
+    """A config using ``FakeRefModel`` and mmdet transforms (stretch resize to ``scale``)."""
+    imports = "custom_imports = dict(imports=['_fake_ref_model'], allow_failed_imports=False)\n" \
+        if extra_imports else ''
+    return imports + f"""default_scope = 'mmrefer'
+model = dict(type='FakeRefModel')
+test_pipeline = [
+    dict(type='mmdet.LoadImageFromFile'),
+    dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='mmdet.Resize', scale={tuple(scale)!r}, keep_ratio=False, interpolation='nearest'),
+    dict(type='mmdet.PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+         'scale_factor', 'text', 'sent_id', 'no_target')),
+]
+test_dataloader = dict(batch_size=2, dataset=dict(type='NotOnDisk', pipeline=test_pipeline))
+"""
+
+
+def write_fake_config(folder, scale=(32, 32)) -> str:
+    path = osp.join(str(folder), 'fake_ref_config.py')
+    with open(path, 'w') as f:
+        f.write(fake_config_text(scale))
+    return path

@@ -1,0 +1,137 @@
+"""RefInferencer on a deterministic fake model: sizes, box mapping, batching, inputs, errors."""
+import os.path as osp
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _fake_ref_model import FakeRefModel, write_fake_config  # noqa: E402
+
+from mmrefer.apis import RefInferencer, build_inference_pipeline, resolve_config  # noqa: E402
+
+H0, W0 = 48, 64
+Y1, Y2, X1, X2 = 9, 27, 16, 40  # the bright block (first channel 255)
+
+
+def make_image():
+    img = np.zeros((H0, W0, 3), np.uint8)
+    img[..., 1] = 90
+    img[Y1:Y2, X1:X2, 0] = 255
+    return img
+
+
+@pytest.fixture(scope='module')
+def cfg_path(tmp_path_factory):
+    return write_fake_config(tmp_path_factory.mktemp('fakecfg'))
+
+
+@pytest.fixture(scope='module')
+def inferencer(cfg_path):
+    return RefInferencer(cfg_path, weights=None, device='cpu', batch_size=2)
+
+
+def expected_mask(img):
+    """Independent recomputation: nearest resize to 32x32, threshold, nearest back to H0xW0."""
+    small = cv2.resize(img, (32, 32), interpolation=cv2.INTER_NEAREST)[..., 0] > 127
+    up = F.interpolate(torch.from_numpy(small)[None, None].float(), size=(H0, W0),
+                       mode='nearest')[0, 0] > 0.5
+    return up.numpy()
+
+
+def test_pipeline_drops_annotation_loading(cfg_path):
+    steps = build_inference_pipeline(resolve_config(cfg_path))
+    types = [s['type'] for s in steps]
+    assert types[0] == 'mmdet.LoadImageFromNDArray'
+    assert not any('LoadAnnotations' in t or 'LoadImageFromFile' in t for t in types)
+    assert types[-1] == 'mmdet.PackDetInputs'
+
+
+def test_mask_at_original_size_and_box_mapping(inferencer):
+    img = make_image()
+    (res, ) = inferencer(img, 'the blue block')
+    assert set(res) >= {'mask', 'box', 'no_target', 'score', 'extras', 'text'}
+    assert res['mask'].dtype == bool and res['mask'].shape == (H0, W0)
+    np.testing.assert_array_equal(res['mask'], expected_mask(img))
+    truth = np.zeros((H0, W0), bool)
+    truth[Y1:Y2, X1:X2] = True
+    iou = (res['mask'] & truth).sum() / (res['mask'] | truth).sum()
+    assert iou > 0.85
+    # box at 32x32 is the mask's box there; divided by the scale (32/64, 32/48) it must come
+    # back near the block's box [16, 9, 40, 27] (one input pixel = 2 x 1.5 original pixels)
+    x1, y1, x2, y2 = res['box']
+    assert abs(x1 - X1) <= 2 and abs(x2 - X2) <= 2
+    assert abs(y1 - Y1) <= 1.5 and abs(y2 - Y2) <= 1.5
+    assert res['no_target'] is False
+    assert res['score'] == pytest.approx(expected_mask(img).sum() / (H0 * W0), abs=0.03)
+    maps = res['extras']['expr_maps']
+    assert maps.shape == (2, H0, W0)
+    assert res['extras']['subject_index'] == 3
+
+
+def test_batch_of_sentences_keeps_order_and_batches(inferencer):
+    sentences = ['a', 'nothing is here', 'the block', 'b c', 'd']
+    FakeRefModel.calls.clear()
+    results = inferencer(make_image(), sentences)
+    assert FakeRefModel.calls == [2, 2, 1]
+    assert [r['text'] for r in results] == sentences
+    assert [r['no_target'] for r in results] == [False, True, False, False, False]
+    assert not results[1]['mask'].any()
+    np.testing.assert_array_equal(results[0]['mask'], results[2]['mask'])
+    assert [r['extras']['subject_index'] for r in results] == [1, 3, 2, 2, 1]
+
+
+def test_path_and_array_and_rgb_give_same_answer(inferencer, tmp_path):
+    img = make_image()
+    path = str(tmp_path / 'img.png')
+    cv2.imwrite(path, img)
+    from_path = inferencer(path, ['the block'])[0]
+    from_bgr = inferencer(img, ['the block'])[0]
+    from_rgb = inferencer(np.ascontiguousarray(img[..., ::-1]), ['the block'],
+                          channel_order='rgb')[0]
+    for other in (from_bgr, from_rgb):
+        np.testing.assert_array_equal(from_path['mask'], other['mask'])
+        assert from_path['box'] == other['box']
+    # RGB array read as BGR puts the block in the last channel: the fake model sees nothing
+    wrong = inferencer(np.ascontiguousarray(img[..., ::-1]), ['the block'])[0]
+    assert not wrong['mask'].any()
+
+
+def test_weights_are_loaded(cfg_path, tmp_path):
+    model = FakeRefModel()
+    with torch.no_grad():
+        model.threshold.fill_(300.0)  # above any uint8 value: empty mask
+    ckpt = str(tmp_path / 'fake.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=1)), ckpt)
+    inf = RefInferencer(cfg_path, weights=ckpt)
+    assert inf.model.threshold.item() == 300.0
+    assert not inf(make_image(), 'the block')[0]['mask'].any()
+
+
+def test_bad_inputs(inferencer, cfg_path, tmp_path):
+    img = make_image()
+    with pytest.raises(FileNotFoundError, match='no_such.jpg'):
+        inferencer(str(tmp_path / 'no_such.jpg'), 'x')
+    bad = tmp_path / 'bad.jpg'
+    bad.write_bytes(b'not an image')
+    with pytest.raises(ValueError, match='bad.jpg'):
+        inferencer(str(bad), 'x')
+    with pytest.raises(ValueError, match='empty'):
+        inferencer(img, [])
+    with pytest.raises(ValueError, match='sentence 1'):
+        inferencer(img, ['ok', '  '])
+    with pytest.raises(ValueError, match='HxWx3'):
+        inferencer(img[..., 0], 'x')
+    with pytest.raises(ValueError, match='uint8'):
+        inferencer(img.astype(np.float32), 'x')
+    with pytest.raises(TypeError, match='list'):
+        inferencer([1, 2], 'x')
+    with pytest.raises(ValueError, match='channel_order'):
+        inferencer(img, 'x', channel_order='hsv')
+    with pytest.raises(FileNotFoundError, match='no_such_config_name'):
+        RefInferencer('no_such_config_name')
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        RefInferencer(cfg_path, weights=str(tmp_path / 'missing.pth'))
