@@ -58,6 +58,13 @@ def test_mask_stats_accepts_stacked_and_leading_one():
     assert s['gt_area'].tolist() == [3, 0]
     s1 = mask_stats([p[0][None]], [g[0][None]])
     assert s1['inter'].tolist() == [2] and s1['union'].tolist() == [4]
+    rng = np.random.default_rng(7)
+    ps, gs = rng.random((6, 5, 4)) < 0.5, (rng.random((6, 5, 4)) < 0.5).astype(np.uint8)
+    stacked, listed = mask_stats(torch.from_numpy(ps), gs), mask_stats(list(ps), list(gs))
+    for k in listed:
+        assert stacked[k].dtype == np.int64 and stacked[k].tolist() == listed[k].tolist(), k
+    with pytest.raises(ValueError, match='differs'):
+        mask_stats(ps, gs[:, :4])
 
 
 def _random_case(rng, n, p_empty=0.2):
@@ -105,7 +112,8 @@ def _gres_case():
 def test_gres_hand_computed_rela_cases():
     preds, gts, pred_nt, gt_nt = _gres_case()
     res = gres_metrics(preds, gts, pred_nt, gt_nt)
-    assert res['cIoU'] == pytest.approx((1 + 0 + 0 + 0 + 1 + 0 + 7) * 100 / (2 + 4 + 0 + 1 + 1 + 1 + 10))
+    cum_i, cum_u = 1 + 0 + 0 + 0 + 1 + 0 + 7, 2 + 4 + 0 + 1 + 1 + 1 + 10
+    assert res['cIoU'] == pytest.approx(cum_i * 100 / cum_u)
     assert res['gIoU'] == pytest.approx((0.5 + 0 + 1 + 0 + 1 + 0 + 0.7) / 7 * 100)
     assert res['N-acc'] == 50.0          # TP=1, FN=1
     assert res['T-acc'] == 80.0          # TN=4, FP=1

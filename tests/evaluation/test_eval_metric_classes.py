@@ -199,6 +199,8 @@ def test_gres_dump_per_sample(tmp_path, ext):
     assert [r['IoU'] for r in rows] == per['IoU'].tolist()
     assert [r['outcome'] for r in rows] == per['outcome'].tolist()
     assert [r['gt_no_target'] for r in rows] == gnt
+    assert [r['pred_area'] for r in rows] == stats['pred_area'].tolist()
+    assert [r['gt_area'] for r in rows] == stats['gt_area'].tolist()
 
 
 def test_ris_refzom_rec_dump(tmp_path):

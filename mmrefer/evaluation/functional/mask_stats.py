@@ -79,6 +79,9 @@ def mask_stats(pred_masks: Sequence[MaskLike],
         ``gt_area``.
     """
     n = _check_lengths(pred_masks, gt_masks)
+    if (isinstance(pred_masks, (torch.Tensor, np.ndarray)) and pred_masks.ndim == 3
+            and isinstance(gt_masks, (torch.Tensor, np.ndarray)) and gt_masks.ndim == 3):
+        return _stacked_stats(pred_masks, gt_masks)
     inter = np.zeros(n, dtype=np.int64)
     union = np.zeros(n, dtype=np.int64)
     pred_area = np.zeros(n, dtype=np.int64)
@@ -94,6 +97,20 @@ def mask_stats(pred_masks: Sequence[MaskLike],
         counts = torch.stack([(p & g).sum(), (p | g).sum(), p.sum(), g.sum()]).cpu()
         inter[i], union[i], pred_area[i], gt_area[i] = counts.tolist()
     return dict(inter=inter, union=union, pred_area=pred_area, gt_area=gt_area)
+
+
+def _stacked_stats(pred_masks, gt_masks) -> Dict[str, np.ndarray]:
+    """Vectorised counts of ``[N, H, W]`` stacks (one reduction per statistic)."""
+    p = torch.as_tensor(pred_masks)
+    g = torch.as_tensor(gt_masks, device=p.device)
+    if p.shape != g.shape:
+        raise ValueError(f'pred_masks shape {tuple(p.shape)} differs from gt_masks shape '
+                         f'{tuple(g.shape)}')
+    p = p if p.dtype == torch.bool else p != 0
+    g = g if g.dtype == torch.bool else g != 0
+    counts = [(p & g), (p | g), p, g]
+    counts = torch.stack([c.flatten(1).sum(1) for c in counts]).cpu().numpy().astype(np.int64)
+    return dict(inter=counts[0], union=counts[1], pred_area=counts[2], gt_area=counts[3])
 
 
 def iou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:

@@ -72,7 +72,8 @@ class GRESMetric(BaseRefMetric):
                 self._column(results, 'pred_nt', bool), self._column(results, 'gt_nt', bool))
             self._dump([
                 dict(**r['ids'], gt_no_target=r['gt_nt'], pred_no_target=r['pred_nt'],
-                     outcome=str(o), I=i, U=u, IoU=iou)
+                     outcome=str(o), I=i, U=u, IoU=iou, pred_area=r['pred_area'],
+                     gt_area=r['gt_area'])
                 for r, i, u, iou, o in zip(results, per['I'], per['U'], per['IoU'], per['outcome'])
             ], metrics)
         return metrics

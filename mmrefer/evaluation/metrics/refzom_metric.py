@@ -57,7 +57,7 @@ class RefZOMMetric(BaseRefMetric):
             per = refzom_per_sample(*cols)
             self._dump([
                 dict(**r['ids'], is_zero=bool(z), pred_empty=r['pred_empty'], I=i, U=u, IoU=iou,
-                     correct_zero=bool(c))
+                     correct_zero=bool(c), pred_area=r['pred_area'], gt_area=r['gt_area'])
                 for r, i, u, iou, z, c in zip(results, per['I'], per['U'], per['IoU'],
                                               per['is_zero'], per['correct_zero'])
             ], metrics)

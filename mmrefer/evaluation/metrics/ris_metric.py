@@ -30,7 +30,8 @@ class RISMetric(BaseRefMetric):
         metrics = ris_metrics_from_stats(inter, union)
         if self.dump_per_sample:
             per = ris_per_sample(inter, union)
-            self._dump([dict(**r['ids'], I=i, U=u, IoU=iou)
+            self._dump([dict(**r['ids'], I=i, U=u, IoU=iou, pred_area=r['pred_area'],
+                             gt_area=r['gt_area'])
                         for r, i, u, iou in zip(results, per['I'], per['U'], per['IoU'])],
                        metrics)
         return metrics
