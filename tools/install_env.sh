@@ -20,19 +20,26 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-pipq() { pip install -q "$@" 2>&1 | grep -v -e "is ignored: it is neither" -e "^$" || true; }
+# quiet pip that still fails loudly (the local index mirrors print "is ignored" noise)
+pipq() {
+    local log rc=0
+    log=$(mktemp)
+    pip install -q "$@" >"$log" 2>&1 || rc=$?
+    grep -v -e "is ignored: it is neither" -e "^$" "$log" || true
+    rm -f "$log"
+    return $rc
+}
 
 stamp="$VENV/.mmrefer-deps-$(cat "$ROOT"/requirements/*.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
     echo "[install] build tools and torch"
     pipq -c "$C" "setuptools<70" wheel ninja psutil
-    pipq -c "$C" torch==2.13.0
+    pipq torch==2.13.0
     echo "[install] runtime dependencies"
     pipq -c "$C" -r requirements/runtime.txt -r requirements/tests.txt
     if ! python -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
         echo "[install] building mmcv 2.1.0 from source (first time ~25 min; cached afterwards)"
-        MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pip install -q -c "$C" --no-build-isolation \
-            mmcv==2.1.0 2>&1 | grep -v "is ignored: it is neither" || true
+        MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pipq -c "$C" --no-build-isolation mmcv==2.1.0
         python -c "import mmcv.ops" || { echo "[install] mmcv build failed" >&2; exit 1; }
     fi
     echo "[install] mmdet, mmsegmentation, openmim (no deps: their pins fight the stack)"
