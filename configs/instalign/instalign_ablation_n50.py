@@ -1,0 +1,3 @@
+# Ablation (InstAlign Table 3, gRefCOCO val): N = 50 object queries.
+_base_ = './instalign_swin-b_roberta_grefcoco.py'
+model = dict(head=dict(num_queries=50))

@@ -1,0 +1,173 @@
+"""Text encoder (InstAlign section 3.2): a ``transformers`` RoBERTa/BERT wrapper.
+
+Word features ``T_0`` [B, L, C], the attention mask [B, L] (1 = real token) and a sentence feature
+[B, C] (mean of the valid word features) for a batch of raw sentences.
+
+The architecture is built from an inline config dict, so ``MODELS.build`` needs no file. The
+tokenizer is loaded lazily from ``tokenizer_dir`` on first use and the pretrained weights from
+``pretrained`` in :meth:`init_weights` (both local directories in Hugging Face layout).
+"""
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from mmrefer.registry import MODELS
+
+# roberta-base / bert-base-uncased shapes (their hub ``config.json``); any key can be overridden
+# through ``arch``.
+ROBERTA_BASE = dict(
+    vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+    bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
+BERT_BASE = dict(
+    vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
+    layer_norm_eps=1e-12)
+_ARCHS = dict(roberta=ROBERTA_BASE, bert=BERT_BASE)
+
+
+def _hf_classes(model_type: str):
+    if model_type == 'roberta':
+        from transformers import RobertaConfig, RobertaModel
+        return RobertaConfig, RobertaModel
+    if model_type == 'bert':
+        from transformers import BertConfig, BertModel
+        return BertConfig, BertModel
+    raise ValueError(f"HFTextEncoder: model_type must be 'roberta' or 'bert', got {model_type!r}")
+
+
+@MODELS.register_module()
+class HFTextEncoder(BaseModule):
+    """RoBERTa (default) or BERT text encoder from ``transformers``.
+
+    Args:
+        model_type (str): ``'roberta'`` or ``'bert'``.
+        arch (dict, optional): overrides of the base-size architecture (e.g. a tiny test model).
+        tokenizer_dir (str, optional): local dir of the tokenizer (``vocab.json`` + ``merges.txt``
+            for RoBERTa, ``vocab.txt`` for BERT). Loaded on first use.
+        pretrained (str, optional): local dir with ``config.json`` + weights, loaded in
+            :meth:`init_weights`. ``None`` keeps the random init.
+        max_length (int): tokens per sentence incl. specials (ReLA/InstAlign use 20).
+        freeze (bool): stop gradients into the encoder.
+    """
+
+    def __init__(self,
+                 model_type: str = 'roberta',
+                 arch: Optional[dict] = None,
+                 tokenizer_dir: Optional[str] = None,
+                 pretrained: Optional[str] = None,
+                 max_length: int = 20,
+                 freeze: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        config_cls, model_cls = _hf_classes(model_type)
+        cfg = dict(_ARCHS[model_type])
+        cfg.update(arch or {})
+        if max_length < 3:
+            raise ValueError(f'HFTextEncoder: max_length must be >= 3, got {max_length}')
+        offset = cfg.get('pad_token_id', 0) + 1 if model_type == 'roberta' else 0
+        if max_length + offset > cfg['max_position_embeddings']:
+            raise ValueError(
+                f'HFTextEncoder: max_length={max_length} needs max_position_embeddings >= '
+                f"{max_length + offset}, arch has {cfg['max_position_embeddings']}")
+        self.model_type = model_type
+        self.model = model_cls(config_cls(**cfg), add_pooling_layer=False)
+        self.tokenizer_dir = tokenizer_dir
+        self.pretrained = pretrained
+        self.max_length = max_length
+        self.freeze = freeze
+        self._tokenizer = None
+        if freeze:
+            self.model.requires_grad_(False)
+
+    @property
+    def embed_dims(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def tokenizer(self):
+        """The tokenizer, loaded from ``tokenizer_dir`` the first time it is needed."""
+        if self._tokenizer is None:
+            if not self.tokenizer_dir or not os.path.isdir(self.tokenizer_dir):
+                raise FileNotFoundError(
+                    f'HFTextEncoder: tokenizer_dir={self.tokenizer_dir!r} is not a directory; set '
+                    'model.text_encoder.tokenizer_dir to a local RoBERTa/BERT tokenizer dir '
+                    '(check it with tools/model_converters/check_text_encoder_dir.py)')
+            import transformers
+            # without tokenizer_config.json AutoTokenizer cannot tell the class: use model_type's
+            has_cfg = os.path.isfile(os.path.join(self.tokenizer_dir, 'tokenizer_config.json'))
+            cls = transformers.AutoTokenizer if has_cfg else getattr(
+                transformers, dict(roberta='RobertaTokenizer', bert='BertTokenizer')[
+                    self.model_type])
+            tok = cls.from_pretrained(self.tokenizer_dir, local_files_only=True)
+            if len(tok) > self.model.config.vocab_size:
+                raise ValueError(
+                    f'HFTextEncoder: tokenizer in {self.tokenizer_dir} has {len(tok)} tokens but '
+                    f'arch.vocab_size is {self.model.config.vocab_size}')
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.pretrained is None:
+            return
+        if not os.path.isdir(self.pretrained):
+            raise FileNotFoundError(
+                f'HFTextEncoder: pretrained={self.pretrained!r} is not a directory '
+                '(model.text_encoder.pretrained)')
+        _, model_cls = _hf_classes(self.model_type)
+        src = model_cls.from_pretrained(
+            self.pretrained, add_pooling_layer=False, local_files_only=True)
+        state = src.state_dict()
+        own = self.model.state_dict()
+        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if bad:
+            raise ValueError(f'HFTextEncoder: {self.pretrained} does not match arch; '
+                             f'shape mismatch for {bad[:5]}')
+        missing, _ = self.model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if 'position_ids' not in k]
+        if missing:
+            raise KeyError(f'HFTextEncoder: {self.pretrained} lacks weights {missing[:5]}')
+
+    def tokenize(self, texts: Sequence[str], device=None) -> Dict[str, Tensor]:
+        """Raw sentences -> ``input_ids`` / ``attention_mask`` [B, max_length]."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f'HFTextEncoder.tokenize expects a list of str, got {texts!r}')
+        enc = self.tokenizer(list(texts), padding='max_length', truncation=True,
+                             max_length=self.max_length, return_tensors='pt')
+        return dict(input_ids=enc['input_ids'].to(device),
+                    attention_mask=enc['attention_mask'].to(device))
+
+    def id_to_words(self, input_ids: Tensor) -> List[List[str]]:
+        """Readable token strings per sentence (for the ``aligned_words`` extras)."""
+        tok = self.tokenizer
+        return [[tok.convert_tokens_to_string([t]).strip()
+                 for t in tok.convert_ids_to_tokens(ids.tolist())] for ids in input_ids]
+
+    def forward(self, texts: Optional[Sequence[str]] = None,
+                input_ids: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Encode sentences (raw ``texts`` or pre-tokenized ``input_ids``).
+
+        Returns:
+            dict: ``word_feats`` [B, L, C], ``attention_mask`` [B, L] (long, 1 = valid),
+            ``sentence_feat`` [B, C] (masked mean of word_feats), ``input_ids`` [B, L].
+        """
+        device = next(self.model.parameters()).device
+        if input_ids is None:
+            if texts is None:
+                raise ValueError('HFTextEncoder.forward needs texts or input_ids')
+            enc = self.tokenize(texts, device)
+            input_ids, attention_mask = enc['input_ids'], enc['attention_mask']
+        elif attention_mask is None:
+            attention_mask = (input_ids != self.model.config.pad_token_id).long()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            words = self.model(input_ids=input_ids,
+                               attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(words.dtype)
+        sentence = (words * m).sum(1) / m.sum(1).clamp(min=1)
+        return dict(word_feats=words, attention_mask=attention_mask, sentence_feat=sentence,
+                    input_ids=input_ids)

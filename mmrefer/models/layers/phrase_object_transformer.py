@@ -1,0 +1,100 @@
+"""Phrase-Object Transformer (InstAlign section 3.3).
+
+K blocks refine N object queries Q [B, N, C] and the word features T [B, L, C]. Block k reads the
+pixel features V_k [B, H_k*W_k, C] of scale ``k % num_levels`` (round robin, low to high res as in
+Mask2Former) and runs, in order:
+
+    1. Q <- LN(Q + CrossAttn(Q, V_k))                (optionally masked by the previous masks)
+    2. Object-Text Cross Attention (bidirectional, both from the block's inputs):
+           Q <- LN(Q + Attn(Q, T, T)),   T <- LN(T + Attn(T, Q, Q))
+    3. Q <- LN(Q + SelfAttn(Q))
+    4. Q <- LN(Q + FFN(Q))
+
+``text_mode`` switches step 2 for the decoder ablation: ``'bidirectional'`` (POT), ``'query_only'``
+(ReLA-style: queries read the text, the text is never updated) and ``'none'`` (the plain
+Mask2Former decoder, no text at all).
+"""
+from typing import Optional, Tuple
+
+from torch import Tensor, nn
+
+from mmrefer.registry import MODELS
+
+TEXT_MODES = ('bidirectional', 'query_only', 'none')
+
+
+class PhraseObjectTransformerLayer(nn.Module):
+    """One POT block. Args: embed_dims C, num_heads, ffn_dims, dropout, text_mode."""
+
+    def __init__(self, embed_dims: int = 256, num_heads: int = 8, ffn_dims: int = 2048,
+                 dropout: float = 0.0, text_mode: str = 'bidirectional'):
+        super().__init__()
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f'PhraseObjectTransformer: text_mode must be one of {TEXT_MODES}, '
+                             f'got {text_mode!r}')
+        self.text_mode = text_mode
+
+        def mha():
+            return nn.MultiheadAttention(embed_dims, num_heads, dropout=dropout, batch_first=True)
+
+        self.pixel_attn, self.pixel_norm = mha(), nn.LayerNorm(embed_dims)
+        if text_mode != 'none':
+            self.q2t_attn, self.q2t_norm = mha(), nn.LayerNorm(embed_dims)
+        if text_mode == 'bidirectional':
+            self.t2q_attn, self.t2q_norm = mha(), nn.LayerNorm(embed_dims)
+        self.self_attn, self.self_norm = mha(), nn.LayerNorm(embed_dims)
+        self.ffn = nn.Sequential(nn.Linear(embed_dims, ffn_dims), nn.ReLU(inplace=True),
+                                 nn.Dropout(dropout), nn.Linear(ffn_dims, embed_dims))
+        self.ffn_norm = nn.LayerNorm(embed_dims)
+
+    def forward(self, query: Tensor, query_pos: Tensor, pixels: Tensor, pixel_pos: Tensor,
+                text: Tensor, text_mask: Tensor,
+                attn_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Args:
+            query, query_pos: [B, N, C]; pixels, pixel_pos: [B, HW, C];
+            text: [B, L, C]; text_mask: [B, L] (nonzero = valid word);
+            attn_mask: bool [B*heads, N, HW], True = not attended (Mask2Former masked attention).
+        Returns: refined (query [B, N, C], text [B, L, C]).
+        """
+        q = query
+        q = self.pixel_norm(q + self.pixel_attn(
+            q + query_pos, pixels + pixel_pos, pixels, attn_mask=attn_mask)[0])
+        if self.text_mode != 'none':
+            pad = ~text_mask.bool()
+            q_in = q
+            q = self.q2t_norm(q + self.q2t_attn(q_in + query_pos, text, text,
+                                                key_padding_mask=pad)[0])
+            if self.text_mode == 'bidirectional':
+                text = self.t2q_norm(text + self.t2q_attn(text, q_in + query_pos, q_in)[0])
+        qk = q + query_pos
+        q = self.self_norm(q + self.self_attn(qk, qk, q)[0])
+        q = self.ffn_norm(q + self.ffn(q))
+        return q, text
+
+
+@MODELS.register_module()
+class PhraseObjectTransformer(nn.Module):
+    """Stack of K :class:`PhraseObjectTransformerLayer` blocks (round robin over scales).
+
+    Args:
+        num_layers (int): K (9 in the paper).
+        num_levels (int): number of pixel-decoder scales fed round robin (3).
+        embed_dims, num_heads, ffn_dims, dropout, text_mode: see the layer.
+    """
+
+    def __init__(self, num_layers: int = 9, num_levels: int = 3, embed_dims: int = 256,
+                 num_heads: int = 8, ffn_dims: int = 2048, dropout: float = 0.0,
+                 text_mode: str = 'bidirectional'):
+        super().__init__()
+        if num_layers < 1 or num_levels < 1:
+            raise ValueError('PhraseObjectTransformer: num_layers and num_levels must be >= 1, '
+                             f'got {num_layers}, {num_levels}')
+        self.num_layers, self.num_levels = num_layers, num_levels
+        self.embed_dims, self.num_heads, self.text_mode = embed_dims, num_heads, text_mode
+        self.layers = nn.ModuleList(
+            PhraseObjectTransformerLayer(embed_dims, num_heads, ffn_dims, dropout, text_mode)
+            for _ in range(num_layers))
+
+    def level_of(self, k: int) -> int:
+        """Scale index read by block k (0-based)."""
+        return k % self.num_levels

@@ -1,0 +1,82 @@
+"""Convert an official Swin Transformer checkpoint (ImageNet-22K release, e.g.
+``swin_base_patch4_window12_384_22k.pth``) to mmdet's ``SwinTransformer`` key names.
+
+    python tools/model_converters/swin_to_mmrefer.py SRC.pth DST.pth [--arch swin-b] [--no-check]
+
+The key rules are mmdet's own ``swin_converter`` (imported from the mmdet wheel: ``layers`` ->
+``stages``, ``attn`` -> ``attn.w_msa``, ``mlp.fc1/fc2`` -> ``ffn.layers.0.0/1``,
+``patch_embed.proj`` -> ``patch_embed.projection``, the unfold order of ``downsample``, classifier
+``head.*`` dropped, ``backbone.`` prefix). In addition the official final ``norm.*`` (which mmdet
+would drop) is written as ``backbone.norm3.*``: both normalise the last stage's output.
+
+The result is ``{'state_dict': {...}}``; use it with ``convert_weights=False`` and
+``init_cfg=dict(type='Pretrained', checkpoint=DST)`` (configs/_base_/models/
+instalign_swin-b_roberta.py). Unless ``--no-check``, the keys are loaded into a freshly built
+mmdet SwinTransformer of ``--arch`` and the script fails when a weight is missing or mis-shaped.
+"""
+import argparse
+import sys
+from collections import OrderedDict
+
+import torch
+
+ARCHS = {
+    'swin-b': dict(pretrain_img_size=384, embed_dims=128, depths=[2, 2, 18, 2],
+                   num_heads=[4, 8, 16, 32], window_size=12),
+    'swin-l': dict(pretrain_img_size=384, embed_dims=192, depths=[2, 2, 18, 2],
+                   num_heads=[6, 12, 24, 48], window_size=12),
+    'swin-t': dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7),
+}
+
+
+def convert(ckpt: dict) -> 'OrderedDict[str, torch.Tensor]':
+    """Official Swin state dict (or a dict holding it under ``model``/``state_dict``) ->
+    mmdet keys with the ``backbone.`` prefix."""
+    from mmdet.models.backbones.swin import swin_converter
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'swin_to_mmrefer: expected a dict checkpoint, got {type(ckpt).__name__}')
+    state = ckpt.get('model', ckpt.get('state_dict', ckpt))
+    if not any(k.startswith('layers.') for k in state):
+        raise KeyError('swin_to_mmrefer: no "layers.*" keys - not an official Swin checkpoint '
+                       f'(first keys: {list(state)[:5]})')
+    out = swin_converter(state)
+    for suffix in ('weight', 'bias'):
+        v = out.pop(f'backbone.norm.{suffix}', None)
+        if v is not None:
+            out[f'backbone.norm3.{suffix}'] = v
+    return out
+
+
+def check(state: dict, arch: str) -> None:
+    """Load ``state`` into mmdet's SwinTransformer(**ARCHS[arch]); raise on any gap."""
+    from mmdet.models.backbones import SwinTransformer
+    model = SwinTransformer(**ARCHS[arch])
+    own = model.state_dict()
+    sub = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    missing = [k for k in own if k not in sub and 'relative_position_index' not in k]
+    unexpected = [k for k in sub if k not in own]
+    bad = [k for k in sub if k in own and own[k].shape != sub[k].shape
+           and 'relative_position_bias_table' not in k]
+    if missing or unexpected or bad:
+        raise ValueError(f'swin_to_mmrefer: {arch} check failed: missing={missing[:5]} '
+                         f'unexpected={unexpected[:5]} shape-mismatch={bad[:5]}')
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('src')
+    p.add_argument('dst')
+    p.add_argument('--arch', default='swin-b', choices=sorted(ARCHS))
+    p.add_argument('--no-check', action='store_true')
+    args = p.parse_args(argv)
+    ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
+    state = convert(ckpt)
+    if not args.no_check:
+        check(state, args.arch)
+    torch.save({'state_dict': state}, args.dst)
+    print(f'wrote {len(state)} tensors to {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
