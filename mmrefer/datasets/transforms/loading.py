@@ -88,9 +88,13 @@ class LoadRefAnnotations(BaseTransform):
         if 'ori_shape' in results:
             h, w = (int(v) for v in results['ori_shape'][:2])
             if 'height' in results and (results['height'], results['width']) != (h, w):
+                hint = (' (transposed: an EXIF orientation tag? try LoadRefImageFromFile('
+                        "color_type='color_ignore_orientation'))"
+                        if (results['height'], results['width']) == (w, h) else '')
                 raise ValueError(
                     f'image {results.get("img_path")} (sample {_sample_desc(results)}) is '
-                    f'{h}x{w} but instances.json says {results["height"]}x{results["width"]}')
+                    f'{h}x{w} but instances.json says {results["height"]}x{results["width"]}'
+                    f'{hint}')
         else:
             h, w = int(results['height']), int(results['width'])
         insts = results['instances']
