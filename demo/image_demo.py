@@ -1,7 +1,7 @@
 """Ground one or more sentences in an image and write a picture per sentence.
 
     python demo/image_demo.py IMAGE "SENTENCE" CONFIG --weights CKPT --out-dir DIR \
-        [--show-extras] [--device cpu]
+        [--show-extras] [--device cpu] [--cfg-options model.tokenizer.spm_path=...]
 
 CONFIG is a config file or a config name under configs/ (e.g. ``latentvg_tiny_synthref``);
 several sentences may be given separated by ``|``. Writes ``DIR/<image>_<k>.png`` (mask overlay,
@@ -14,6 +14,7 @@ import os.path as osp
 import sys
 
 import matplotlib
+from mmengine.config import DictAction
 
 matplotlib.use('Agg')  # no display needed
 
@@ -28,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument('--show-extras', action='store_true',
                    help='add per-expression (Latent-VG) / per-instance (InstAlign) panels')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:0, ...')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='override config settings, key=value pairs (e.g. a tokenizer path)')
     return p.parse_args(argv)
 
 
@@ -39,7 +42,8 @@ def main(argv=None):
     from mmrefer.visualization import RefLocalVisualizer, write_png
 
     sentences = [s.strip() for s in args.sentence.split('|') if s.strip()]
-    inferencer = RefInferencer(args.config, weights=args.weights, device=args.device)
+    inferencer = RefInferencer(args.config, weights=args.weights, device=args.device,
+                               cfg_options=args.cfg_options)
     image = RefInferencer.load_image(args.image)  # BGR
     results = inferencer(image, sentences)
     vis = RefLocalVisualizer.get_instance('mmrefer_image_demo')

@@ -24,7 +24,7 @@ from mmengine.runner import load_checkpoint
 from mmrefer.visualization.utils import maps_to_original, to_numpy
 
 ANNOTATION_LOADERS = ('LoadRefAnnotations', 'LoadAnnotations')
-IMAGE_LOADERS = ('LoadImageFromFile', 'LoadImageFromNDArray')
+IMAGE_LOADERS = ('LoadImageFromFile', 'LoadRefImageFromFile', 'LoadImageFromNDArray')
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 

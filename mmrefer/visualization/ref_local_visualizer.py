@@ -134,8 +134,7 @@ class RefLocalVisualizer(Visualizer):
                 m = masks[q]
                 m = m > 0.5 if m.dtype != bool else m
                 wq = words[q] if q < len(words) else []
-                label = f'query {q}: {scores[q]:.2f}' + (f' [{" ".join(map(str, wq))}]'
-                                                        if wq else '')
+                label = f'q{q} {scores[q]:.2f}' + (f' {" ".join(map(str, wq))}' if wq else '')
                 out.append((f'inst_{q}', self._panel(image, m, None, self.pred_color, label)))
         return out
 
@@ -218,10 +217,10 @@ class RefLocalVisualizer(Visualizer):
             main.append(('image', img))
 
         g = self.gap
-        width = len(main) * w + (len(main) - 1) * g
+        ncols = min(len(extras_panels), max(3, 2 * len(main)))
+        width = max(len(main) * w + (len(main) - 1) * g, ncols * (w // 2 + g) - g)
         title = self._title(text, width, self._font(w, h))
         rows_h = title.shape[0] + h
-        ncols = max(1, (width + g) // (w // 2 + g))
         nrows = math.ceil(len(extras_panels) / ncols) if extras_panels else 0
         height = rows_h + nrows * (h // 2 + g) + (g if nrows else 0)
         canvas = np.full((height, width, 3), 255, np.uint8)

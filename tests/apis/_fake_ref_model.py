@@ -71,8 +71,24 @@ test_dataloader = dict(batch_size=2, dataset=dict(type='NotOnDisk', pipeline=tes
 """
 
 
-def write_fake_config(folder, scale=(32, 32)) -> str:
-    path = osp.join(str(folder), 'fake_ref_config.py')
+def letterbox_config_text(scale=(32, 32)) -> str:
+    """``FakeRefModel`` behind mmrefer's own pipeline: RefResize(letterbox=True, nearest) and
+    PackRefInputs(keep_ori_gt=True), as the SynthRef configs use."""
+    return f"""default_scope = 'mmrefer'
+model = dict(type='FakeRefModel')
+test_pipeline = [
+    dict(type='LoadRefImageFromFile'),
+    dict(type='LoadRefAnnotations'),
+    dict(type='RefResize', scale={tuple(scale)!r}, letterbox=True, interpolation='nearest'),
+    dict(type='PackRefInputs', keep_ori_gt=True),
+]
+test_dataloader = dict(dataset=dict(type='NotOnDisk', pipeline=test_pipeline))
+"""
+
+
+def write_fake_config(folder, scale=(32, 32), letterbox=False) -> str:
+    name = 'fake_ref_letterbox_config.py' if letterbox else 'fake_ref_config.py'
+    path = osp.join(str(folder), name)
     with open(path, 'w') as f:
-        f.write(fake_config_text(scale))
+        f.write(letterbox_config_text(scale) if letterbox else fake_config_text(scale))
     return path

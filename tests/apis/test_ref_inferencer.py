@@ -72,6 +72,29 @@ def test_mask_at_original_size_and_box_mapping(inferencer):
     assert res['extras']['subject_index'] == 3
 
 
+def test_letterbox_pipeline_is_undone(tmp_path):
+    """RefResize(letterbox=True) + PackRefInputs(keep_ori_gt=True) from mmrefer's transforms.
+
+    Hand computation: 48x64 -> s = 0.5 -> 24x32 content, padded to 32x32 with top = 4. Nearest
+    resize keeps source rows/cols 2*i, so the block (rows 9..26, cols 16..39) covers content
+    rows 5..13 and cols 8..19, i.e. input rows 9..17. Box at the input: [8, 9, 20, 18];
+    minus the pad and divided by 0.5: [16, 10, 40, 28]. The mask comes back as rows 10..27,
+    cols 16..39 (nearest upsampling doubles every content pixel).
+    """
+    inf = RefInferencer(write_fake_config(tmp_path, letterbox=True))
+    steps = [s['type'] for s in build_inference_pipeline(inf.cfg)]
+    assert steps == ['mmdet.LoadImageFromNDArray', 'RefResize', 'PackRefInputs']
+    res = inf(make_image(), 'the block')[0]
+    assert res['box'] == [16.0, 10.0, 40.0, 28.0]
+    truth = np.zeros((H0, W0), bool)
+    truth[10:28, 16:40] = True
+    np.testing.assert_array_equal(res['mask'], truth)
+    assert res['extras']['expr_maps'].shape == (2, H0, W0)
+    # the soft map of the mask channel comes back on the same rows/cols (bilinear edges)
+    assert res['extras']['expr_maps'][1][truth].mean() > 0.9
+    assert res['extras']['expr_maps'][1][~truth].mean() < 0.05
+
+
 def test_batch_of_sentences_keeps_order_and_batches(inferencer):
     sentences = ['a', 'nothing is here', 'the block', 'b c', 'd']
     FakeRefModel.calls.clear()

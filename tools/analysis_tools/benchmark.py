@@ -1,7 +1,8 @@
 """Inference speed, backbone share, data-pipeline speed and peak memory of an mmrefer config.
 
     python tools/analysis_tools/benchmark.py CONFIG [--weights CKPT] [--batch-size 4] \
-        [--iters 20] [--warmup 3] [--amp] [--device cpu|cuda] [--data-iters 50] [--out r.json]
+        [--iters 20] [--warmup 2] [--amp] [--device cpu|cuda] [--data-iters 50] [--out r.json] \
+        [--cfg-options test_dataloader.dataset.data_root=DIR ...]
 
 Measured, in one process and on the same inputs:
 
@@ -33,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -51,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--out', default=None, help='write the results as JSON here')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='override config settings, key=value pairs')
     args = p.parse_args(argv)
     for k in ('batch_size', 'iters', 'data_iters'):
         if getattr(args, k) < 1:
@@ -187,6 +191,8 @@ def run(args):
     bench = Bench(device, args.amp, args.amp_dtype, not args.no_progress)
     register_all_modules(init_default_scope=True)
     cfg = resolve_config(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     res = dict(config=getattr(cfg, 'filename', str(args.config)), device=str(device),
                amp=(str(bench.dtype).replace('torch.', '') if args.amp else 'off'),
                batch_size=args.batch_size, iters=args.iters, threads=torch.get_num_threads())
