@@ -7,7 +7,7 @@ import os.path as osp
 
 import pytest
 
-from ._utils import QUICKSTART, mim_bin, run, short_run_options
+from e2e_helpers import mim_bin, run, short_config
 
 
 def _installed_matches_tree():
@@ -23,19 +23,16 @@ def _installed_matches_tree():
 def test_mim_train_then_test(method, synthref_root, tmp_path):
     assert _installed_matches_tree(), (
         'mmrefer must be installed as a regular wheel for mim (run `make install`)')
-    cfg = QUICKSTART[method]
+    cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_short.py'), iters=3,
+                       num_test_samples=6)
     work = str(tmp_path / method)
-    opts = short_run_options(synthref_root, iters=3)
-    out = run([mim_bin(), 'train', 'mmrefer', cfg, '--work-dir', work, '--cfg-options', *opts])
+    out = run([mim_bin(), 'train', 'mmrefer', cfg, '--work-dir', work])
     assert 'Saving checkpoint at 3 iterations' in out
     ckpt = open(osp.join(work, 'last_checkpoint')).read().strip()
     assert osp.isfile(ckpt)
 
     test_dir = str(tmp_path / f'{method}_test')
-    out = run([
-        mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir, '--cfg-options',
-        *opts
-    ])
+    out = run([mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir])
     metrics_files = glob.glob(osp.join(test_dir, '*', '*.json'))
     assert metrics_files, out[-3000:]
     metrics = json.load(open(sorted(metrics_files)[-1]))

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from ..e2e._utils import QUICKSTART, ROOT, run, short_run_options
+from e2e_helpers import QUICKSTART, ROOT, run, short_config
 
 
 def _metrics(work_dir):
@@ -36,21 +36,19 @@ def test_two_process_eval_equals_one(synthref_root, tmp_path):
     for nproc in (1, 2):
         work = str(tmp_path / f'np{nproc}')
         dump = str(tmp_path / f'per_sample_np{nproc}.json')
-        opts = short_run_options(synthref_root, extra=[
-            f'test_dataloader.dataset.indices={n_samples}',
-            'test_dataloader.batch_size=2',
-            'env_cfg.dist_cfg.backend=gloo',
-            f'test_evaluator.dump_per_sample={dump}',
-        ])
+        short = short_config('latentvg', synthref_root, str(tmp_path / f'short_np{nproc}.py'),
+                             num_test_samples=n_samples,
+                             **{'env_cfg.dist_cfg.backend': 'gloo',
+                                'test_evaluator.dump_per_sample': dump})
         script = osp.join(ROOT, 'tools', 'test.py')
         if nproc == 1:
-            cmd = [sys.executable, script, cfg_path, ckpt]
+            cmd = [sys.executable, script, short, ckpt]
         else:
             cmd = [
                 sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-                '--master_port=29533', script, cfg_path, ckpt, '--launcher', 'pytorch'
+                '--master_port=29533', script, short, ckpt, '--launcher', 'pytorch'
             ]
-        run(cmd + ['--work-dir', work, '--cfg-options', *opts])
+        run(cmd + ['--work-dir', work])
         results[nproc] = (_metrics(work), json.load(open(dump)))
 
     (m1, d1), (m2, d2) = results[1], results[2]

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from ..e2e._utils import QUICKSTART, ROOT, run, short_run_options
+from e2e_helpers import ROOT, run, short_config
 
 
 def _losses(work_dir):
@@ -22,28 +22,23 @@ def _losses(work_dir):
     return out
 
 
-def _train(cfg, work_dir, data_root, iters, resume=None, checkpoint_interval=None):
-    extra = ['randomness.seed=0', 'randomness.deterministic=True']
-    opts = short_run_options(data_root, iters=iters, extra=extra)
-    if checkpoint_interval is not None:
-        opts = [o for o in opts if not o.startswith('default_hooks.checkpoint.interval')]
-        opts.append(f'default_hooks.checkpoint.interval={checkpoint_interval}')
+def _train(tmp_path, work_dir, data_root, iters, resume=None):
+    cfg = short_config('latentvg', data_root, str(tmp_path / f'short_{iters}.py'), iters=iters,
+                       **{'randomness.seed': 0, 'randomness.deterministic': True})
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', work_dir]
     if resume:
         cmd += ['--resume', resume]
-    run(cmd + ['--cfg-options', *opts])
+    run(cmd)
 
 
 @pytest.mark.slow
 def test_resume_reproduces_straight_run(synthref_root, tmp_path):
-    cfg = QUICKSTART['latentvg']
     n, k = 4, 2
     straight = str(tmp_path / 'straight')
     split = str(tmp_path / 'split')
-    _train(cfg, straight, synthref_root, n)
-    _train(cfg, split, synthref_root, k)
-    _train(cfg, split, synthref_root, n, resume=osp.join(split, f'iter_{k}.pth'),
-           checkpoint_interval=n)
+    _train(tmp_path, straight, synthref_root, n)
+    _train(tmp_path, split, synthref_root, k)
+    _train(tmp_path, split, synthref_root, n, resume=osp.join(split, f'iter_{k}.pth'))
 
     a = torch.load(osp.join(straight, f'iter_{n}.pth'), map_location='cpu', weights_only=True)
     b = torch.load(osp.join(split, f'iter_{n}.pth'), map_location='cpu', weights_only=True)
