@@ -57,3 +57,22 @@ def test_benchmark_amp_bf16_on_cpu(tmp_path):
                       '--data-iters', '2', '--amp', '--no-progress'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert parse(proc.stdout)['amp'] == 'bfloat16'
+
+
+def test_benchmark_tiny_latentvg_on_synthref(synthref_root, tmp_path):
+    root = str(synthref_root)
+    proc = run_bench(['latentvg_tiny_synthref', '--iters', '2', '--warmup', '1',
+                      '--batch-size', '2', '--data-iters', '4', '--threads', '1',
+                      '--cfg-options', f'test_dataloader.dataset.data_root={root}/',
+                      f'model.tokenizer.spm_path={root}/tokenizers/beit3.spm'], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = parse(proc.stdout)
+    for k in FIELDS:
+        assert float(res[k]) > 0, (k, res)
+    assert res['model'] == 'LatentVG' and res['backbone'] == 'BEiT3'
+    assert res['data_source'].startswith('GRefCOCODataset')
+    # the ratio is the quotient of the two printed times (no assertion on speed itself)
+    assert float(res['full_to_backbone_ratio']) == \
+        __import__('pytest').approx(float(res['latency_bN_ms']) / float(res['backbone_bN_ms']),
+                                    rel=0.02)
+    assert 'data pipeline' in proc.stderr  # progress bars go to stderr
