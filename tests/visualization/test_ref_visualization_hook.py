@@ -85,3 +85,26 @@ def test_val_goes_to_backends_and_draw_false_is_silent(tmp_path, visualizer):
         hook.after_val_iter(runner, b, {}, [sample(paths[b], b)])
     names = [osp.basename(f) for f in all_files(tmp_path / 'backend') if f.endswith('.png')]
     assert sorted(names) == ['val_ref_100.png', 'val_ref_101.png']
+
+
+def test_val_pictures_reach_tensorboard(tmp_path):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    RefLocalVisualizer.get_instance(
+        f'hook_vis_tb_{np.random.randint(1 << 30)}',
+        vis_backends=[dict(type='TensorboardVisBackend')], save_dir=str(tmp_path / 'tb'),
+        min_size=32)
+    paths = write_images(str(tmp_path), 1)
+    runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='t', iter=5)
+    hook = RefVisualizationHook(draw=True, interval=1)
+    hook.before_val(runner)
+    hook.after_val_iter(runner, 0, {}, [sample(paths[0], 0)])
+    for backend in RefLocalVisualizer.get_current_instance()._vis_backends.values():
+        backend.close()
+    events = [f for f in all_files(tmp_path / 'tb') if 'tfevents' in osp.basename(f)]
+    assert events
+    acc = EventAccumulator(osp.dirname(events[0]))
+    acc.Reload()
+    assert 'val_ref' in acc.Tags()['images']
+    (img, ) = acc.Images('val_ref')
+    assert img.step == 5 and img.width > 64
