@@ -71,12 +71,9 @@ class RefVisualizationHook(Hook):
             return vis
         # the config built another visualizer (e.g. DetLocalVisualizer): draw with ours, on the
         # same backends
-        name = 'ref_visualizer_for_hook'
-        if RefLocalVisualizer.check_instance_created(name):
-            ref = RefLocalVisualizer.get_instance(name)
-        else:
-            ref = RefLocalVisualizer.get_instance(name)
-            ref._vis_backends = getattr(vis, '_vis_backends', {})
+        # (mmengine's Visualizer.get_instance makes it the current instance from then on)
+        ref = RefLocalVisualizer.get_instance('ref_visualizer_for_hook')
+        ref._vis_backends = getattr(vis, '_vis_backends', {})
         return ref
 
     def _load(self, path: str):

@@ -108,3 +108,19 @@ def test_val_pictures_reach_tensorboard(tmp_path):
     assert 'val_ref' in acc.Tags()['images']
     (img, ) = acc.Images('val_ref')
     assert img.step == 5 and img.width > 64
+
+
+def test_hook_draws_on_the_backends_of_a_plain_visualizer(tmp_path):
+    """configs/_base_/default_runtime.py builds a plain mmengine Visualizer."""
+    from mmengine.visualization import Visualizer
+    Visualizer.get_instance(f'plain_{np.random.randint(1 << 30)}',
+                            vis_backends=[dict(type='LocalVisBackend')],
+                            save_dir=str(tmp_path / 'plain'))
+    paths = write_images(str(tmp_path), 1)
+    runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='t', iter=0)
+    hook = RefVisualizationHook(draw=True, interval=1)
+    hook.before_val(runner)
+    hook.after_val_iter(runner, 0, {}, [sample(paths[0], 0)])
+    assert isinstance(hook.visualizer, RefLocalVisualizer)
+    names = [osp.basename(f) for f in all_files(tmp_path / 'plain')]
+    assert 'val_ref_0.png' in names
