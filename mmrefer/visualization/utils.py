@@ -3,9 +3,9 @@ network input (``img_shape``) back to the original image (``ori_shape``).
 
 Binary masks and boxes are mapped with :mod:`mmrefer.structures.rescale` (the one place that knows
 how the pipeline resized or letterboxed). Soft maps (Latent-VG per-expression maps, InstAlign
-per-instance masks) are only drawn, so they are mapped here with the same geometry: crop the
-letterbox content region ``[top : top + h_scale*h0, left : left + w_scale*w0]`` when ``letterbox`` is set,
-then resize (bilinear) to ``ori_shape``.
+per-instance masks) are mapped here with the same geometry: crop the letterbox content region
+``[top : top + h_scale*h0, left : left + w_scale*w0]`` when ``letterbox`` is set, then resize
+(bilinear) to ``ori_shape``.
 """
 from typing import Any, Optional
 
