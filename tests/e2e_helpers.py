@@ -16,7 +16,7 @@ def short_config(method, data_root, out_path, iters=3, batch_size=2, num_test_sa
     checkpoint at the end, constant LR, no worker processes. Returns the config path."""
     from mmengine.config import Config
     cfg = Config.fromfile(QUICKSTART[method])
-    root = data_root.rstrip('/') + '/'
+    root = str(data_root).rstrip('/') + '/'
     for split in ('train', 'val', 'test'):
         loader = cfg[f'{split}_dataloader']
         loader.dataset.data_root = root
@@ -36,9 +36,15 @@ def short_config(method, data_root, out_path, iters=3, batch_size=2, num_test_sa
     return out_path
 
 
-def run(cmd, cwd=ROOT, timeout=900, env=None):
+def run(cmd, cwd=ROOT, timeout=900, env=None, use_source_tree=True):
+    """Run a command, raising with its output on failure. ``use_source_tree`` puts the
+    repository first on PYTHONPATH (scripts then import this tree's mmrefer, not the installed
+    wheel); mim runs pass False so that they exercise the installed package."""
     full_env = dict(os.environ)
     full_env.setdefault('OMP_NUM_THREADS', '1')
+    if use_source_tree:
+        full_env['PYTHONPATH'] = os.pathsep.join(
+            [ROOT] + [p for p in [full_env.get('PYTHONPATH')] if p])
     full_env.update(env or {})
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

@@ -54,5 +54,7 @@ fi
 echo "[install] mmrefer (regular wheel install, so that mim finds mmrefer/.mim)"
 rm -rf build mmrefer.egg-info
 pipq --no-deps --no-build-isolation --force-reinstall .
+# the in-tree build leaves metadata that would shadow the installed dist-info from the repo root
+rm -rf build mmrefer.egg-info
 python -c "import mmrefer, mmcv, mmdet; print('[install] ok: mmrefer', mmrefer.__version__, \
 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__)"

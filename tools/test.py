@@ -12,6 +12,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from mmrefer.utils import register_all_modules
+from mmrefer.utils.setup_env import setup_cpu_distributed
 
 
 def parse_args():
@@ -37,6 +38,7 @@ def main():
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    setup_cpu_distributed(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:

@@ -8,6 +8,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # draws prediction next to ground truth during val/test when draw=True (--show-dir)
+    visualization=dict(type='RefVisualizationHook', draw=False),
 )
 
 env_cfg = dict(
@@ -17,9 +19,12 @@ env_cfg = dict(
 )
 
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='Visualizer', vis_backends=vis_backends, name='visualizer')
+visualizer = dict(type='RefLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 
 log_level = 'INFO'
 load_from = None
 resume = False
+
+# Random generator states travel in checkpoints, so --resume reproduces an uninterrupted run.
+custom_hooks = [dict(type='RNGStateHook')]

@@ -24,3 +24,28 @@ def register_all_modules(init_default_scope: bool = True) -> None:
 
     if init_default_scope:
         _init_default_scope('mmrefer')
+
+
+def setup_cpu_distributed(cfg, launcher: str) -> None:
+    """Initialise a gloo process group for ``--launcher pytorch`` on machines without CUDA.
+
+    mmengine 0.10.7's pytorch launcher always calls ``torch.cuda.set_device``, which fails on a
+    CPU build of torch. When CUDA is absent we create the (gloo) process group from the
+    ``torchrun`` environment ourselves; the Runner then finds it initialised and skips its own
+    set-up. Its default DDP wrapper pins ``device_ids=[LOCAL_RANK]`` (GPU-only), so the model
+    wrapper is set to a CPU ``MMDistributedDataParallel`` unless the config chose one. With CUDA
+    present, or with ``launcher='none'``, nothing happens.
+    """
+    import os
+
+    import torch
+    import torch.distributed as dist
+    if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
+                            world_size=int(os.environ['WORLD_SIZE']))

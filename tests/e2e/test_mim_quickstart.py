@@ -1,9 +1,9 @@
 """`mim train mmrefer` + `mim test mmrefer -C` of both quick-start configs on a small SynthRef,
 through the installed wheel (what README command 1 does, shortened)."""
 import glob
-import importlib.metadata
 import json
 import os.path as osp
+import sysconfig
 
 import pytest
 
@@ -11,11 +11,9 @@ from e2e_helpers import mim_bin, run, short_config
 
 
 def _installed_matches_tree():
-    try:
-        dist = importlib.metadata.distribution('mmrefer')
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return any(str(f).startswith('mmrefer/.mim/tools/train.py') for f in dist.files or [])
+    """mim runs <site-packages>/mmrefer/.mim/tools/train.py: the wheel must be installed."""
+    purelib = sysconfig.get_paths()['purelib']
+    return osp.isfile(osp.join(purelib, 'mmrefer', '.mim', 'tools', 'train.py'))
 
 
 @pytest.mark.slow
@@ -26,13 +24,14 @@ def test_mim_train_then_test(method, synthref_root, tmp_path):
     cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_short.py'), iters=3,
                        num_test_samples=6)
     work = str(tmp_path / method)
-    out = run([mim_bin(), 'train', 'mmrefer', cfg, '--work-dir', work])
+    out = run([mim_bin(), 'train', 'mmrefer', cfg, '--work-dir', work], use_source_tree=False)
     assert 'Saving checkpoint at 3 iterations' in out
     ckpt = open(osp.join(work, 'last_checkpoint')).read().strip()
     assert osp.isfile(ckpt)
 
     test_dir = str(tmp_path / f'{method}_test')
-    out = run([mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir])
+    out = run([mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir],
+              use_source_tree=False)
     metrics_files = glob.glob(osp.join(test_dir, '*', '*.json'))
     assert metrics_files, out[-3000:]
     metrics = json.load(open(sorted(metrics_files)[-1]))

@@ -2,6 +2,7 @@
 basenames are unique (mim finds configs by basename), and no forbidden dependency is declared."""
 import os
 import re
+import shutil
 import os.path as osp
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def test_wheel_contains_mim_extension(tmp_path):
         sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
         str(tmp_path), ROOT
     ], check=True, cwd=str(tmp_path))
+    shutil.rmtree(osp.join(ROOT, 'mmrefer.egg-info'), ignore_errors=True)
     wheels = [f for f in os.listdir(tmp_path) if f.endswith('.whl')]
     assert len(wheels) == 1
     names = set(zipfile.ZipFile(tmp_path / wheels[0]).namelist())
