@@ -103,3 +103,16 @@ def test_tiny_config_builds_and_runs():
         merged, nt = model._forward(torch.randn(1, 3, 128, 128),
                                     [DetDataSample(metainfo=dict(text='a red circle'))])
     assert merged[-1].shape == (1, 32, 32)
+
+
+def test_get_flops_dummy_input_on_tiny_config():
+    """tools/analysis_tools/get_flops.py passes an image + a data sample with text/input_ids."""
+    import importlib.util
+    path = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools', 'get_flops.py')
+    spec = importlib.util.spec_from_file_location('get_flops', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = Config.fromfile(TINY)
+    res = mod.count(cfg, 128, 128, 20)
+    assert res['params'] == _count(MODELS.build(cfg.model))
+    assert res['flops'] > 0 and res['macs'] == res['flops'] / 2

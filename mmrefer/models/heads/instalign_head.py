@@ -201,8 +201,10 @@ class InstAlignHead(BaseModule):
             pos = self.pixel_pos(m.new_zeros((b, ) + m.shape[-2:], dtype=torch.bool))
             pixel_pos.append(pos.flatten(2).transpose(1, 2))
         text = self.text_proj(text_feats)
-        query = self.query_feat.weight[None].expand(b, -1, -1)
-        query_pos = self.query_embed.weight[None].expand(b, -1, -1)
+        # repeat, not expand: a view of a parameter made under no_grad still requires grad,
+        # which breaks torch's FlopCounterMode module tracking (get_flops.py)
+        query = self.query_feat.weight.unsqueeze(0).repeat(b, 1, 1)
+        query_pos = self.query_embed.weight.unsqueeze(0).repeat(b, 1, 1)
 
         out = self._forward_head(query, text, text_mask, mask_feature, sizes[0])
         outs = [out]
