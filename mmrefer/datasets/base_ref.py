@@ -12,6 +12,8 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
 * images are resolved through ``instances.json`` by ``image_id``, never the ref's ``file_name``;
 * crowd annotations are skipped; polygon parts with fewer than 3 points are dropped (an
   annotation left without any part is dropped), counted and reported in one warning;
+* an annotation whose mask covers no pixel (zero area, e.g. collinear points or an empty RLE)
+  is dropped, counted and reported with the same warning;
 * a ref naming an annotation id absent from ``instances.json`` raises a ``KeyError`` naming the
   file, ``ref_id`` and ``ann_id`` (the official files never do this, so it means mismatched files);
 * a targeted ref left without any usable target (all crowd / degenerate) is skipped and counted;
@@ -26,6 +28,7 @@ import os.path as osp
 from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import pycocotools.mask as mask_utils
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
@@ -72,6 +75,18 @@ def union_box(boxes: Sequence[Sequence[float]]) -> Optional[List[float]]:
         return None
     return [min(b[0] for b in boxes), min(b[1] for b in boxes),
             max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
+def _mask_area(mask, h: int, w: int) -> int:
+    """Pixel count of polygons (list of flat coordinate lists) or an RLE dict at ``h x w``."""
+    if isinstance(mask, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in mask], h, w))
+    elif isinstance(mask['counts'], list):
+        rle = mask_utils.frPyObjects(mask, h, w)
+    else:
+        rle = dict(size=list(mask['size']), counts=mask['counts'].encode('ascii')
+                   if isinstance(mask['counts'], str) else mask['counts'])
+    return int(mask_utils.area(rle))
 
 
 class BaseRefDataset(BaseDataset):
@@ -183,6 +198,11 @@ class BaseRefDataset(BaseDataset):
                              f'type {type(seg).__name__}; expected polygons or RLE dict')
         if 'bbox' not in ann:
             raise KeyError(f'{self.ann_file}: annotation {ann.get("id")} has no bbox')
+        if _mask_area(mask, h, w) == 0:
+            stats['annotations dropped (zero-area mask)'] += 1
+            if len(examples) < 5:
+                examples.append(ann['id'])
+            return None
         return dict(mask=mask, bbox=_xywh_to_xyxy(ann['bbox']), bbox_label=0, ignore_flag=0)
 
     # ---------------------------------------------------------------------------- loading
@@ -252,10 +272,14 @@ class BaseRefDataset(BaseDataset):
             raise ValueError(f'{type(self).__name__}: no sample left for split {self.split!r} '
                              f'of {refs_file!r} ({dict(stats)})')
         summary = ', '.join(f'{k}: {v}' for k, v in sorted(stats.items()))
+        # bad data (not exclude_images_of, a deliberate filter) makes the summary a warning
+        bad = any(('skipped' in k or 'dropped' in k) and 'exclude_images_of' not in k
+                  for k in stats)
         print_log(f'{type(self).__name__} [{self.dataset_name}] split={self.split}: '
-                  f'{len(data_list)} samples; {summary}', logger='current')
+                  f'{len(data_list)} samples; {summary}', logger='current',
+                  level=logging.WARNING if bad else logging.INFO)
         if examples:
-            print_log(f'{type(self).__name__}: dropped degenerate polygon parts (< 3 points) in '
-                      f'{self.ann_file}, e.g. annotation ids {examples}', logger='current',
-                      level=logging.WARNING)
+            print_log(f'{type(self).__name__}: dropped degenerate polygon parts (< 3 points) or '
+                      f'zero-area masks in {self.ann_file}, e.g. annotation ids {examples}',
+                      logger='current', level=logging.WARNING)
         return data_list
