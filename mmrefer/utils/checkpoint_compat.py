@@ -8,7 +8,11 @@ mmengine calls ``torch.load(filename, map_location=...)`` bare, which torch 2.13
 2. make ``HistoryBuffer`` pickle as plain data (its default pickle stores bound statistics
    methods through ``builtins.getattr``, which we do not allow-list), and
 3. replace mmengine's local-file scheme with :func:`safe_torch_load`, which keeps
-   ``weights_only=True`` and turns a refused global into an error naming the file and the global.
+   ``weights_only=True`` and turns a refused global into an error naming the file and the global,
+4. replace ``mmengine.runner.checkpoint.load_state_dict`` (what ``load_from`` and
+   ``load_checkpoint`` end in) with :func:`~mmrefer.utils.checkpoint_report.
+   load_state_dict_with_report`, which reports missing/unexpected keys grouped by module and
+   shape mismatches with both shapes.
 
 A checkpoint needing anything else is refused; it is never loaded with full pickle.
 """
@@ -110,3 +114,10 @@ def install_checkpoint_shim():
     def load_from_local(filename, map_location):  # noqa: ANN001
         filename = osp.expanduser(filename)
         return safe_torch_load(filename, map_location=map_location)
+
+    import mmengine.runner.checkpoint as ckpt_mod
+
+    from .checkpoint_report import load_state_dict_with_report
+    if ckpt_mod.load_state_dict is not load_state_dict_with_report:
+        load_state_dict_with_report.original = ckpt_mod.load_state_dict
+        ckpt_mod.load_state_dict = load_state_dict_with_report

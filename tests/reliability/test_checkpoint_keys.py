@@ -1,0 +1,229 @@
+"""Wrong / partial checkpoints: missing and unexpected keys grouped by module, shape mismatches
+naming the key and both shapes, strict still raising, non-strict still loading what matches.
+
+Model: the tiny Latent-VG quick-start config (configs/quickstart/latentvg_tiny_synthref.py).
+"""
+import contextlib
+import logging
+import os.path as osp
+import re
+
+import pytest
+import torch
+
+from mmrefer.utils.checkpoint_report import checkpoint_report, group_keys
+
+CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'quickstart',
+                  'latentvg_tiny_synthref.py')
+
+
+@contextlib.contextmanager
+def captured_mmengine_log():
+    """Messages logged to mmengine's current logger while the block runs."""
+    from mmengine.logging import MMLogger
+
+    class _H(logging.Handler):
+
+        def emit(self, record):
+            messages.append((record.levelno, record.getMessage()))
+
+    messages = []
+    logger = MMLogger.get_current_instance()
+    h = _H(logging.DEBUG)
+    logger.addHandler(h)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(h)
+
+
+@pytest.fixture(scope='module')
+def model_cfg():
+    from mmengine.config import Config
+
+    from mmrefer.utils import register_all_modules
+    register_all_modules()
+    return Config.fromfile(CONFIG).model
+
+
+def _build(cfg, seed):
+    from mmrefer.registry import MODELS
+    torch.manual_seed(seed)
+    return MODELS.build(cfg)
+
+
+@pytest.fixture(scope='module')
+def source_state(model_cfg):
+    """state dict of a differently seeded model: every tensor differs from a fresh model's."""
+    return {k: v.clone() for k, v in _build(model_cfg, seed=1).state_dict().items()}
+
+
+def _layers(keys, idx):
+    return [k for k in keys if re.match(rf'backbone\.encoder\.layers\.({idx})\.', k)]
+
+
+# ---------------------------------------------------------------------------- pure grouping
+def test_group_keys_hand_computed():
+    model_keys = ['enc.layers.0.w', 'enc.layers.0.b', 'enc.layers.1.w', 'enc.layers.1.b',
+                  'enc.layers.2.w', 'enc.layers.2.b', 'enc.norm.w', 'head.a.w', 'head.b.w']
+    ckpt_keys = ['enc.layers.0.w', 'enc.layers.0.b', 'enc.norm.w', 'old_head.w']
+    missing = [k for k in model_keys if k not in ckpt_keys]
+    groups = group_keys(missing, ckpt_keys, population=model_keys)
+    # layers 1 and 2 wholly missing -> one wildcard line over all 3 layers; head wholly missing
+    assert dict(groups) == {
+        'enc.layers.*': dict(count=4, total=6, example='enc.layers.1.w'),
+        'head': dict(count=2, total=2, example='head.a.w')}
+    unexpected = group_keys(['old_head.w'], model_keys)
+    assert dict(unexpected) == {'old_head': dict(count=1, total=1, example='old_head.w')}
+    # a parameter outside any module is its own group
+    assert list(group_keys(['logit_scale'], model_keys)) == ['logit_scale']
+    # one tensor missing inside a present layer: reported at that layer (capped depth)
+    g = group_keys(['enc.layers.0.b'], ['enc.layers.0.w'], population=model_keys)
+    assert dict(g) == {'enc.layers.*': dict(count=1, total=6, example='enc.layers.0.b')}
+    # max_depth caps the group name
+    g = group_keys(['a.b.c.d.e.w'], ['a.b.c.d.x.w'], max_depth=2)
+    assert list(g) == ['a.b']
+
+
+# ---------------------------------------------------------------- through mmengine's loader
+def test_partial_checkpoint_reports_groups_and_loads_the_rest(model_cfg, source_state,
+                                                              tmp_path):
+    from mmengine.runner import load_checkpoint
+    dropped = set(_layers(source_state, '2|3')) | {k for k in source_state
+                                                   if k.startswith('head.')}
+    partial = {k: v for k, v in source_state.items() if k not in dropped}
+    partial['vision_head.weight'] = torch.zeros(3, 3)  # official-style task head
+    path = str(tmp_path / 'partial.pth')
+    torch.save({'state_dict': partial, 'meta': {}}, path)
+
+    model = _build(model_cfg, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with captured_mmengine_log() as log:
+        load_checkpoint(model, path, map_location='cpu')
+    after = model.state_dict()
+    # what matched was loaded, what was missing kept its initial value
+    for k in after:
+        expected = before[k] if k in dropped else source_state[k]
+        assert torch.equal(after[k], expected), k
+    warnings = [m for lvl, m in log if lvl == logging.WARNING and 'do not match' in m]
+    assert len(warnings) == 1
+    text = warnings[0]
+    n_layers = len(_layers(before, r'\d+'))
+    n_lost = len(_layers(before, '2|3'))
+    n_head = sum(k.startswith('head.') for k in before)
+    assert n_lost == n_layers // 2 and n_head > 0
+    assert f'backbone.encoder.layers.*: {n_lost} missing (of {n_layers})' in text
+    assert f'head: {n_head} missing (of {n_head})' in text
+    assert 'vision_head: 1 unexpected (of 1)' in text
+    assert f'{n_lost + n_head} missing, 1 unexpected, 0 shape mismatch' in text
+    # grouped: no individual layer key other than the examples is listed
+    assert text.count('backbone.encoder.layers.') <= 2
+
+
+def test_shape_mismatch_names_key_and_both_shapes(model_cfg, source_state, tmp_path):
+    from mmengine.runner import load_checkpoint
+    bad = dict(source_state)
+    key = 'backbone.text_embed.weight'
+    rows, cols = source_state[key].shape
+    bad[key] = torch.zeros(rows + 7, cols)
+    path = str(tmp_path / 'shape.pth')
+    torch.save(bad, path)  # a bare state dict (no 'state_dict' wrapper) works too
+    model = _build(model_cfg, seed=0)
+    before = model.state_dict()[key].clone()
+    with captured_mmengine_log() as log:
+        load_checkpoint(model, path, map_location='cpu')
+    text = '\n'.join(m for _, m in log)
+    assert f'{key}: ({rows + 7}, {cols}) vs ({rows}, {cols})' in text
+    assert '0 missing, 0 unexpected, 1 shape mismatch' in text
+    assert torch.equal(model.state_dict()[key], before)  # not loaded
+    other = 'backbone.vision_embed.cls_token'
+    assert torch.equal(model.state_dict()[other], source_state[other])
+
+
+def test_strict_raises_with_the_grouped_report(model_cfg, source_state, tmp_path):
+    from mmengine.runner import load_checkpoint
+    partial = {k: v for k, v in source_state.items() if not k.startswith('head.')}
+    path = str(tmp_path / 'nohead.pth')
+    torch.save({'state_dict': partial}, path)
+    model = _build(model_cfg, seed=0)
+    n_head = sum(k.startswith('head.') for k in model.state_dict())
+    with pytest.raises(RuntimeError, match=rf'head: {n_head} missing \(of {n_head}\)'):
+        load_checkpoint(model, path, map_location='cpu', strict=True)
+    # mmengine's semantics: the matching tensors were loaded before the error
+    k = 'backbone.vision_embed.cls_token'
+    assert torch.equal(model.state_dict()[k], source_state[k])
+
+
+def test_exact_checkpoint_is_silent(model_cfg, source_state, tmp_path):
+    from mmengine.runner import load_checkpoint
+    path = str(tmp_path / 'full.pth')
+    torch.save({'state_dict': source_state}, path)
+    model = _build(model_cfg, seed=0)
+    with captured_mmengine_log() as log:
+        load_checkpoint(model, path, map_location='cpu', strict=True)
+    assert not [m for _, m in log if 'do not match' in m]
+    assert all(torch.equal(v, source_state[k]) for k, v in model.state_dict().items())
+    assert not checkpoint_report(model, source_state)
+
+
+def test_unconverted_checkpoint_is_reported_per_top_level_module(model_cfg, source_state):
+    # an official-style file: every key under 'beit3.' -> nothing matches
+    wrong = {'beit3.' + k[len('backbone.'):]: v for k, v in source_state.items()
+             if k.startswith('backbone.')}
+    model = _build(model_cfg, seed=0)
+    report = checkpoint_report(model, wrong)
+    own = model.state_dict()
+    tops = {k.split('.')[0] for k in own}
+    assert set(report.missing_groups) == tops
+    for top, g in report.missing_groups.items():
+        n = sum(k.split('.')[0] == top for k in own)
+        assert g['count'] == g['total'] == n
+    assert dict(report.unexpected_groups) == {
+        'beit3': dict(count=len(wrong), total=len(wrong), example=next(iter(wrong)))}
+    assert sorted(report.missing) == sorted(own)
+
+
+# ------------------------------------------------------------------------- Runner load_from
+def _runner(model_cfg, tmp_path, load_from, name):
+    from mmengine.runner import Runner
+    return Runner(model=model_cfg, work_dir=str(tmp_path / name), load_from=load_from,
+                  default_scope='mmrefer', experiment_name=name,
+                  env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')))
+
+
+def test_load_from_in_a_runner_reports_groups(model_cfg, source_state, tmp_path):
+    partial = {k: v for k, v in source_state.items() if not k.startswith('concept_injector.')}
+    path = str(tmp_path / 'partial.pth')
+    torch.save({'state_dict': partial, 'meta': {}}, path)
+    runner = _runner(model_cfg, tmp_path, path, 'load_from_partial')
+    with captured_mmengine_log() as log:
+        runner.load_or_resume()
+    text = '\n'.join(m for _, m in log)
+    assert 'concept_injector: 1 missing (of 1)' in text
+    k = 'backbone.vision_embed.cls_token'
+    assert torch.equal(runner.model.state_dict()[k], source_state[k])
+
+
+def _write_marker(path):
+    with open(path, 'w') as f:
+        f.write('pwned')
+
+
+class _Evil:
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_write_marker, (self.marker, ))
+
+
+def test_load_from_refuses_a_non_allow_listed_global(model_cfg, source_state, tmp_path):
+    from mmrefer.utils.checkpoint_compat import UnsafeCheckpointError
+    marker = tmp_path / 'marker.txt'
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': source_state, 'meta': {'x': _Evil(str(marker))}}, path)
+    runner = _runner(model_cfg, tmp_path, path, 'load_from_evil')
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*allow-list"):
+        runner.load_or_resume()
+    assert not marker.exists()
