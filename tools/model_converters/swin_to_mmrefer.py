@@ -15,6 +15,7 @@ instalign_swin-b_roberta.py). Unless ``--no-check``, the keys are loaded into a 
 mmdet SwinTransformer of ``--arch`` and the script fails when a weight is missing or mis-shaped.
 """
 import argparse
+import re
 import sys
 from collections import OrderedDict
 
@@ -48,12 +49,15 @@ def convert(ckpt: dict) -> 'OrderedDict[str, torch.Tensor]':
 
 
 def check(state: dict, arch: str) -> None:
-    """Load ``state`` into mmdet's SwinTransformer(**ARCHS[arch]); raise on any gap."""
+    """Check ``state`` against mmdet's SwinTransformer(**ARCHS[arch]); raise on any gap."""
     from mmdet.models.backbones import SwinTransformer
     model = SwinTransformer(**ARCHS[arch])
     own = model.state_dict()
     sub = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
-    missing = [k for k in own if k not in sub and 'relative_position_index' not in k]
+    # norm0..norm2 (output norms of the inner stages) have no official counterpart: they keep
+    # their fresh init, as with mmdet's own conversion
+    missing = [k for k in own if k not in sub and 'relative_position_index' not in k
+               and not re.match(r'norm[0-2]\.', k)]
     unexpected = [k for k in sub if k not in own]
     bad = [k for k in sub if k in own and own[k].shape != sub[k].shape
            and 'relative_position_bias_table' not in k]
