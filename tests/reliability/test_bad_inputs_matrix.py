@@ -1,0 +1,521 @@
+"""The bad-data matrix of the reliability issue, walked on SynthRef-derived files.
+
+Each case copies the session's SynthRef (``synthref_root``) to ``tmp_path``, corrupts the copy
+and checks the documented outcome (docs/reliability.md keeps the same table):
+
+=============================  =====================================================  ========
+case                           outcome                                                kinds
+=============================  =====================================================  ========
+missing image file             FileNotFoundError naming the path and the sample       both
+corrupt image file             ValueError 'could not decode image <path>'             both
+grayscale / RGBA image         loaded as 3-channel BGR                                both
+empty instances.json           ValueError naming the file ('is empty')                both
+instances.json without images  ValueError naming the file ('holds no images')         both
+ref whose ann ids are missing  KeyError naming refs file, ref_id and ann_id           both
+crowd-only target              ref skipped; warning with counts                       both
+degenerate polygon (< 3 pts)   part dropped (ann dropped if none left); warning       both
+zero-area mask                 annotation dropped (ref skipped if none left); warning both
+empty sentence                 sentence skipped; warning with count                   both
+500-word sentence              kept; tokenizers truncate with a warning + count       both
+unknown split name             ValueError listing the available splits               both
+refs neither pickle nor JSON   ValueError naming the file                             both
+malicious refs pickle          UnsafePickleError naming file and global; no code runs both
+=============================  =====================================================  ========
+
+"both" = the RefCOCO (pickle refs) and gRefCOCO (JSON refs) layouts. The image cases are also
+run through an mmengine-built DataLoader with ``num_workers=2``: the error raised in the main
+process keeps its type and still names the file.
+"""
+import contextlib
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import warnings
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+
+from mmrefer.utils import register_all_modules
+
+register_all_modules()
+
+KINDS = {
+    'refcoco': dict(type='RefCOCODataset', ann_file='refcoco/instances.json',
+                    split_file='refcoco/refs(unc).p'),
+    'grefcoco': dict(type='GRefCOCODataset', ann_file='grefcoco/instances.json',
+                     split_file='grefcoco/grefs(unc).json'),
+}
+SPLITS = ['testA', 'testB', 'train', 'val']
+PIPELINE = [dict(type='LoadRefImageFromFile', color_type='color'),
+            dict(type='LoadRefAnnotations'),
+            dict(type='RefResize', scale=(64, 64)),
+            dict(type='PackRefInputs')]
+
+
+# ------------------------------------------------------------------------------ helpers
+@contextlib.contextmanager
+def captured_log():
+    """(level, message) pairs logged to mmengine's current logger inside the block."""
+    from mmengine.logging import MMLogger
+
+    class _H(logging.Handler):
+
+        def emit(self, record):
+            out.append((record.levelno, record.getMessage()))
+
+    out = []
+    logger = MMLogger.get_current_instance()
+    h = _H(logging.DEBUG)
+    logger.addHandler(h)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(h)
+
+
+def warnings_of(log):
+    return '\n'.join(m for lvl, m in log if lvl >= logging.WARNING)
+
+
+@pytest.fixture
+def root(synthref_root, tmp_path):
+    """A private copy of SynthRef's images + RefCOCO/gRefCOCO files, safe to corrupt."""
+    dst = tmp_path / 'synthref'
+    for sub in ('images', 'refcoco', 'grefcoco'):
+        shutil.copytree(synthref_root / sub, dst / sub)
+    return dst
+
+
+def build(root, kind, pipeline=(), split='val', **kw):
+    from mmrefer.registry import DATASETS
+    return DATASETS.build(dict(KINDS[kind], data_root=str(root) + '/', split=split,
+                               data_prefix=dict(img_path='images/train2014/'),
+                               pipeline=list(pipeline), **kw))
+
+
+def refs_path(root, kind):
+    return root / KINDS[kind]['split_file']
+
+
+def read_refs(root, kind):
+    data = refs_path(root, kind).read_bytes()
+    return pickle.loads(data) if kind == 'refcoco' else json.loads(data)
+
+
+def write_refs(root, kind, refs):
+    path = refs_path(root, kind)
+    if kind == 'refcoco':
+        path.write_bytes(pickle.dumps(refs, protocol=2))
+    else:
+        path.write_text(json.dumps(refs))
+
+
+def read_coco(root, kind):
+    return json.loads((root / KINDS[kind]['ann_file']).read_text())
+
+
+def write_coco(root, kind, coco):
+    (root / KINDS[kind]['ann_file']).write_text(json.dumps(coco))
+
+
+def target_ids(ref):
+    aid = ref['ann_id']
+    return list(aid) if isinstance(aid, list) else [aid]
+
+
+def first_val_ref(refs):
+    """The first targeted val ref (and its index in the list)."""
+    for i, r in enumerate(refs):
+        if r['split'] == 'val' and target_ids(r) != [-1] and not r.get('no_target'):
+            return i, r
+    raise AssertionError('SynthRef has no targeted val ref')
+
+
+def set_ann(root, kind, ann_ids, **fields):
+    coco = read_coco(root, kind)
+    for a in coco['annotations']:
+        if a['id'] in ann_ids:
+            a.update(fields)
+    write_coco(root, kind, coco)
+    return coco
+
+
+def first_sample_image(root, kind):
+    ds = build(root, kind)
+    info = ds.get_data_info(0)
+    return info, root / 'images' / 'train2014' / os.path.basename(info['img_path'])
+
+
+def sentences_of(ds, ref_id):
+    return [ds.get_data_info(i)['sent_id'] for i in range(len(ds))
+            if ds.get_data_info(i)['ref_id'] == ref_id]
+
+
+# ----------------------------------------------------------------- annotation-file cases
+def case_empty_instances_json(root, kind):
+    (root / KINDS[kind]['ann_file']).write_bytes(b'')
+    with pytest.raises(ValueError, match=r"instances file '.*instances\.json' is empty"):
+        build(root, kind)
+
+
+def case_instances_json_without_images(root, kind):
+    coco = read_coco(root, kind)
+    coco['images'] = []
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=r"instances\.json' holds no images"):
+        build(root, kind)
+
+
+def case_missing_ann_ids(root, kind):
+    refs = read_refs(root, kind)
+    i, ref = first_val_ref(refs)
+    ref['ann_id'] = [987654] if kind == 'grefcoco' else 987654
+    write_refs(root, kind, refs)
+    with pytest.raises(KeyError) as err:
+        build(root, kind)
+    assert (f"{refs_path(root, kind)}: ref_id {ref['ref_id']} names ann_id 987654, which is "
+            f"not in {root / KINDS[kind]['ann_file']}") in str(err.value)
+
+
+def _skip_one_ref(root, kind, corrupt, counts):
+    """Corrupt the annotations of the first targeted val ref with ``corrupt(ann, coco)``; every
+    val ref left without a target must be skipped (its sentences gone, nothing else) with a
+    warning holding ``counts(n_annotation_uses, n_refs_skipped)``."""
+    base = build(root, kind)
+    refs = [r for r in read_refs(root, kind) if r['split'] == 'val']
+    _, ref = first_val_ref(refs)
+    ids = set(target_ids(ref))
+    uses = sum(len(set(target_ids(r)) & ids) for r in refs)
+    gone = [r['ref_id'] for r in refs
+            if target_ids(r) != [-1] and set(target_ids(r)) <= ids]
+    lost = sum(len(sentences_of(base, rid)) for rid in gone)
+    assert ref['ref_id'] in gone and lost > 0
+    coco = read_coco(root, kind)
+    for a in coco['annotations']:
+        if a['id'] in ids:
+            corrupt(a, coco)
+    write_coco(root, kind, coco)
+    with captured_log() as log:
+        ds = build(root, kind)
+    assert all(sentences_of(ds, rid) == [] for rid in gone)
+    assert len(ds) == len(base) - lost
+    text = warnings_of(log)
+    for key, n in counts(uses, len(gone)).items():
+        assert f'{key}: {n}' in text, (key, text)
+    return sorted(ids), text
+
+
+def case_crowd_only_target(root, kind):
+    def crowd(a, coco):
+        a['iscrowd'] = 1
+    _skip_one_ref(root, kind, crowd, lambda n_ann, n_ref: {
+        'crowd target annotations skipped': n_ann, 'refs skipped (no usable target)': n_ref})
+
+
+def case_degenerate_polygons(root, kind):
+    def two_points(a, coco):
+        x, y = a['bbox'][:2]
+        a['segmentation'] = [[x, y, x + 5, y + 5]]  # 2 points
+    ids, text = _skip_one_ref(root, kind, two_points, lambda n_ann, n_ref: {
+        'degenerate polygon parts dropped': n_ann,
+        'annotations dropped (no valid polygon)': n_ann,
+        'refs skipped (no usable target)': n_ref})
+    for aid in ids:  # the warning names the annotations
+        assert re.search(rf'annotation ids \[[^\]]*\b{aid}\b', text), (aid, text)
+
+
+def case_degenerate_polygon_part(root, kind):
+    # a valid polygon plus a 2-point part: the part is dropped, the sample keeps the polygon
+    _, ref = first_val_ref(read_refs(root, kind))
+    aid = target_ids(ref)[0]
+    coco = read_coco(root, kind)
+    ann = next(a for a in coco['annotations'] if a['id'] == aid)
+    x, y, w, h = ann['bbox']
+    square = [x, y, x + w, y, x + w, y + h, x, y + h]
+    set_ann(root, kind, {aid}, segmentation=[square, [x, y, x + 1, y + 1]])
+    with captured_log() as log:
+        ds = build(root, kind)
+    assert 'degenerate polygon parts dropped: 1' in warnings_of(log)
+    assert f'annotation ids [{aid}]' in warnings_of(log)
+    info = next(ds.get_data_info(i) for i in range(len(ds))
+                if ds.get_data_info(i)['ref_id'] == ref['ref_id'])
+    inst = next(m for m in info['instances'] if m['bbox'] == [x, y, x + w, y + h])
+    assert inst['mask'] == [square]
+
+
+def case_zero_area_polygon(root, kind):
+    def collinear(a, coco):
+        x, y = a['bbox'][:2]
+        a['segmentation'] = [[x, y, x + 4, y + 4, x + 8, y + 8]]  # 3 points on a line
+    _skip_one_ref(root, kind, collinear, lambda n_ann, n_ref: {
+        'annotations dropped (zero-area mask)': n_ann, 'refs skipped (no usable target)': n_ref})
+
+
+def case_zero_area_rle(root, kind):
+    def empty_rle(a, coco):
+        img = next(i for i in coco['images'] if i['id'] == a['image_id'])
+        rle = mask_utils.encode(np.zeros((img['height'], img['width']), np.uint8, order='F'))
+        a['segmentation'] = dict(size=rle['size'], counts=rle['counts'].decode('ascii'))
+    _skip_one_ref(root, kind, empty_rle, lambda n_ann, n_ref: {
+        'annotations dropped (zero-area mask)': n_ann, 'refs skipped (no usable target)': n_ref})
+
+
+def case_empty_sentence(root, kind):
+    base = build(root, kind)
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    sent = ref['sentences'][0]
+    sent['sent'], sent['raw'] = '   ', ''
+    write_refs(root, kind, refs)
+    with captured_log() as log:
+        ds = build(root, kind)
+    assert len(ds) == len(base) - 1
+    assert sent['sent_id'] not in sentences_of(ds, ref['ref_id'])
+    assert 'empty sentences skipped: 1' in warnings_of(log)
+
+
+def case_long_sentence(root, kind):
+    # kept verbatim by the dataset; truncation is the tokenizers' job (test_long_sentence_*)
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    long = ' '.join(['red'] * 500)
+    ref['sentences'][0]['sent'] = long
+    write_refs(root, kind, refs)
+    ds = build(root, kind)
+    texts = [ds.get_data_info(i)['text'] for i in range(len(ds))]
+    assert texts.count(long) == 1
+
+
+def case_unknown_split(root, kind):
+    with pytest.raises(ValueError) as err:
+        build(root, kind, split='nosuch')
+    assert (f"split(s) ['nosuch'] not in '{refs_path(root, kind)}'; available splits: "
+            f'{SPLITS!r}') in str(err.value)
+
+
+def case_refs_garbage_bytes(root, kind):
+    refs_path(root, kind).write_bytes(b'\x00\x01\x02 definitely not annotations')
+    with pytest.raises(ValueError, match=r'refs file .* is neither JSON nor a readable pickle'):
+        build(root, kind)
+
+
+def case_refs_plain_text(root, kind):
+    refs_path(root, kind).write_text('these are my refs, one per line\n')
+    with pytest.raises(ValueError, match=r'refs file .* is neither JSON nor a readable pickle'):
+        build(root, kind)
+
+
+def case_refs_broken_json(root, kind):
+    refs_path(root, kind).write_text('[{"ref_id": 1, "split": ')
+    with pytest.raises(ValueError, match=r'looks like JSON but does not parse'):
+        build(root, kind)
+
+
+class _Shell:
+    """Pickles to ``os.system(cmd)``: would run at load time under plain pickle."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd, ))
+
+
+def case_malicious_refs_pickle(root, kind):
+    from mmrefer.datasets.safe_pickle import UnsafePickleError
+    marker = root / 'pwned'
+    refs = read_refs(root, kind)
+    refs[0]['sentences'][0]['sent'] = _Shell(f'touch {marker}')
+    refs_path(root, kind).write_bytes(pickle.dumps(refs, protocol=2))  # .json name too
+    with pytest.raises(UnsafePickleError, match=r'refused to unpickle .*(posix|os)\.system.*'
+                                                r'Nothing was executed'):
+        build(root, kind)
+    assert not marker.exists()
+
+
+DATA_CASES = {name[5:]: fn for name, fn in dict(globals()).items() if name.startswith('case_')}
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+@pytest.mark.parametrize('case', sorted(DATA_CASES))
+def test_annotation_file_matrix(case, kind, root):
+    DATA_CASES[case](root, kind)
+
+
+# ----------------------------------------------------------------------------- images
+def _break_missing(path):
+    path.unlink()
+
+
+def _break_corrupt(path):
+    path.write_bytes(b'\xff\xd8\xff\xe0 truncated jpeg ' + os.urandom(64))
+
+
+IMAGE_ERRORS = {
+    'missing': (_break_missing, FileNotFoundError, 'image file not found: {path}'),
+    'corrupt': (_break_corrupt, ValueError, 'could not decode image {path}'),
+}
+
+
+def _gray_bgr(path):
+    img = cv2.imread(str(path))
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    path.write_bytes(cv2.imencode('.png', gray)[1].tobytes())  # PNG bytes under .jpg: by content
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _rgba_bgr(path):
+    img = cv2.imread(str(path))
+    rgba = np.concatenate([img, np.full(img.shape[:2] + (1, ), 255, np.uint8)], axis=2)
+    path.write_bytes(cv2.imencode('.png', rgba)[1].tobytes())
+    return img
+
+
+IMAGE_MODES = {'grayscale': _gray_bgr, 'rgba': _rgba_bgr}
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+@pytest.mark.parametrize('bad', sorted(IMAGE_ERRORS))
+def test_bad_image_names_file_and_sample(bad, kind, root):
+    info, path = first_sample_image(root, kind)
+    breaker, exc, msg = IMAGE_ERRORS[bad]
+    breaker(path)
+    ds = build(root, kind, PIPELINE)
+    with pytest.raises(exc) as err:
+        ds[0]
+    text = str(err.value)
+    assert msg.format(path=os.path.join(str(root) + '/', info['img_path'])) in text
+    assert f"img_id={info['img_id']}, ref_id={info['ref_id']}" in text
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+@pytest.mark.parametrize('mode', sorted(IMAGE_MODES))
+def test_grayscale_and_rgba_load_as_three_channels(mode, kind, root):
+    info, path = first_sample_image(root, kind)
+    expected = IMAGE_MODES[mode](path)
+    ds = build(root, kind, [dict(type='LoadRefImageFromFile', color_type='color')])
+    img = ds[0]['img']
+    assert img.shape == expected.shape and img.shape[2] == 3
+    np.testing.assert_array_equal(img, expected)
+    packed = build(root, kind, PIPELINE)[0]
+    assert tuple(packed['inputs'].shape) == (3, 64, 64)
+
+
+def _loader(root, kind, pipeline=PIPELINE):
+    from mmengine.runner import Runner
+    return Runner.build_dataloader(dict(
+        batch_size=2, num_workers=2, persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        collate_fn=dict(type='pseudo_collate'),
+        dataset=dict(KINDS[kind], data_root=str(root) + '/', split='val',
+                     data_prefix=dict(img_path='images/train2014/'), pipeline=pipeline)))
+
+
+@pytest.mark.parametrize('bad', sorted(IMAGE_ERRORS))
+def test_bad_image_error_survives_dataloader_workers(bad, root):
+    kind = 'grefcoco'
+    info, path = first_sample_image(root, kind)
+    breaker, exc, msg = IMAGE_ERRORS[bad]
+    breaker(path)
+    loader = _loader(root, kind)
+    assert loader.num_workers == 2
+    batches = iter(loader)
+    try:
+        with pytest.raises(exc) as err:
+            next(batches)
+    finally:
+        batches._shutdown_workers()  # now, not at garbage collection
+    text = str(err.value)
+    assert 'DataLoader worker process' in text  # raised in a worker, re-raised here
+    assert msg.format(path=os.path.join(str(root) + '/', info['img_path'])) in text
+    assert f"img_id={info['img_id']}" in text
+
+
+def test_grayscale_and_rgba_batch_through_dataloader_workers(root):
+    kind = 'grefcoco'
+    ds = build(root, kind)
+    paths = [root / 'images' / 'train2014' / os.path.basename(ds.get_data_info(i)['img_path'])
+             for i in range(2)]
+    if paths[0] == paths[1]:
+        paths = paths[:1]
+    for p, fn in zip(paths, (_gray_bgr, _rgba_bgr)):
+        fn(p)
+    batches = iter(_loader(root, kind))
+    try:
+        batch = next(batches)
+    finally:
+        batches._shutdown_workers()
+    assert [tuple(x.shape) for x in batch['inputs']] == [(3, 64, 64)] * 2
+
+
+# -------------------------------------------------------------------- text (tokenizers)
+LONG = ' '.join(['the red circle on the left'] * 84)  # 504 words
+
+
+def test_long_sentence_beit3_tokenizer_truncates_with_warning(synthref_beit3_spm):
+    from mmrefer.models.language_models.beit3_tokenizer import BEiT3Tokenizer
+    tok = BEiT3Tokenizer(synthref_beit3_spm, max_length=16)
+    assert len(LONG.split()) >= 500
+    with pytest.warns(UserWarning, match='truncated'):
+        out = tok([LONG, 'the red circle'])
+    ids = out['input_ids']
+    pieces = tok.encode(LONG)
+    assert ids[0].tolist() == [0] + pieces[:14] + [2]
+    assert not out['padding_mask'][0].any()
+    assert tok.num_truncated == 1
+    tok([LONG, LONG])
+    assert tok.num_truncated == 3
+
+
+def test_empty_sentence_beit3_tokenizer_names_the_index(synthref_beit3_spm):
+    from mmrefer.models.language_models.beit3_tokenizer import BEiT3Tokenizer
+    tok = BEiT3Tokenizer(synthref_beit3_spm, max_length=16)
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty \('  '\)"):
+        tok(['the red circle', '  '])
+
+
+@pytest.mark.parametrize('which', ['spm', 'hf'])
+def test_long_sentence_tokenize_text_truncates_with_warning(which, synthref_beit3_spm,
+                                                            synthref_roberta_dir):
+    from mmrefer.datasets.transforms import TokenizeText
+    t = TokenizeText(synthref_beit3_spm if which == 'spm' else synthref_roberta_dir,
+                     max_length=12)
+    with captured_log() as log:
+        out = t(dict(text=LONG))
+        t(dict(text='the red circle'))
+    assert out['attention_mask'].tolist() == [1] * 12
+    assert out['input_ids'][-1] == 2  # </s> kept at the end (both vocabularies use id 2)
+    assert t.num_truncated == 1
+    assert '1 sentence(s) truncated to max_length=12' in warnings_of(log)
+
+
+def _text_encoder(roberta_dir):
+    from mmrefer.models.language_models.text_encoder import HFTextEncoder
+    return HFTextEncoder(arch=dict(vocab_size=400, hidden_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=64,
+                                   max_position_embeddings=24),
+                         tokenizer_dir=roberta_dir, max_length=12)
+
+
+def test_long_sentence_hf_text_encoder_truncates(synthref_roberta_dir):
+    enc = _text_encoder(synthref_roberta_dir)
+    out = enc.tokenize([LONG, 'the red circle'])
+    assert out['input_ids'].shape == (2, 12)
+    assert out['attention_mask'][0].tolist() == [1] * 12
+    assert out['input_ids'][0, -1].item() == enc.tokenizer.eos_token_id
+
+
+@pytest.mark.xfail(strict=True, reason='HFTextEncoder.tokenize (InstAlign text_encoder.py, '
+                   'another owner) truncates silently; reported, see docs/reliability.md')
+def test_long_sentence_hf_text_encoder_warns(synthref_roberta_dir):
+    enc = _text_encoder(synthref_roberta_dir)
+    with captured_log() as log, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        enc.tokenize([LONG])
+    said = warnings_of(log) + ' '.join(str(w.message) for w in caught)
+    assert 'truncat' in said.lower()
