@@ -37,6 +37,14 @@ def captured_mmengine_log():
         logger.removeHandler(h)
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope='module')
 def model_cfg():
     from mmengine.config import Config
