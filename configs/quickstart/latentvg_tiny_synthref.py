@@ -2,15 +2,15 @@
 #   python tools/dataset_converters/make_synthref.py --out data/synthref
 #   mim train mmrefer configs/quickstart/latentvg_tiny_synthref.py
 # Same modules as the paper model (latent expressions, visual concept injector, empty token,
-# positive-margin contrastive loss), with a 4-layer, 96-wide BEiT-3 trained from scratch, patch 8
-# on 128x128 images and the SynthRef sentencepiece tokenizer. GRES variant: no subject
+# positive-margin contrastive loss), with a 4-layer, 64-wide BEiT-3 trained from scratch, patch 16
+# on 128x128 images (8x8 grid, mask logits at 64x64) and the SynthRef sentencepiece tokenizer. GRES variant: no subject
 # distributor (supplementary B). Benchmark: tools/analysis_tools/benchmark_latentvg_tiny.py.
 _base_ = [
     '../_base_/datasets/synthref_gres.py',
     '../_base_/default_runtime.py',
 ]
 text_len = 16  # SynthRef sentences have at most 13 pieces
-dims = 96
+dims = 64
 
 model = dict(
     type='LatentVG',
@@ -24,7 +24,7 @@ model = dict(
         type='BEiT3',
         arch=dict(embed_dims=dims, num_layers=4, num_heads=4, ffn_ratio=2),
         img_size=128,  # = img_scale of synthref_gres.py
-        patch_size=8,
+        patch_size=16,
         vocab_size=128,
         max_text_len=64,
         drop_path_rate=0.0,
@@ -40,6 +40,7 @@ model = dict(
         num_class_tokens=3,
         feat_channels=32,
         embed_dims=32,
+        extra_upsamples=1,  # 8x8 patch grid -> 64x64 mask logits
         num_decoder_layers=1,
         decoder_heads=4,
         decoder_ffn_dims=2 * dims,

@@ -50,11 +50,13 @@ class LatentVGPixelDecoder(nn.Module):
     """1/16 patch features -> per-pixel embedding at 1/4.
 
     ``x16 = GN(Conv1x1(F))``; ``x8 = Conv3x3(GELU(GN(ConvT(x16) + ConvT_lat(F))))``;
-    ``x4 = Conv1x1(GELU(GN(ConvT(x8))))`` -> ``E`` channels.
+    ``x4 = Conv1x1(GELU(GN(ConvT(x8))))`` -> ``E`` channels; ``extra_upsamples`` further
+    ``GELU(GN(ConvT))`` x2 stages on ``E`` channels (output at ``1/(4 * 2^extra)`` of the patch
+    grid's stride, e.g. for small inputs with coarse patch grids).
     """
 
     def __init__(self, in_channels: int = 768, feat_channels: int = 256, out_channels: int = 256,
-                 num_groups: int = 32):
+                 num_groups: int = 32, extra_upsamples: int = 0):
         super().__init__()
         g = min(num_groups, feat_channels)
         if feat_channels % g:
@@ -69,11 +71,19 @@ class LatentVGPixelDecoder(nn.Module):
         self.up4 = nn.Sequential(nn.ConvTranspose2d(feat_channels, feat_channels, 2, 2),
                                  nn.GroupNorm(g, feat_channels), nn.GELU(),
                                  nn.Conv2d(feat_channels, out_channels, 1))
+        go = min(num_groups, out_channels)
+        if out_channels % go:
+            raise ValueError(f'LatentVGPixelDecoder: out_channels {out_channels} not divisible '
+                             f'by num_groups {go}')
+        self.extra = nn.Sequential(*[
+            nn.Sequential(nn.GroupNorm(go, out_channels), nn.GELU(),
+                          nn.ConvTranspose2d(out_channels, out_channels, 2, 2))
+            for _ in range(extra_upsamples)])
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x16 = self.lateral16(feats)
         x8 = self.fuse8(self.up8(x16) + self.lateral8(feats))
-        return self.up4(x8)
+        return self.extra(self.up4(x8))
 
 
 @MODELS.register_module()
@@ -85,6 +95,8 @@ class LatentVGHead(BaseModule):
         num_class_tokens (int): ``Q = N + 1`` (1 for the no-latent baseline).
         feat_channels (int): pixel-decoder width.
         embed_dims (int): per-pixel embedding width ``E``.
+        extra_upsamples (int): extra x2 stages of the pixel decoder (0: output at 1/4 of the
+            patch stride).
         num_decoder_layers (int): token-decoder layers (0 disables it).
         decoder_heads (int), decoder_ffn_dims (int), decoder_dropout (float): token decoder.
         mlp_hidden_dims (int): hidden width of every per-token MLP (``C -> hidden -> E``).
@@ -102,6 +114,7 @@ class LatentVGHead(BaseModule):
                  num_class_tokens: int = 3,
                  feat_channels: int = 256,
                  embed_dims: int = 256,
+                 extra_upsamples: int = 0,
                  num_decoder_layers: int = 3,
                  decoder_heads: int = 8,
                  decoder_ffn_dims: int = 2048,
@@ -125,7 +138,8 @@ class LatentVGHead(BaseModule):
         if num_class_tokens < 1:
             raise ValueError(f'LatentVGHead: num_class_tokens must be >= 1, got {num_class_tokens}')
         self.num_class_tokens = num_class_tokens
-        self.pixel_decoder = LatentVGPixelDecoder(in_channels, feat_channels, embed_dims)
+        self.pixel_decoder = LatentVGPixelDecoder(in_channels, feat_channels, embed_dims,
+                                                  extra_upsamples=extra_upsamples)
         if num_decoder_layers > 0:
             layer = nn.TransformerDecoderLayer(in_channels, decoder_heads, decoder_ffn_dims,
                                                decoder_dropout, activation='gelu',
@@ -217,7 +231,8 @@ class LatentVGHead(BaseModule):
         logits = outs['mask_logits']
         pad_shape = batch_data_samples[0].metainfo.get('batch_input_shape')
         if pad_shape is None:
-            pad_shape = tuple(s * 4 for s in logits.shape[-2:])
+            raise KeyError('LatentVGHead.predict: data samples lack batch_input_shape '
+                           '(set by the data preprocessor)')
         maps = F.interpolate(logits.float(), size=pad_shape, mode='bilinear',
                              align_corners=False).sigmoid()
         prob = maps.mean(dim=1)

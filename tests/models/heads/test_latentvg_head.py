@@ -114,3 +114,8 @@ def test_mask_to_box():
     prob[5, 0] = 0.3
     assert mask_to_box(torch.zeros_like(m), prob).tolist() == [0, 5, 1, 6]
     assert mask_to_box(torch.zeros_like(m)).tolist() == [0, 0, 0, 0]
+
+
+def test_extra_upsamples_doubles_resolution():
+    head = _head(extra_upsamples=1)
+    assert head(*_inputs())['mask_logits'].shape == (2, 3, 16, 16)
