@@ -22,19 +22,15 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .mask_stats import MaskLike, iou_from_counts, mask_stats, percent, precision_at, to_flags
+from .mask_stats import (MaskLike, as_counts, iou_from_counts, mask_stats, percent,
+                         precision_at, to_flags)
 
 GRES_THRESHOLDS = (0.7, 0.8, 0.9)
 
 
 def _check(inter, union, pred_nt, gt_nt):
-    inter = np.asarray(inter, dtype=np.int64).reshape(-1)
-    union = np.asarray(union, dtype=np.int64).reshape(-1)
+    inter, union = as_counts(inter, union)
     n = inter.shape[0]
-    if union.shape[0] != n:
-        raise ValueError(f'inter has {n} samples but union has {union.shape[0]}')
-    if n == 0:
-        raise ValueError('no samples to evaluate')
     return (inter, union, to_flags(pred_nt, 'pred_no_target', n),
             to_flags(gt_nt, 'gt_no_target', n))
 

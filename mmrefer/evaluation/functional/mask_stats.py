@@ -56,6 +56,18 @@ def to_flags(flags, name: str, length: int) -> np.ndarray:
     return arr
 
 
+def as_counts(inter, union):
+    """Validate per-sample intersection / union counts: two int64 vectors of one length > 0."""
+    inter = np.asarray(inter, dtype=np.int64).reshape(-1)
+    union = np.asarray(union, dtype=np.int64).reshape(-1)
+    n = inter.shape[0]
+    if union.shape[0] != n:
+        raise ValueError(f'inter has {n} samples but union has {union.shape[0]}')
+    if n == 0:
+        raise ValueError('no samples to evaluate')
+    return inter, union
+
+
 def _check_lengths(pred_masks: Sequence, gt_masks: Sequence) -> int:
     if len(pred_masks) != len(gt_masks):
         raise ValueError(f'pred_masks has {len(pred_masks)} samples but gt_masks has '

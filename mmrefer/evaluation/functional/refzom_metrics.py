@@ -16,7 +16,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .mask_stats import (MaskLike, iou_from_counts, mask_stats, mean_percent, percent,
+from .mask_stats import (MaskLike, as_counts, iou_from_counts, mask_stats, mean_percent, percent,
                          precision_at, to_flags)
 
 REFZOM_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -25,13 +25,8 @@ REFZOM_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 def refzom_per_sample(inter, union, pred_empty, is_zero) -> Dict[str, np.ndarray]:
     """Per-sample ``I``, ``U``, ``IoU`` (0 for zero samples) and ``correct_zero`` (zero samples
     predicted empty)."""
-    inter = np.asarray(inter, dtype=np.int64).reshape(-1)
-    union = np.asarray(union, dtype=np.int64).reshape(-1)
+    inter, union = as_counts(inter, union)
     n = inter.shape[0]
-    if union.shape[0] != n:
-        raise ValueError(f'inter has {n} samples but union has {union.shape[0]}')
-    if n == 0:
-        raise ValueError('no samples to evaluate')
     is_zero = to_flags(is_zero, 'is_zero', n)
     pred_empty = to_flags(pred_empty, 'pred_empty', n)
     iou = np.where(is_zero, 0.0, iou_from_counts(inter, union))
