@@ -1,78 +1,10 @@
-# RefCOCODataset (refcocog/instances.json + refcocog/refs(umd).p),
-# One sample per sentence; see docs/dataset_prepare.md.
-# Child configs that change img_scale must also rebuild train_pipeline / test_pipeline
-# (mmengine resolves base variables inside the base file).
-dataset_type = 'RefCOCODataset'
-data_root = 'data/'
-img_scale = (480, 480)  # (width, height) of the network input
-backend_args = None
+# RefCOCOg, UMD partition (refcocog/instances.json + refcocog/refs(umd).p): the RefCOCO loaders
+# with other files. Splits train / val / test (the google partition, refs(google).p, has
+# train / val only).
+_base_ = ['./refcoco.py']
 
-train_pipeline = [
-    dict(type='LoadRefImageFromFile', color_type='color', backend_args=backend_args),
-    dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
-    dict(type='PackRefInputs'),
-]
-test_pipeline = [
-    dict(type='LoadRefImageFromFile', color_type='color', backend_args=backend_args),
-    dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
-    # keep the GT at the original size too, for eval_resolution='original'
-    dict(type='PackRefInputs', keep_ori_gt=True),
-]
-
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=4,
-    persistent_workers=True,
-    pin_memory=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='refcocog/instances.json',
-        split_file='refcocog/refs(umd).p',
-        split='train',
-        data_prefix=dict(img_path='images/train2014/'),
-        metainfo=dict(dataset_name='refcocog'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    pin_memory=False,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='refcocog/instances.json',
-        split_file='refcocog/refs(umd).p',
-        split='val',
-        data_prefix=dict(img_path='images/train2014/'),
-        metainfo=dict(dataset_name='refcocog'),
-        test_mode=True,
-        pipeline=test_pipeline))
-test_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    pin_memory=False,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='refcocog/instances.json',
-        split_file='refcocog/refs(umd).p',
-        split='test',
-        data_prefix=dict(img_path='images/train2014/'),
-        metainfo=dict(dataset_name='refcocog'),
-        test_mode=True,
-        pipeline=test_pipeline))
-
-val_evaluator = [dict(type='RISMetric'), dict(type='RECMetric')]
-test_evaluator = val_evaluator
+_files = dict(ann_file='refcocog/instances.json', split_file='refcocog/refs(umd).p',
+              metainfo=dict(dataset_name='refcocog'))
+train_dataloader = dict(dataset=_files)
+val_dataloader = dict(dataset=_files)
+test_dataloader = dict(dataset=dict(_files, split='test'))
