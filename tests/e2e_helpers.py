@@ -17,6 +17,8 @@ def short_config(method, data_root, out_path, iters=3, batch_size=2, num_test_sa
     from mmengine.config import Config
     cfg = Config.fromfile(QUICKSTART[method])
     root = str(data_root).rstrip('/') + '/'
+    # the model's tokenizer files live under the quick-start data root too
+    cfg.model = _repoint(cfg.model, 'data/synthref/', root)
     for split in ('train', 'val', 'test'):
         loader = cfg[f'{split}_dataloader']
         loader.dataset.data_root = root
@@ -34,6 +36,17 @@ def short_config(method, data_root, out_path, iters=3, batch_size=2, num_test_sa
     cfg.merge_from_dict(overrides)
     cfg.dump(out_path)
     return out_path
+
+
+def _repoint(node, old_prefix, new_prefix):
+    """Replace ``old_prefix`` at the start of every string inside a nested config."""
+    if isinstance(node, str):
+        return new_prefix + node[len(old_prefix):] if node.startswith(old_prefix) else node
+    if isinstance(node, dict):
+        return type(node)({k: _repoint(v, old_prefix, new_prefix) for k, v in node.items()})
+    if isinstance(node, (list, tuple)):
+        return type(node)(_repoint(v, old_prefix, new_prefix) for v in node)
+    return node
 
 
 def run(cmd, cwd=ROOT, timeout=900, env=None, use_source_tree=True):
