@@ -266,3 +266,11 @@ def test_missing_text_is_a_clear_error(tok_dir):
     model = _model(tok_dir)
     with pytest.raises(KeyError, match='text'):
         model.encode_text([DetDataSample(metainfo=dict(img_path='x.jpg'))])
+
+
+def test_initial_prediction_instance_supervision_switch(tok_dir):
+    model = _model(tok_dir, supervise_initial_instances=False)
+    inputs, samples = batch([make_sample('the red circle', [(0, 8, 0, 8)])])
+    losses = model.loss(inputs, samples)
+    assert 'd0.loss_merged_bce' in losses and 'd0.loss_score' not in losses
+    assert 'd1.loss_score' in losses and 'loss_score' in losses

@@ -60,6 +60,9 @@ class InstAlignHead(BaseModule):
         instance_supervision (bool): use L_inst (False = ablation "no instance supervision").
         phrase_alignment (bool): add L_phrase to L_inst (False = "w/o phrase alignment").
         deep_supervision (bool): supervise every block's prediction.
+        supervise_initial_instances (bool): with deep supervision, also apply L_inst to the
+            prediction of the learned queries before the first block (which have not read the
+            text yet); the merged loss is applied to it either way.
         loss_score, loss_mask, loss_dice, loss_phrase: instance losses (weights 2, 5, 5, 1).
         loss_merged_bce, loss_merged_dice: merged-mask loss (weights 5, 5).
         loss_no_target: no-target BCE (weight 0.1).
@@ -83,6 +86,7 @@ class InstAlignHead(BaseModule):
                  instance_supervision: bool = True,
                  phrase_alignment: bool = True,
                  deep_supervision: bool = True,
+                 supervise_initial_instances: bool = True,
                  loss_score: dict = dict(type='CrossEntropyLoss', use_sigmoid=True,
                                          loss_weight=2.0),
                  loss_mask: dict = dict(type='CrossEntropyLoss', use_sigmoid=True,
@@ -108,6 +112,7 @@ class InstAlignHead(BaseModule):
         self.instance_supervision = instance_supervision
         self.phrase_alignment = phrase_alignment
         self.deep_supervision = deep_supervision
+        self.supervise_initial_instances = supervise_initial_instances
 
         pd = ConfigDict(copy.deepcopy(pixel_decoder))  # mmdet reads it by attribute
         pd.update(in_channels=list(in_channels), feat_channels=feat_channels,
@@ -322,7 +327,8 @@ class InstAlignHead(BaseModule):
         for i, out in enumerate(layers):
             prefix = '' if i == len(layers) - 1 else f'd{i}.'
             parts = self._merged_loss(out['merged'], gt_merged)
-            if self.instance_supervision:
+            initial = self.deep_supervision and i == 0
+            if self.instance_supervision and (self.supervise_initial_instances or not initial):
                 parts.update(self._instance_loss(out, gts))
             losses.update({prefix + k: v for k, v in parts.items()})
         losses['loss_no_target'] = self.loss_no_target(nt_logit, gt_nt)
