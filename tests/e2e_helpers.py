@@ -11,11 +11,12 @@ QUICKSTART = {
 
 
 def short_config(method, data_root, out_path, iters=3, batch_size=2, num_test_samples=None,
-                 **overrides):
-    """Write a shortened copy of a quick-start config: ``iters`` iterations on ``data_root``,
-    checkpoint at the end, constant LR, no worker processes. Returns the config path."""
+                 variant='', **overrides):
+    """Write a shortened copy of a quick-start config (``variant='_ris-eval'`` for its RIS
+    evaluation child): ``iters`` iterations on ``data_root``, checkpoint at the end, constant LR,
+    no worker processes. Returns the config path."""
     from mmengine.config import Config
-    cfg = Config.fromfile(QUICKSTART[method])
+    cfg = Config.fromfile(QUICKSTART[method].replace('.py', f'{variant}.py'))
     root = str(data_root).rstrip('/') + '/'
     # the model's tokenizer files live under the quick-start data root too
     cfg.model = _repoint(cfg.model, 'data/synthref/', root)

@@ -40,3 +40,13 @@ def test_mim_train_then_test(method, synthref_root, tmp_path):
         assert found, f'{key} missing from {metrics}'
         value = metrics[found[0]]
         assert 0.0 <= value <= 100.0
+
+    # the same checkpoint on the RefCOCO-format refs: RIS + REC metrics
+    ris_cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_ris.py'),
+                           num_test_samples=6, variant='_ris-eval')
+    ris_dir = str(tmp_path / f'{method}_test_ris')
+    run([mim_bin(), 'test', 'mmrefer', ris_cfg, '-C', ckpt, '--work-dir', ris_dir],
+        use_source_tree=False)
+    metrics = json.load(open(sorted(glob.glob(osp.join(ris_dir, '*', '*.json')))[-1]))
+    for key in ('ris/mIoU', 'ris/oIoU', 'ris/Pr@0.5', 'rec/Acc@0.5'):
+        assert key in metrics and 0.0 <= metrics[key] <= 100.0, (key, metrics)

@@ -58,12 +58,17 @@ def latest_metrics(test_dir):
 def cmd_summary(args):
     rows = []
     for m in args.models:
-        metrics = latest_metrics(osp.join(args.out, m, 'test'))
-        if metrics is None:
-            print(f'[quickstart] no test metrics for {m} under {args.out}/{m}/test')
-            continue
-        rows.append((m, {k.split('/')[-1]: v for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and k not in ('time', 'data_time')}))
+        merged = {}
+        for test in ('test_gres', 'test_ris'):
+            metrics = latest_metrics(osp.join(args.out, m, test))
+            if metrics is None:
+                print(f'[quickstart] no test metrics for {m} under {args.out}/{m}/{test}')
+                continue
+            # keep the metric prefix (gres/, ris/, rec/): each task's numbers stay apart
+            merged.update({k: v for k, v in metrics.items()
+                           if isinstance(v, (int, float)) and k not in ('time', 'data_time')})
+        if merged:
+            rows.append((m, merged))
     if not rows:
         sys.exit(1)
     keys = []
@@ -74,7 +79,7 @@ def cmd_summary(args):
     for k in keys:
         print(k.ljust(width) + ''.join(
             (f'{metrics[k]:.2f}' if k in metrics else '-').rjust(12) for _, metrics in rows))
-    print(f'\npictures: {args.out}/demo/*/ and {args.out}/*/test/*/vis/')
+    print(f'\npictures: {args.out}/demo/*/ and {args.out}/*/test_gres/*/vis/')
 
 
 def main():
