@@ -34,14 +34,18 @@ def parse_args():
 
 
 def apply_amp(cfg):
-    """Switch the optimizer wrapper to AmpOptimWrapper (bf16 off CUDA)."""
+    """Mixed precision: mmengine's AmpOptimWrapper (fp16 + dynamic loss scale) on CUDA,
+    mmrefer's AutocastOptimWrapper (bf16 autocast) elsewhere."""
     import torch
-    if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper',
+                                                          'AutocastOptimWrapper'):
         return
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if not torch.cuda.is_available():
-        cfg.optim_wrapper.dtype = 'bfloat16'
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
 
 
 def main():
