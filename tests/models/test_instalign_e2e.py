@@ -36,7 +36,7 @@ def test_tiny_train_test_runner(synthref_root, tmp_path):
     scalars = runner.message_hub.log_scalars
     assert torch.isfinite(torch.tensor(scalars['train/loss'].current()))
     for k in ('train/loss_merged_bce', 'train/loss_score', 'train/loss_phrase',
-              'train/loss_no_target', 'train/d0.loss_mask'):
+              'train/loss_no_target', 'train/d0.loss_merged_bce', 'train/d1.loss_mask'):
         assert k in scalars, k
     metrics = runner.test()
     for k in ('gres/cIoU', 'gres/gIoU', 'gres/N-acc'):
