@@ -98,3 +98,27 @@ def test_check_text_encoder_dir_tool(tmp_path, roberta_tok_dir):
     assert mod.main([str(tmp_path)]) == 1  # empty dir: no tokenizer files
     with pytest.raises(FileNotFoundError, match='config.json'):
         mod.check_dir(roberta_tok_dir, weights=True)
+
+
+def test_truncation_matches_hf_and_is_counted(synthref_roberta_dir):
+    enc = HFTextEncoder(arch=dict(TINY, vocab_size=400), tokenizer_dir=str(synthref_roberta_dir),
+                        max_length=8)
+    texts = ['the red circle', 'the big yellow circle on the left of the small blue square', 'x']
+    with pytest.warns(UserWarning, match='truncated'):
+        ours = enc.tokenize(texts)
+    ref = enc.tokenizer(texts, padding='max_length', truncation=True, max_length=8,
+                        return_tensors='pt')
+    assert torch.equal(ours['input_ids'], ref['input_ids'])
+    assert torch.equal(ours['attention_mask'], ref['attention_mask'])
+    assert enc.num_truncated == 1
+
+
+def test_all_pad_row_keeps_one_valid_position(synthref_roberta_dir):
+    enc = HFTextEncoder(arch=dict(TINY, vocab_size=400), tokenizer_dir=str(synthref_roberta_dir),
+                        max_length=6)
+    pad = enc.model.config.pad_token_id
+    ids = torch.tensor([[pad] * 6, [0, 10, 11, 2, pad, pad]])
+    out = enc(input_ids=ids)
+    assert out['attention_mask'][0].tolist() == [1, 0, 0, 0, 0, 0]
+    assert out['attention_mask'][1].tolist() == [1, 1, 1, 1, 0, 0]
+    assert torch.isfinite(out['sentence_feat']).all()

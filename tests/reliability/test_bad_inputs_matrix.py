@@ -510,8 +510,6 @@ def test_long_sentence_hf_text_encoder_truncates(synthref_roberta_dir):
     assert out['input_ids'][0, -1].item() == enc.tokenizer.eos_token_id
 
 
-@pytest.mark.xfail(strict=True, reason='HFTextEncoder.tokenize (InstAlign text_encoder.py, '
-                   'another owner) truncates silently; reported, see docs/reliability.md')
 def test_long_sentence_hf_text_encoder_warns(synthref_roberta_dir):
     enc = _text_encoder(synthref_roberta_dir)
     with captured_log() as log, warnings.catch_warnings(record=True) as caught:

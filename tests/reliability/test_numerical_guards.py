@@ -113,25 +113,9 @@ def _check_finite_loss_and_grads(model, inputs, samples):
     return losses
 
 
-#: known failures, reported to the owners (strict: the test starts failing once fixed)
-KNOWN = {
-    ('instalign', 'all_pad_text'):
-        'InstAlign: the phrase-object transformer query-to-text attention '
-        '(head.decoder.layers.*.q2t_attn) gets a key_padding_mask that masks every word, so the '
-        'softmax is NaN and the Hungarian assigner raises "matrix contains invalid numeric '
-        'entries"; owner of phrase_object_transformer.py / instalign_head.py to fix',
-}
-
-
-def _expect_known_failure(request, method, case):
-    if (method, case) in KNOWN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN[method, case]))
-
-
 @pytest.mark.parametrize('case', ['empty_masks', 'no_target_only', 'all_pad_text'])
-def test_losses_and_gradients_stay_finite(case, setup, request):
+def test_losses_and_gradients_stay_finite(case, setup):
     method, model, ds = setup
-    _expect_known_failure(request, method, case)
     inputs, samples = _batch(model, ds, want_no_target=(case == 'no_target_only'))
     if case == 'empty_masks':
         samples = _empty_masks(samples)
@@ -143,9 +127,8 @@ def test_losses_and_gradients_stay_finite(case, setup, request):
     assert len(losses) > 0
 
 
-def test_predict_with_all_pad_text_is_finite(setup, request):
+def test_predict_with_all_pad_text_is_finite(setup):
     method, model, ds = setup
-    _expect_known_failure(request, method, 'all_pad_text')
     inputs, samples = _batch(model, ds, want_no_target=False)
     samples = _all_pad_text(samples, model)
     model.eval()

@@ -8,6 +8,7 @@ tokenizer is loaded lazily from ``tokenizer_dir`` on first use and the pretraine
 ``pretrained`` in :meth:`init_weights` (both local directories in Hugging Face layout).
 """
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -78,6 +79,7 @@ class HFTextEncoder(BaseModule):
         self.tokenizer_dir = tokenizer_dir
         self.pretrained = pretrained
         self.max_length = max_length
+        self.num_truncated = 0  # sentences cut to max_length so far
         self.freeze = freeze
         self._tokenizer = None
         if freeze:
@@ -136,8 +138,19 @@ class HFTextEncoder(BaseModule):
         """Raw sentences -> ``input_ids`` / ``attention_mask`` [B, max_length]."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError(f'HFTextEncoder.tokenize expects a list of str, got {texts!r}')
-        enc = self.tokenizer(list(texts), padding='max_length', truncation=True,
-                             max_length=self.max_length, return_tensors='pt')
+        ids = self.tokenizer(list(texts))['input_ids']  # with the special tokens, unpadded
+        # truncation keeps the closing special token: [<s>] first (max_length - 2) words [</s>]
+        cut = sum(len(x) > self.max_length for x in ids)
+        if cut:
+            if self.num_truncated == 0:
+                warnings.warn(f'HFTextEncoder: sentences longer than max_length={self.max_length} '
+                              'tokens are truncated (warned once; the count is in '
+                              '.num_truncated)')
+            self.num_truncated += cut
+            ids = [x if len(x) <= self.max_length else x[:self.max_length - 1] + x[-1:]
+                   for x in ids]
+        enc = self.tokenizer.pad({'input_ids': ids}, padding='max_length',
+                                 max_length=self.max_length, return_tensors='pt')
         return dict(input_ids=enc['input_ids'].to(device),
                     attention_mask=enc['attention_mask'].to(device))
 
@@ -153,7 +166,8 @@ class HFTextEncoder(BaseModule):
         """Encode sentences (raw ``texts`` or pre-tokenized ``input_ids``).
 
         Returns:
-            dict: ``word_feats`` [B, L, C], ``attention_mask`` [B, L] (long, 1 = valid),
+            dict: ``word_feats`` [B, L, C], ``attention_mask`` [B, L] (long, 1 = valid; a row
+            with no valid token gets its first position marked valid),
             ``sentence_feat`` [B, C] (masked mean of word_feats), ``input_ids`` [B, L].
         """
         device = next(self.model.parameters()).device
@@ -164,6 +178,12 @@ class HFTextEncoder(BaseModule):
             input_ids, attention_mask = enc['input_ids'], enc['attention_mask']
         elif attention_mask is None:
             attention_mask = (input_ids != self.model.config.pad_token_id).long()
+        # A row with no valid token (hand-made all-pad input_ids) would make every attention
+        # over words a softmax over nothing (NaN) downstream: keep its first position valid.
+        empty = attention_mask.sum(1) == 0
+        if empty.any():
+            attention_mask = attention_mask.clone()
+            attention_mask[empty, 0] = 1
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             words = self.model(input_ids=input_ids,
                                attention_mask=attention_mask).last_hidden_state
