@@ -36,6 +36,8 @@ if [ ! -f "$stamp" ]; then
     pipq -c "$C" "setuptools<70" wheel ninja psutil
     pipq torch==2.13.0
     echo "[install] runtime dependencies"
+    echo "[install] (pip may say torch wants setuptools>=77: expected, torch runs with it; we keep"
+    echo "[install]  setuptools<70 because mmcv's build, openmim and mmengine import pkg_resources)"
     pipq -c "$C" -r requirements/runtime.txt -r requirements/tests.txt
     if ! python -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
         echo "[install] building mmcv 2.1.0 from source (first time ~25 min; cached afterwards)"
