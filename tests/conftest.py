@@ -39,3 +39,14 @@ def synthref_beit3_spm(synthref_paths):
 def synthref_roberta_dir(synthref_paths):
     """Directory (str) of SynthRef's tiny RoBERTa BPE tokenizer (AutoTokenizer-loadable)."""
     return synthref_paths['roberta_dir']
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Tiny models on a shared 2-core CPU: one intra-op thread (oversubscribed threads are many
+    times slower), restored afterwards. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

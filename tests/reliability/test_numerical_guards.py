@@ -32,13 +32,7 @@ CONFIGS = {m: osp.join(ROOT, 'configs', 'quickstart', f'{m}_tiny_synthref.py')
 BATCH = 3
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU: one intra-op thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _cfg(method, synthref_root, spm, roberta_dir):
