@@ -28,3 +28,7 @@ resume = False
 
 # Random generator states travel in checkpoints, so --resume reproduces an uninterrupted run.
 custom_hooks = [dict(type='RNGStateHook')]
+
+# DDP: some parameters get no gradient by design (BEiT-3's masked-image-modelling
+# `vision_embed.mask_token`, RoBERTa's pooler, modules an ablation switches off).
+find_unused_parameters = True
