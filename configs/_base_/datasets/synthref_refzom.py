@@ -1,4 +1,5 @@
-# SynthRef in the Ref-ZOM layout (python tools/dataset_converters/make_synthref.py --out data/synthref):
+# SynthRef in the Ref-ZOM layout (make it with
+# tools/dataset_converters/make_synthref.py --out data/synthref):
 # the refzom.py loaders on data/synthref/ at 128x128, named 'synthref'.
 # Re-point to another copy with --cfg-options train_dataloader.dataset.data_root=DIR
 # val_dataloader.dataset.data_root=DIR test_dataloader.dataset.data_root=DIR

@@ -1,4 +1,5 @@
-# SynthRef in the RefCOCO (unc) layout (python tools/dataset_converters/make_synthref.py --out data/synthref):
+# SynthRef in the RefCOCO (unc) layout (make it with
+# tools/dataset_converters/make_synthref.py --out data/synthref):
 # the refcoco.py loaders on data/synthref/ at 128x128, named 'synthref'; tests on the val split.
 # Re-point to another copy with --cfg-options train_dataloader.dataset.data_root=DIR
 # val_dataloader.dataset.data_root=DIR test_dataloader.dataset.data_root=DIR
