@@ -32,19 +32,14 @@ import pycocotools.mask as mask_utils
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
-from .safe_pickle import load_refs
+from .safe_pickle import load_refs, read_annotation_file
 
 __all__ = ['BaseRefDataset', 'load_coco_instances']
 
 
 def load_coco_instances(path: str) -> Tuple[Dict[int, dict], Dict[int, dict]]:
     """Read a COCO ``instances.json``; return ``(images_by_id, annotations_by_id)``."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'instances file not found: {path}')
-    with open(path, 'rb') as f:
-        raw = f.read()
-    if not raw.strip():
-        raise ValueError(f'instances file {path!r} is empty')
+    raw = read_annotation_file(path, 'instances')
     try:
         coco = json.loads(raw)
     except json.JSONDecodeError as e:

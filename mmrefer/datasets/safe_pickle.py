@@ -76,6 +76,18 @@ def safe_pickle_load(data: bytes, filename: str = '<bytes>') -> Any:
         return RestrictedUnpickler(io.BytesIO(data), filename, encoding='latin1').load()
 
 
+def read_annotation_file(path: str, what: str) -> bytes:
+    """Bytes of an annotation file, with a clear error naming ``what`` and the path when it is
+    missing or empty."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{what} file not found: {path}')
+    with open(path, 'rb') as f:
+        data = f.read()
+    if not data.strip():
+        raise ValueError(f'{what} file {path!r} is empty')
+    return data
+
+
 def _sniff_json(data: bytes) -> bool:
     head = data[:64].lstrip()
     if head.startswith(b'\xef\xbb\xbf'):  # UTF-8 BOM
@@ -98,12 +110,7 @@ def load_refs(path: str) -> List[dict]:
         UnsafePickleError: the pickle names a non-builtin global.
         ValueError: the file is neither JSON nor a pickle, or does not hold a list of dicts.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'refs file not found: {path}')
-    with open(path, 'rb') as f:
-        data = f.read()
-    if not data.strip():
-        raise ValueError(f'refs file {path!r} is empty')
+    data = read_annotation_file(path, 'refs')
     if _sniff_json(data):
         try:
             refs = json.loads(data.decode('utf-8-sig'))
