@@ -110,29 +110,26 @@ class MultiwayAttention(nn.Module):
         self.inner_attn_ln = Multiway(lambda: nn.LayerNorm(dims, eps=eps))
         self.attn_drop = nn.Dropout(attn_drop)
 
-    def _heads(self, t: Tensor) -> Tensor:  # [B, T, H*D] -> [B*H, T, D]
+    def _heads(self, t: Tensor) -> Tensor:  # [B, T, H*D] -> [B, H, T, D]
         b, n, c = t.shape
-        return t.reshape(b, n, self.num_heads, c // self.num_heads).permute(0, 2, 1, 3).reshape(
-            b * self.num_heads, n, c // self.num_heads)
+        return t.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, x: Tensor, split: Sequence[int],
                 key_padding_mask: Optional[Tensor] = None) -> Tensor:
         b, n, c = x.shape
-        h = self.num_heads
 
         def proj(m: Multiway, t: Tensor) -> Tensor:
             return route(t, split, [m.A, m.B])
 
-        q = self._heads(proj(self.q_proj, x)) * self.scaling
-        k = self._heads(proj(self.k_proj, x))
-        v = self._heads(proj(self.v_proj, x))
-        w = torch.bmm(q, k.transpose(1, 2))
-        if key_padding_mask is not None:
-            w = w.view(b, h, n, n).masked_fill(
-                key_padding_mask[:, None, None, :].to(torch.bool), float('-inf')).view(b * h, n, n)
-        w = F.softmax(w, dim=-1, dtype=torch.float32).type_as(w)
-        o = torch.bmm(self.attn_drop(w), v)
-        o = o.reshape(b, h, n, c // h).permute(0, 2, 1, 3).reshape(b, n, c)
+        q, k, v = (self._heads(proj(m, x)) for m in (self.q_proj, self.k_proj, self.v_proj))
+        keep = None
+        if key_padding_mask is not None:  # SDPA's boolean mask: True = attend
+            keep = ~key_padding_mask[:, None, None, :].to(torch.bool)
+        # fused softmax(q k^T * scaling + mask) v (same arithmetic, one kernel)
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, scale=self.scaling,
+            dropout_p=self.attn_drop.p if self.training else 0.0)
+        o = o.transpose(1, 2).reshape(b, n, c)
         o = proj(self.inner_attn_ln, o)
         return proj(self.out_proj, o)
 
