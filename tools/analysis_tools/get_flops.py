@@ -12,12 +12,16 @@ passed as ``input_ids`` of ``--text-len`` tokens in the data sample's metainfo, 
 * ``MACs``  = multiply-adds  (the convention of e.g. MDETR / Grounding-DINO tables),
 * ``FLOPs`` = 2 x MACs.
 
-Element-wise ops (softmax, norms, activations) are not counted by the counter.
+Element-wise ops (softmax, norms, activations) are not counted by the counter. Fused attention
+(``F.scaled_dot_product_attention``, used by BEiT-3 and ``nn.MultiheadAttention``) is invisible
+to the counter on CPU, so the forward runs with the math SDPA backend, whose ``q k^T`` and
+``attn v`` matmuls are counted.
 """
 import argparse
 
 import torch
 from mmengine.config import Config, DictAction
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -72,7 +76,7 @@ def count(cfg, h, w, text_len):
         pad_shape=(h, w), batch_input_shape=(h, w), scale_factor=(1.0, 1.0), no_target=False))
     inputs = torch.randn(1, 3, h, w)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(inputs, [ds], mode='tensor')
     flops = counter.get_total_flops()
     return dict(params=params, flops=flops, macs=flops / 2)

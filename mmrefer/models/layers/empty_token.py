@@ -49,7 +49,8 @@ class EmptyTokenPredictor(nn.Module):
     def forward(self, memory: torch.Tensor,
                 padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``memory [B, T, C]``, ``padding_mask [B, T]`` (True = pad) -> logits ``[B]``."""
-        q = self.empty_token.expand(memory.size(0), -1, -1)
+        # repeat, not expand: FlopCounterMode cannot track a view of a parameter under no_grad
+        q = self.empty_token.repeat(memory.size(0), 1, 1)
         attn, _ = self.cross_attn(q, memory, memory, key_padding_mask=padding_mask,
                                   need_weights=False)
         e = self.norm1(q + attn)
