@@ -58,16 +58,18 @@ class PhraseObjectTransformerLayer(nn.Module):
         """
         q = query
         q = self.pixel_norm(q + self.pixel_attn(
-            q + query_pos, pixels + pixel_pos, pixels, attn_mask=attn_mask)[0])
+            q + query_pos, pixels + pixel_pos, pixels, attn_mask=attn_mask,
+            need_weights=False)[0])
         if self.text_mode != 'none':
             pad = ~text_mask.bool()
             q_in = q
             q = self.q2t_norm(q + self.q2t_attn(q_in + query_pos, text, text,
-                                                key_padding_mask=pad)[0])
+                                                key_padding_mask=pad, need_weights=False)[0])
             if self.text_mode == 'bidirectional':
-                text = self.t2q_norm(text + self.t2q_attn(text, q_in + query_pos, q_in)[0])
+                text = self.t2q_norm(text + self.t2q_attn(text, q_in + query_pos, q_in,
+                                                          need_weights=False)[0])
         qk = q + query_pos
-        q = self.self_norm(q + self.self_attn(qk, qk, q)[0])
+        q = self.self_norm(q + self.self_attn(qk, qk, q, need_weights=False)[0])
         q = self.ffn_norm(q + self.ffn(q))
         return q, text
 
