@@ -274,3 +274,14 @@ def test_initial_prediction_instance_supervision_switch(tok_dir):
     losses = model.loss(inputs, samples)
     assert 'd0.loss_merged_bce' in losses and 'd0.loss_score' not in losses
     assert 'd1.loss_score' in losses and 'loss_score' in losses
+
+
+def test_intermediate_instance_supervision_switch(tok_dir):
+    model = _model(tok_dir, supervise_intermediate_instances=False)
+    inputs, samples = batch([make_sample('the red circle', [(0, 8, 0, 8)])])
+    losses = model.loss(inputs, samples)
+    # merged loss on every block, L_inst on the initial and the final prediction only
+    n_blocks = len(model.head.decoder.layers)
+    for k in range(1, n_blocks):
+        assert f'd{k}.loss_merged_bce' in losses and f'd{k}.loss_score' not in losses
+    assert 'd0.loss_score' in losses and 'loss_score' in losses and 'loss_mask' in losses

@@ -63,6 +63,9 @@ class InstAlignHead(BaseModule):
         supervise_initial_instances (bool): with deep supervision, also apply L_inst to the
             prediction of the learned queries before the first block (which have not read the
             text yet); the merged loss is applied to it either way.
+        supervise_intermediate_instances (bool): with deep supervision, apply L_inst to the
+            predictions after blocks 1..K-1 too (False: L_inst on the final block only, the
+            merged loss still on every block).
         loss_score, loss_mask, loss_dice, loss_phrase: instance losses (weights 2, 5, 5, 1).
         loss_merged_bce, loss_merged_dice: merged-mask loss (weights 5, 5).
         loss_no_target: no-target BCE (weight 0.1).
@@ -87,6 +90,7 @@ class InstAlignHead(BaseModule):
                  phrase_alignment: bool = True,
                  deep_supervision: bool = True,
                  supervise_initial_instances: bool = True,
+                 supervise_intermediate_instances: bool = True,
                  loss_score: dict = dict(type='CrossEntropyLoss', use_sigmoid=True,
                                          loss_weight=2.0),
                  loss_mask: dict = dict(type='CrossEntropyLoss', use_sigmoid=True,
@@ -113,6 +117,7 @@ class InstAlignHead(BaseModule):
         self.phrase_alignment = phrase_alignment
         self.deep_supervision = deep_supervision
         self.supervise_initial_instances = supervise_initial_instances
+        self.supervise_intermediate_instances = supervise_intermediate_instances
 
         pd = ConfigDict(copy.deepcopy(pixel_decoder))  # mmdet reads it by attribute
         pd.update(in_channels=list(in_channels), feat_channels=feat_channels,
@@ -328,7 +333,10 @@ class InstAlignHead(BaseModule):
             prefix = '' if i == len(layers) - 1 else f'd{i}.'
             parts = self._merged_loss(out['merged'], gt_merged)
             initial = self.deep_supervision and i == 0
-            if self.instance_supervision and (self.supervise_initial_instances or not initial):
+            final = i == len(layers) - 1
+            wanted = final or (self.supervise_initial_instances if initial
+                               else self.supervise_intermediate_instances)
+            if self.instance_supervision and wanted:
                 parts.update(self._instance_loss(out, gts))
             losses.update({prefix + k: v for k, v in parts.items()})
         losses['loss_no_target'] = self.loss_no_target(nt_logit, gt_nt)
