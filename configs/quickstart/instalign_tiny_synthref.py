@@ -46,8 +46,8 @@ model = dict(
         # gIoU 71.0 vs 64.7, see docs/instalign.md)
         supervise_initial_instances=False,
         # no-target BCE at weight 1.0 instead of the paper's 0.1: trained from scratch, the
-        # tiny model's NT predictor learns too slowly at 0.1 (N-acc 47.7 -> 53.4, gIoU 71.0 ->
-        # 73.1 on SynthRef val, docs/instalign.md)
+        # tiny model's NT predictor learns too slowly at 0.1 (one same-seed pair of runs:
+        # N-acc 47.7 -> 53.4, gIoU 71.0 -> 73.1; runs vary widely, see docs/instalign.md)
         loss_no_target=dict(loss_weight=1.0)),
     test_cfg=dict(extras_topk=4))
 

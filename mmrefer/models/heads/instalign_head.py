@@ -64,8 +64,9 @@ class InstAlignHead(BaseModule):
             prediction of the learned queries before the first block (which have not read the
             text yet); the merged loss is applied to it either way.
         supervise_intermediate_instances (bool): with deep supervision, apply L_inst to the
-            predictions after blocks 1..K-1 too (False: L_inst on the final block only, the
-            merged loss still on every block).
+            predictions after blocks 1..K-1 (False: not there; the final block always gets
+            L_inst, the initial prediction follows ``supervise_initial_instances`` and the
+            merged loss is applied to every block either way).
         loss_score, loss_mask, loss_dice, loss_phrase: instance losses (weights 2, 5, 5, 1).
         loss_merged_bce, loss_merged_dice: merged-mask loss (weights 5, 5).
         loss_no_target: no-target BCE (weight 0.1).
