@@ -5,26 +5,12 @@ import pickle
 import pytest
 
 from mmrefer.datasets.safe_pickle import UnsafePickleError, load_refs, safe_pickle_load
+from reliability_helpers import WritesMarker
 
 REFS = [dict(ref_id=0, ann_id=5, image_id=1, split='train', sent_ids=[0],
              sentences=[dict(sent_id=0, sent='the red circle', raw='The red circle',
                              tokens=['the', 'red', 'circle'])],
              extra=(1, 2.5, None, True, b'raw'), tags={'a', 'b'})]
-
-
-class _WritesMarker:
-    """Unpickling this object would call the marker-writing function."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (_write_marker, (self.path, ))
-
-
-def _write_marker(path):
-    with open(path, 'w') as f:
-        f.write('code ran')
 
 
 class _RunsShell:
@@ -52,7 +38,7 @@ def test_python2_style_byte_strings_are_decoded(tmp_path):
     assert safe_pickle_load(latin) == [{'sent': 'caf\xe9'}]
 
 
-@pytest.mark.parametrize('payload', [_WritesMarker, _RunsShell])
+@pytest.mark.parametrize('payload', [WritesMarker, _RunsShell])
 def test_malicious_pickle_runs_no_code(tmp_path, payload):
     marker = tmp_path / 'marker'
     path = tmp_path / 'refs(unc).p'
@@ -61,7 +47,7 @@ def test_malicious_pickle_runs_no_code(tmp_path, payload):
         load_refs(str(path))
     msg = str(e.value)
     assert str(path) in msg
-    expected = '_write_marker' if payload is _WritesMarker else 'system'
+    expected = 'write_marker_file' if payload is WritesMarker else 'system'
     assert expected in msg
     assert not marker.exists()
 

@@ -26,7 +26,6 @@ malicious refs pickle          UnsafePickleError naming file and global; no code
 run through an mmengine-built DataLoader with ``num_workers=2``: the error raised in the main
 process keeps its type and still names the file.
 """
-import contextlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import pycocotools.mask as mask_utils
 import pytest
 
 from mmrefer.utils import register_all_modules
+from reliability_helpers import captured_log
 
 register_all_modules()
 
@@ -58,26 +58,6 @@ PIPELINE = [dict(type='LoadRefImageFromFile', color_type='color'),
 
 
 # ------------------------------------------------------------------------------ helpers
-@contextlib.contextmanager
-def captured_log():
-    """(level, message) pairs logged to mmengine's current logger inside the block."""
-    from mmengine.logging import MMLogger
-
-    class _H(logging.Handler):
-
-        def emit(self, record):
-            out.append((record.levelno, record.getMessage()))
-
-    out = []
-    logger = MMLogger.get_current_instance()
-    h = _H(logging.DEBUG)
-    logger.addHandler(h)
-    try:
-        yield out
-    finally:
-        logger.removeHandler(h)
-
-
 def warnings_of(log):
     return '\n'.join(m for lvl, m in log if lvl >= logging.WARNING)
 

@@ -3,7 +3,6 @@ naming the key and both shapes, strict still raising, non-strict still loading w
 
 Model: the tiny Latent-VG quick-start config (configs/quickstart/latentvg_tiny_synthref.py).
 """
-import contextlib
 import logging
 import os.path as osp
 import re
@@ -12,29 +11,10 @@ import pytest
 import torch
 
 from mmrefer.utils.checkpoint_report import checkpoint_report, group_keys
+from reliability_helpers import WritesMarker, captured_log
 
 CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'quickstart',
                   'latentvg_tiny_synthref.py')
-
-
-@contextlib.contextmanager
-def captured_mmengine_log():
-    """Messages logged to mmengine's current logger while the block runs."""
-    from mmengine.logging import MMLogger
-
-    class _H(logging.Handler):
-
-        def emit(self, record):
-            messages.append((record.levelno, record.getMessage()))
-
-    messages = []
-    logger = MMLogger.get_current_instance()
-    h = _H(logging.DEBUG)
-    logger.addHandler(h)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(h)
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -101,7 +81,7 @@ def test_partial_checkpoint_reports_groups_and_loads_the_rest(model_cfg, source_
 
     model = _build(model_cfg, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with captured_mmengine_log() as log:
+    with captured_log() as log:
         load_checkpoint(model, path, map_location='cpu')
     after = model.state_dict()
     # what matched was loaded, what was missing kept its initial value
@@ -133,7 +113,7 @@ def test_shape_mismatch_names_key_and_both_shapes(model_cfg, source_state, tmp_p
     torch.save(bad, path)  # a bare state dict (no 'state_dict' wrapper) works too
     model = _build(model_cfg, seed=0)
     before = model.state_dict()[key].clone()
-    with captured_mmengine_log() as log:
+    with captured_log() as log:
         load_checkpoint(model, path, map_location='cpu')
     text = '\n'.join(m for _, m in log)
     assert f'{key}: ({rows + 7}, {cols}) vs ({rows}, {cols})' in text
@@ -162,7 +142,7 @@ def test_exact_checkpoint_is_silent(model_cfg, source_state, tmp_path):
     path = str(tmp_path / 'full.pth')
     torch.save({'state_dict': source_state}, path)
     model = _build(model_cfg, seed=0)
-    with captured_mmengine_log() as log:
+    with captured_log() as log:
         load_checkpoint(model, path, map_location='cpu', strict=True)
     assert not [m for _, m in log if 'do not match' in m]
     assert all(torch.equal(v, source_state[k]) for k, v in model.state_dict().items())
@@ -199,7 +179,7 @@ def test_load_from_in_a_runner_reports_groups(model_cfg, source_state, tmp_path)
     path = str(tmp_path / 'partial.pth')
     torch.save({'state_dict': partial, 'meta': {}}, path)
     runner = _runner(model_cfg, tmp_path, path, 'load_from_partial')
-    with captured_mmengine_log() as log:
+    with captured_log() as log:
         runner.load_or_resume()
     text = '\n'.join(m for _, m in log)
     assert 'concept_injector: 1 missing (of 1)' in text
@@ -207,25 +187,11 @@ def test_load_from_in_a_runner_reports_groups(model_cfg, source_state, tmp_path)
     assert torch.equal(runner.model.state_dict()[k], source_state[k])
 
 
-def _write_marker(path):
-    with open(path, 'w') as f:
-        f.write('pwned')
-
-
-class _Evil:
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_write_marker, (self.marker, ))
-
-
 def test_load_from_refuses_a_non_allow_listed_global(model_cfg, source_state, tmp_path):
     from mmrefer.utils.checkpoint_compat import UnsafeCheckpointError
     marker = tmp_path / 'marker.txt'
     path = str(tmp_path / 'evil.pth')
-    torch.save({'state_dict': source_state, 'meta': {'x': _Evil(str(marker))}}, path)
+    torch.save({'state_dict': source_state, 'meta': {'x': WritesMarker(str(marker))}}, path)
     runner = _runner(model_cfg, tmp_path, path, 'load_from_evil')
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*allow-list"):
         runner.load_or_resume()
