@@ -69,6 +69,10 @@ class BEiT3(BaseModule):
         latent_init_from_text (bool): after loading a pretrained checkpoint, copy the language
             expert's LayerNorms into the latent groups' LayerNorms.
         with_cp (bool): gradient checkpointing of each layer in training.
+        pos_init_std (float, optional): std of the random init of both position tables. None
+            keeps the official ``N(0, 1)``, which only matters when training from scratch: then
+            the positions swamp the patch embeddings (~0.3 in magnitude with torch's default
+            Conv2d init) and a small tiny model learns shapes slowly; ViT-style 0.02 helps.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])``
             loads an official or converted checkpoint (see :meth:`load_checkpoint`).
     """
@@ -88,8 +92,12 @@ class BEiT3(BaseModule):
                  latent_ffn: str = 'light',
                  latent_init_from_text: bool = True,
                  with_cp: bool = False,
+                 pos_init_std: Optional[float] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if pos_init_std is not None and not pos_init_std > 0:
+            raise ValueError(f'BEiT3: pos_init_std must be > 0 or None, got {pos_init_std}')
+        self.pos_init_std = pos_init_std
         if isinstance(arch, str):
             if arch not in ARCH_SETTINGS:
                 raise KeyError(f'BEiT3: unknown arch {arch!r}, choose from {list(ARCH_SETTINGS)} '
@@ -127,8 +135,9 @@ class BEiT3(BaseModule):
     # ------------------------------------------------------------------ init / loading
     def _official_init(self) -> None:
         """unilm ``BEiT3Wrapper._init_weights``: Linear ~ trunc_normal(0.02, +-0.02), bias 0;
-        LayerNorm 1/0; text embedding ~ N(0, C^-1/2); position tables ~ N(0, 1); CLS and mask
-        tokens 0; patch Conv2d keeps torch's default."""
+        LayerNorm 1/0; text embedding ~ N(0, C^-1/2); position tables ~ N(0, 1) (or
+        ``N(0, pos_init_std)`` truncated at 2 std); CLS and mask tokens 0; patch Conv2d keeps
+        torch's default."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=.02, a=-.02, b=.02)
@@ -138,8 +147,12 @@ class BEiT3(BaseModule):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.text_embed.weight, std=self.embed_dims**-0.5)
-        nn.init.normal_(self.encoder.embed_positions.A.weight)
-        nn.init.normal_(self.encoder.embed_positions.B.weight)
+        for table in (self.encoder.embed_positions.A.weight, self.encoder.embed_positions.B.weight):
+            if self.pos_init_std is None:
+                nn.init.normal_(table)
+            else:
+                std = self.pos_init_std
+                nn.init.trunc_normal_(table, std=std, a=-2 * std, b=2 * std)
 
     def init_weights(self) -> None:
         cfg = self.init_cfg

@@ -99,6 +99,23 @@ def test_official_init():
     assert abs(m.encoder.embed_positions.B.weight.std().item() - 1.0) < 0.1
 
 
+def test_pos_init_std_option():
+    """``pos_init_std`` rescales both position tables (from-scratch tiny models) and nothing
+    else; the official N(0, 1) stays the default."""
+    torch.manual_seed(0)
+    ref = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB)
+    torch.manual_seed(0)
+    m = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB, pos_init_std=0.02)
+    for table in (m.encoder.embed_positions.A.weight, m.encoder.embed_positions.B.weight):
+        assert abs(table.std().item() - 0.02) < 0.004  # 2-std truncation: ~0.88 x 0.02
+        assert table.abs().max() <= 0.04
+    ref_sd = ref.state_dict()
+    others = [k for k in ref_sd if 'embed_positions' not in k]
+    assert others and all(torch.equal(m.state_dict()[k], ref_sd[k]) for k in others)
+    with pytest.raises(ValueError, match='pos_init_std'):
+        BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, pos_init_std=0.0)
+
+
 def test_bad_config_errors():
     with pytest.raises(KeyError, match='unknown arch'):
         BEiT3('huge')
