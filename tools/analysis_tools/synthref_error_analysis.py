@@ -1,0 +1,191 @@
+"""Where a model fails on SynthRef: IoU by sentence type and no-target accuracy by cue.
+
+    python tools/analysis_tools/synthref_error_analysis.py CONFIG CHECKPOINT \
+        [--data-root data/synthref] [--out errors.json]
+
+Runs the config's test loader (SynthRef val for the quick-start configs) and prints two tables:
+
+* targeted sentences by type (colour + shape, position, size, "X and Y", plural such as
+  "all circles"): count, mean IoU, share with IoU < 0.5;
+* no-target sentences by what the sentence names and whether the image holds it: e.g.
+  ``colour present, shape present`` ("the red circle" with a red square and a blue circle in
+  the image) can only be rejected by a model that sees shapes, ``colour absent`` ones by colour
+  alone. Accuracy counts an all-empty prediction (no-target flag or empty mask) as correct.
+
+Shape comes from each annotation's category, colour from the mean pixel colour inside its mask
+(nearest SynthRef palette entry), so the analysis needs only the released files.
+"""
+import argparse
+import json
+import os.path as osp
+import re
+from collections import OrderedDict, defaultdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+TYPE_ORDER = ('colour + shape', 'position', 'size', 'X and Y', 'plural')
+
+
+def sentence_type(text: str) -> str:
+    """Coarse type of a targeted SynthRef sentence (first matching rule wins)."""
+    text = text.lower()
+    if ' and ' in text:
+        return 'X and Y'
+    if re.search(r'\b(all|both|two|every|shapes|circles|squares|triangles)\b', text):
+        return 'plural'
+    if re.search(r'\b(left|right|top|bottom)\b', text):
+        return 'position'
+    if re.search(r'\b(small|big)\b', text):
+        return 'size'
+    return 'colour + shape'
+
+
+def image_objects(coco, img_dir: str, img_id: int) -> List[Tuple[str, str]]:
+    """``[(colour, shape)]`` of the shapes of one SynthRef image (clutter skipped)."""
+    import mmcv
+
+    from mmrefer.datasets.synthetic import COLORS, SHAPE_CAT
+    names = {v: k for k, v in SHAPE_CAT.items()}
+    info = coco.imgs[img_id]
+    img = mmcv.imread(osp.join(img_dir, info['file_name']), channel_order='bgr')
+    palette = {k: np.asarray(v, np.float64) for k, v in COLORS.items()}  # BGR, as drawn
+    out = []
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_id)):
+        if ann['category_id'] not in names:
+            continue
+        mask = coco.annToMask(ann).astype(bool)
+        if not mask.any():
+            continue
+        mean = img[mask].astype(np.float64).mean(0)
+        colour = min(palette, key=lambda k: np.abs(palette[k] - mean).sum())
+        out.append((colour, names[ann['category_id']]))
+    return out
+
+
+def no_target_cue(text: str, objects: Sequence[Tuple[str, str]]) -> str:
+    """``'colour X, shape Y'`` with X, Y in {present, absent, -} (- = not named)."""
+    from mmrefer.datasets.synthetic import COLORS, PLURAL, SHAPES
+    words = set(re.findall(r'[a-z]+', text.lower()))
+    colour = next((c for c in COLORS if c in words), None)
+    shape = next((s for s in SHAPES if s in words or PLURAL[s] in words), None)
+
+    def state(name, idx):
+        if name is None:
+            return '-'
+        return 'present' if any(o[idx] == name for o in objects) else 'absent'
+    return f'colour {state(colour, 0)}, shape {state(shape, 1)}'
+
+
+def summarize(records: List[dict]) -> Dict[str, OrderedDict]:
+    """Records ``dict(text, no_target, iou, empty_pred, cue)`` -> the two tables."""
+    by_type, by_cue = defaultdict(list), defaultdict(list)
+    for r in records:
+        if r['no_target']:
+            by_cue[r['cue']].append(float(r['empty_pred']))
+        else:
+            by_type[sentence_type(r['text'])].append(float(r['iou']))
+    targeted = OrderedDict()
+    for k in TYPE_ORDER:
+        if by_type.get(k):
+            v = np.asarray(by_type[k])
+            targeted[k] = dict(n=int(v.size), mean_iou=round(float(v.mean()) * 100, 1),
+                               below_0_5=round(float((v < 0.5).mean()) * 100, 1))
+    no_target = OrderedDict(
+        (k, dict(n=len(v), acc=round(float(np.mean(v)) * 100, 1)))
+        for k, v in sorted(by_cue.items()))
+    return dict(targeted=targeted, no_target=no_target)
+
+
+def collect(model, dataloader, coco, img_dir) -> List[dict]:
+    """Run ``model.test_step`` over the loader; one record per sentence."""
+    import torch
+    records, cache = [], {}
+    model.eval()
+    for batch in dataloader:
+        with torch.no_grad():
+            outs = model.test_step(batch)
+        for ds in outs:
+            meta = ds.metainfo
+            gt = torch.as_tensor(ds.gt_merged_mask.data).reshape(
+                ds.gt_merged_mask.data.shape[-2:]).bool()
+            pred = torch.as_tensor(ds.pred_mask).bool()
+            flag = bool(ds.pred_no_target)
+            empty = flag or not bool(pred.any())
+            if empty:
+                iou = 0.0 if gt.any() else 1.0
+            else:
+                iou = float((pred & gt).sum()) / max(float((pred | gt).sum()), 1.0)
+            rec = dict(text=meta['text'], no_target=bool(meta.get('no_target', False)),
+                       iou=iou, empty_pred=empty)
+            if rec['no_target']:
+                img_id = meta['img_id']
+                if img_id not in cache:
+                    cache[img_id] = image_objects(coco, img_dir, img_id)
+                rec['cue'] = no_target_cue(rec['text'], cache[img_id])
+            records.append(rec)
+    return records
+
+
+def format_tables(tables: Dict[str, OrderedDict]) -> str:
+    lines = ['| targeted sentence type | n | mean IoU | IoU < 0.5 (%) |', '| --- | --- | --- | --- |']
+    lines += [f"| {k} | {v['n']} | {v['mean_iou']} | {v['below_0_5']} |"
+              for k, v in tables['targeted'].items()]
+    lines += ['', '| no-target sentence (what it names / in the image) | n | accuracy (%) |',
+              '| --- | --- | --- |']
+    lines += [f"| {k} | {v['n']} | {v['acc']} |" for k, v in tables['no_target'].items()]
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--data-root', default=None,
+                   help='SynthRef folder (default: the config test loader data_root)')
+    p.add_argument('--out', default=None, help='write the tables and records as JSON')
+    p.add_argument('--work-dir', default='work_dirs/synthref_error_analysis')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from pycocotools.coco import COCO
+
+    from mmrefer.utils import register_all_modules
+    register_all_modules()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    cfg = Config.fromfile(args.config)
+    if args.data_root is not None:
+        root = args.data_root.rstrip('/') + '/'
+        cfg.test_dataloader.dataset.data_root = root
+        if cfg.model.get('tokenizer') and cfg.model.tokenizer.get('spm_path'):
+            cfg.model.tokenizer.spm_path = osp.join(root, 'tokenizers', 'beit3.spm')
+        if cfg.model.get('text_encoder') and cfg.model.text_encoder.get('tokenizer_dir'):
+            cfg.model.text_encoder.tokenizer_dir = osp.join(root, 'tokenizers', 'roberta')
+    ds_cfg = cfg.test_dataloader.dataset
+    root = ds_cfg.data_root
+    ann = osp.join(root, ds_cfg.get('ann_file', 'grefcoco/instances.json'))
+    if not osp.isfile(ann):
+        raise FileNotFoundError(f'{ann} not found: the analysis needs a SynthRef folder '
+                                '(tools/dataset_converters/make_synthref.py)')
+    img_dir = osp.join(root, ds_cfg.get('data_prefix', {}).get('img_path', 'images/train2014'))
+    cfg.load_from = args.checkpoint
+    cfg.work_dir = args.work_dir
+    cfg.log_level = 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    records = collect(runner.model, runner.test_dataloader, COCO(ann), img_dir)
+    tables = summarize(records)
+    print(format_tables(tables))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(tables=tables, records=records), f, indent=1)
+    return tables
+
+
+if __name__ == '__main__':
+    main()
