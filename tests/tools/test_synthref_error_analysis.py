@@ -37,14 +37,14 @@ def test_no_target_cue():
 
 
 def test_summarize_arithmetic():
-    recs = [dict(text='the red circle', no_target=False, iou=1.0, empty_pred=False),
-            dict(text='red circle', no_target=False, iou=0.2, empty_pred=False),
-            dict(text='all circles', no_target=False, iou=0.6, empty_pred=False),
-            dict(text='the red square', no_target=True, iou=1.0, empty_pred=True,
+    recs = [dict(text='the red circle', no_target=False, iou=1.0, pred_no_target=False),
+            dict(text='red circle', no_target=False, iou=0.2, pred_no_target=False),
+            dict(text='all circles', no_target=False, iou=0.6, pred_no_target=False),
+            dict(text='the red square', no_target=True, iou=1.0, pred_no_target=True,
                  cue='colour absent, shape present'),
-            dict(text='the red circle', no_target=True, iou=0.0, empty_pred=False,
+            dict(text='the red circle', no_target=True, iou=0.0, pred_no_target=False,
                  cue='colour present, shape present'),
-            dict(text='the red circle', no_target=True, iou=1.0, empty_pred=True,
+            dict(text='the red circle', no_target=True, iou=1.0, pred_no_target=True,
                  cue='colour present, shape present')]
     t = sea.summarize(recs)
     assert list(t['targeted']) == ['colour + shape', 'plural']

@@ -10,7 +10,8 @@ Runs the config's test loader (SynthRef val for the quick-start configs) and pri
 * no-target sentences by what the sentence names and whether the image holds it: e.g.
   ``colour present, shape present`` ("the red circle" with a red square and a blue circle in
   the image) can only be rejected by a model that sees shapes, ``colour absent`` ones by colour
-  alone. Accuracy counts an all-empty prediction (no-target flag or empty mask) as correct.
+  alone. As in GRESMetric, only the no-target flag counts: an empty mask without the flag is a
+  miss, and a flagged targeted sentence scores IoU 0.
 
 Shape comes from each annotation's category, colour from the mean pixel colour inside its mask
 (nearest SynthRef palette entry), so the analysis needs only the released files.
@@ -78,11 +79,11 @@ def no_target_cue(text: str, objects: Sequence[Tuple[str, str]]) -> str:
 
 
 def summarize(records: List[dict]) -> Dict[str, OrderedDict]:
-    """Records ``dict(text, no_target, iou, empty_pred, cue)`` -> the two tables."""
+    """Records ``dict(text, no_target, iou, pred_no_target, cue)`` -> the two tables."""
     by_type, by_cue = defaultdict(list), defaultdict(list)
     for r in records:
         if r['no_target']:
-            by_cue[r['cue']].append(float(r['empty_pred']))
+            by_cue[r['cue']].append(float(r['pred_no_target']))
         else:
             by_type[sentence_type(r['text'])].append(float(r['iou']))
     targeted = OrderedDict()
@@ -111,13 +112,12 @@ def collect(model, dataloader, coco, img_dir) -> List[dict]:
                 ds.gt_merged_mask.data.shape[-2:]).bool()
             pred = torch.as_tensor(ds.pred_mask).bool()
             flag = bool(ds.pred_no_target)
-            empty = flag or not bool(pred.any())
-            if empty:
+            if flag:
                 iou = 0.0 if gt.any() else 1.0
             else:
                 iou = float((pred & gt).sum()) / max(float((pred | gt).sum()), 1.0)
             rec = dict(text=meta['text'], no_target=bool(meta.get('no_target', False)),
-                       iou=iou, empty_pred=empty)
+                       iou=iou, pred_no_target=flag)
             if rec['no_target']:
                 img_id = meta['img_id']
                 if img_id not in cache:
