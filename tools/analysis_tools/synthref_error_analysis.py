@@ -111,6 +111,9 @@ def collect(model, dataloader, coco, img_dir) -> List[dict]:
             gt = torch.as_tensor(ds.gt_merged_mask.data).reshape(
                 ds.gt_merged_mask.data.shape[-2:]).bool()
             pred = torch.as_tensor(ds.pred_mask).bool()
+            if pred.shape != gt.shape:  # e.g. predictions rescaled to the original image
+                pred = torch.nn.functional.interpolate(
+                    pred[None, None].float(), size=tuple(gt.shape), mode='nearest')[0, 0].bool()
             flag = bool(ds.pred_no_target)
             if flag:
                 iou = 0.0 if gt.any() else 1.0
