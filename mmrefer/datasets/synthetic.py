@@ -377,21 +377,41 @@ def _refzom_refs(scenes, rng):
     return refs
 
 
+SPM_FILE = osp.join('tokenizers', 'beit3.spm')  # tiny XLM-R-layout sentencepiece model
+ROBERTA_DIR = osp.join('tokenizers', 'roberta')  # tiny RoBERTa BPE (AutoTokenizer-loadable)
+
+
+def point_config_at_synthref(cfg, root: str) -> str:
+    """Point a config's dataloaders and its model's tokenizer at the SynthRef folder ``root``.
+
+    Sets ``data_root`` of every train/val/test dataloader the config has, and
+    ``model.tokenizer.spm_path`` (Latent-VG) or ``model.text_encoder.tokenizer_dir``
+    (InstAlign) when the model has one. Returns ``root`` with a trailing ``/``.
+    """
+    root = root.rstrip('/') + '/'
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(key):
+            cfg[key].dataset.data_root = root
+    model = cfg.model
+    if model.get('tokenizer') and 'spm_path' in model.tokenizer:
+        model.tokenizer.spm_path = osp.join(root, SPM_FILE)
+    if model.get('text_encoder') and 'tokenizer_dir' in model.text_encoder:
+        model.text_encoder.tokenizer_dir = osp.join(root, ROBERTA_DIR)
+    return root
+
+
 def _write_tokenizers(out_dir, corpus):
     import sentencepiece as spm
     from tokenizers import ByteLevelBPETokenizer
-    tok_dir = osp.join(out_dir, 'tokenizers')
-    os.makedirs(tok_dir, exist_ok=True)
+    spm_path, rob_dir = osp.join(out_dir, SPM_FILE), osp.join(out_dir, ROBERTA_DIR)
+    os.makedirs(rob_dir, exist_ok=True)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus), model_writer=buf, vocab_size=64, model_type='unigram',
         character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         hard_vocab_limit=False, num_threads=1, minloglevel=2)
-    spm_path = osp.join(tok_dir, 'beit3.spm')
     with open(spm_path, 'wb') as f:
         f.write(buf.getvalue())
-    rob_dir = osp.join(tok_dir, 'roberta')
-    os.makedirs(rob_dir, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1, show_progress=False,
                             special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])

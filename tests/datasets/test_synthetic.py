@@ -191,3 +191,23 @@ def test_formats_and_mix(synthref_paths):
     z = load_refs(synthref_paths['refzom_refs'])
     assert {r['split'] for r in z} == {'train', 'test'}
     assert {r['source'] for r in z} == {'zero', 'one', 'many'}
+
+
+@pytest.mark.parametrize('config,field', [
+    ('latentvg_tiny_synthref.py', ('tokenizer', 'spm_path', 'beit3_spm')),
+    ('instalign_tiny_synthref.py', ('text_encoder', 'tokenizer_dir', 'roberta_dir')),
+])
+def test_point_config_at_synthref(synthref_paths, config, field):
+    """Every dataloader and the model's tokenizer end up on the files make_synthref wrote."""
+    from mmengine.config import Config
+
+    from mmrefer.datasets.synthetic import point_config_at_synthref
+    cfg = Config.fromfile(os.path.join(os.path.dirname(__file__), '..', '..', 'configs',
+                                       'quickstart', config))
+    cfg.val_dataloader = None  # as the InstAlign benchmark does: absent loaders are skipped
+    root = point_config_at_synthref(cfg, synthref_paths['root'])
+    assert root == synthref_paths['root'].rstrip('/') + '/'
+    assert cfg.train_dataloader.dataset.data_root == root
+    assert cfg.test_dataloader.dataset.data_root == root
+    module, key, written = field
+    assert os.path.normpath(cfg.model[module][key]) == os.path.normpath(synthref_paths[written])

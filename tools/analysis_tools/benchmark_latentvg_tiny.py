@@ -38,15 +38,13 @@ def main():
 
     from mmrefer.utils import register_all_modules
     register_all_modules()
+    from mmrefer.datasets.synthetic import make_synthref, point_config_at_synthref
     root = args.data_root.rstrip('/') + '/'
     if not osp.isfile(osp.join(root, 'grefcoco', 'grefs(unc).json')):
-        from mmrefer.datasets.synthetic import make_synthref
         print(f'generating SynthRef in {root}')
         make_synthref(root, seed=0)
     cfg = Config.fromfile(args.config)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].dataset.data_root = root
-    cfg.model.tokenizer.spm_path = osp.join(root, 'tokenizers', 'beit3.spm')
+    point_config_at_synthref(cfg, root)
     cfg.work_dir = args.work_dir
     cfg.randomness = dict(seed=args.seed)
     cfg.train_cfg.val_interval = 10**6  # evaluate once, after training

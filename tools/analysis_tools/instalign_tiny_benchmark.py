@@ -61,14 +61,14 @@ def _literal(v):
 
 def build_cfg(config, data_root, work_dir, overrides):
     from mmengine.config import Config
+
+    from mmrefer.datasets.synthetic import point_config_at_synthref
     cfg = Config.fromfile(config)
-    root = data_root.rstrip('/') + '/'
+    point_config_at_synthref(cfg, data_root)
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[split].dataset.data_root = root
         # data loading in the main process, so that its CPU time is counted
         cfg[split].num_workers = 0
         cfg[split].persistent_workers = False
-    cfg.model.text_encoder.tokenizer_dir = osp.join(root, 'tokenizers', 'roberta')
     cfg.work_dir = work_dir
     # evaluation is done below on the same predictions; no validation during training
     cfg.train_cfg.val_interval = 10**6
