@@ -99,34 +99,33 @@ def summarize(records: List[dict]) -> Dict[str, OrderedDict]:
 
 
 def collect(model, dataloader, coco, img_dir) -> List[dict]:
-    """Run ``model.test_step`` over the loader; one record per sentence."""
+    """Run ``model.test_step`` over the loader; one record per sentence.
+
+    The per-sample IoU and no-target outcome come from :class:`GRESMetric` (input resolution)
+    and :func:`gres_per_sample`, i.e. exactly what the GRES evaluation counts.
+    """
     import torch
-    records, cache = [], {}
+
+    from mmrefer.evaluation.functional.gres_metrics import gres_per_sample
+    from mmrefer.evaluation.metrics import GRESMetric
+    metric = GRESMetric()
     model.eval()
     for batch in dataloader:
         with torch.no_grad():
-            outs = model.test_step(batch)
-        for ds in outs:
-            meta = ds.metainfo
-            gt = torch.as_tensor(ds.gt_merged_mask.data).reshape(
-                ds.gt_merged_mask.data.shape[-2:]).bool()
-            pred = torch.as_tensor(ds.pred_mask).bool()
-            if pred.shape != gt.shape:  # e.g. predictions rescaled to the original image
-                pred = torch.nn.functional.interpolate(
-                    pred[None, None].float(), size=tuple(gt.shape), mode='nearest')[0, 0].bool()
-            flag = bool(ds.pred_no_target)
-            if flag:
-                iou = 0.0 if gt.any() else 1.0
-            else:
-                iou = float((pred & gt).sum()) / max(float((pred | gt).sum()), 1.0)
-            rec = dict(text=meta['text'], no_target=bool(meta.get('no_target', False)),
-                       iou=iou, pred_no_target=flag)
-            if rec['no_target']:
-                img_id = meta['img_id']
-                if img_id not in cache:
-                    cache[img_id] = image_objects(coco, img_dir, img_id)
-                rec['cue'] = no_target_cue(rec['text'], cache[img_id])
-            records.append(rec)
+            metric.process(batch, model.test_step(batch))
+    res = metric.results
+    per = gres_per_sample(*[metric._column(res, k, dt) for k, dt in (
+        ('inter', np.int64), ('union', np.int64), ('pred_nt', bool), ('gt_nt', bool))])
+    records, cache = [], {}
+    for r, iou in zip(res, per['IoU']):
+        rec = dict(text=r['ids']['text'], no_target=bool(r['gt_nt']), iou=float(iou),
+                   pred_no_target=bool(r['pred_nt']))
+        if rec['no_target']:
+            img_id = r['ids']['img_id']
+            if img_id not in cache:
+                cache[img_id] = image_objects(coco, img_dir, img_id)
+            rec['cue'] = no_target_cue(rec['text'], cache[img_id])
+        records.append(rec)
     return records
 
 
@@ -157,18 +156,14 @@ def main(argv: Optional[List[str]] = None):
     from mmengine.runner import Runner
     from pycocotools.coco import COCO
 
+    from mmrefer.datasets.synthetic import point_config_at_synthref
     from mmrefer.utils import register_all_modules
     register_all_modules()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg = Config.fromfile(args.config)
     if args.data_root is not None:
-        root = args.data_root.rstrip('/') + '/'
-        cfg.test_dataloader.dataset.data_root = root
-        if cfg.model.get('tokenizer') and cfg.model.tokenizer.get('spm_path'):
-            cfg.model.tokenizer.spm_path = osp.join(root, 'tokenizers', 'beit3.spm')
-        if cfg.model.get('text_encoder') and cfg.model.text_encoder.get('tokenizer_dir'):
-            cfg.model.text_encoder.tokenizer_dir = osp.join(root, 'tokenizers', 'roberta')
+        point_config_at_synthref(cfg, args.data_root)
     ds_cfg = cfg.test_dataloader.dataset
     root = ds_cfg.data_root
     ann = osp.join(root, ds_cfg.get('ann_file', 'grefcoco/instances.json'))
