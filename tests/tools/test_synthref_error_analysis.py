@@ -2,6 +2,7 @@
 from the released files, the tables' arithmetic, and a run on a random tiny Latent-VG."""
 import json
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -85,6 +86,34 @@ def test_image_objects_match_the_generator(synthref_root):
     assert checked >= 20
 
 
+def test_colour_rule(synthref_root):
+    """The colour-only reference: exact on sentences that name one colour and target every shape
+    of it, no-target flagged exactly when the named colour is absent, metrics = its records."""
+    import numpy as np
+    from mmengine.config import Config
+    from pycocotools.coco import COCO
+
+    from mmrefer.datasets.synthetic import point_config_at_synthref
+    from mmrefer.registry import DATASETS
+    from mmrefer.utils import register_all_modules
+    register_all_modules()
+    root = str(synthref_root)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py'))
+    point_config_at_synthref(cfg, root)
+    ds = DATASETS.build(cfg.test_dataloader.dataset)
+    coco = COCO(osp.join(root, 'grefcoco', 'instances.json'))
+    records, metrics = sea.colour_rule_records(ds, coco, osp.join(root, 'images', 'train2014'))
+    assert len(records) == len(ds)
+    exact = [r for r in records if re.fullmatch(r'(the|all) \w+ shapes?', r['text'].lower())
+             and not r['no_target']]
+    assert exact and all(r['iou'] == 1.0 for r in exact), exact
+    nt = [r for r in records if r['no_target']]
+    assert nt and all(r['pred_no_target'] == r['cue'].startswith('colour absent') for r in nt)
+    assert metrics['gIoU'] == pytest.approx(100 * np.mean([r['iou'] for r in records]), abs=0.01)
+    n_ok = sum(r['pred_no_target'] for r in nt)
+    assert metrics['N-acc'] == pytest.approx(100 * n_ok / len(nt), abs=0.01)
+
+
 @pytest.mark.slow
 def test_runs_on_a_random_tiny_latentvg(synthref_root, tmp_path):
     import torch
@@ -100,8 +129,9 @@ def test_runs_on_a_random_tiny_latentvg(synthref_root, tmp_path):
     ckpt = str(tmp_path / 'random.pth')
     torch.save({'state_dict': MODELS.build(cfg.model).state_dict()}, ckpt)
     out = str(tmp_path / 'errors.json')
-    tables = sea.main([osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py'), ckpt,
+    result = sea.main([osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py'), ckpt,
                        '--data-root', root, '--out', out, '--work-dir', str(tmp_path / 'wd')])
+    tables = result['tables']
     refs = json.load(open(osp.join(root, 'grefcoco', 'grefs(unc).json')))
     val = [s for r in refs if r['split'] == 'val' for s in r['sentences']]
     val_nt = [s for r in refs if r['split'] == 'val' and r['no_target'] for s in r['sentences']]
@@ -110,6 +140,7 @@ def test_runs_on_a_random_tiny_latentvg(synthref_root, tmp_path):
     assert (n_t + n_nt, n_nt) == (len(val), len(val_nt))
     saved = json.load(open(out))
     assert len(saved['records']) == len(val) and saved['tables'] == json.loads(json.dumps(tables))
+    assert saved['colour_rule'] == json.loads(json.dumps(result['colour_rule']))
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         sea.main([osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py'),
                   str(tmp_path / 'missing.pth'), '--data-root', root])
