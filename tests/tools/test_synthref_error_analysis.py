@@ -102,7 +102,8 @@ def test_colour_rule(synthref_root):
     point_config_at_synthref(cfg, root)
     ds = DATASETS.build(cfg.test_dataloader.dataset)
     coco = COCO(osp.join(root, 'grefcoco', 'instances.json'))
-    records, metrics = sea.colour_rule_records(ds, coco, osp.join(root, 'images', 'train2014'))
+    shapes = sea.shapes_reader(coco, osp.join(root, 'images', 'train2014'))
+    records, metrics = sea.colour_rule_records(ds, shapes)
     assert len(records) == len(ds)
     exact = [r for r in records if re.fullmatch(r'(the|all) \w+ shapes?', r['text'].lower())
              and not r['no_target']]

@@ -25,7 +25,8 @@ import json
 import os.path as osp
 import re
 from collections import OrderedDict, defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import lru_cache, partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -69,15 +70,28 @@ def image_shapes(coco, img_dir: str, img_id: int) -> List[dict]:
     return out
 
 
+def _pairs(shapes: Sequence[dict]) -> List[Tuple[str, str]]:
+    return [(o['colour'], o['shape']) for o in shapes]
+
+
 def image_objects(coco, img_dir: str, img_id: int) -> List[Tuple[str, str]]:
     """``[(colour, shape)]`` of the shapes of one SynthRef image (clutter skipped)."""
-    return [(o['colour'], o['shape']) for o in image_shapes(coco, img_dir, img_id)]
+    return _pairs(image_shapes(coco, img_dir, img_id))
+
+
+def shapes_reader(coco, img_dir: str) -> Callable[[int], List[dict]]:
+    """``img_id -> image_shapes(coco, img_dir, img_id)``, reading each image once."""
+    return lru_cache(maxsize=None)(partial(image_shapes, coco, img_dir))
+
+
+def _words(text: str) -> set:
+    return set(re.findall(r'[a-z]+', text.lower()))
 
 
 def no_target_cue(text: str, objects: Sequence[Tuple[str, str]]) -> str:
     """``'colour X, shape Y'`` with X, Y in {present, absent, -} (- = not named)."""
     from mmrefer.datasets.synthetic import COLORS, PLURAL, SHAPES
-    words = set(re.findall(r'[a-z]+', text.lower()))
+    words = _words(text)
     colour = next((c for c in COLORS if c in words), None)
     shape = next((s for s in SHAPES if s in words or PLURAL[s] in words), None)
 
@@ -86,6 +100,21 @@ def no_target_cue(text: str, objects: Sequence[Tuple[str, str]]) -> str:
             return '-'
         return 'present' if any(o[idx] == name for o in objects) else 'absent'
     return f'colour {state(colour, 0)}, shape {state(shape, 1)}'
+
+
+def to_records(texts, img_ids, inter, union, pred_nt, gt_nt, shapes) -> List[dict]:
+    """One record ``dict(text, no_target, iou, pred_no_target[, cue])`` per sample, the IoU
+    being the GRES per-sample one (:func:`gres_per_sample`); no-target samples get their cue
+    from the image's shapes (``shapes``: a :func:`shapes_reader`)."""
+    from mmrefer.evaluation.functional.gres_metrics import gres_per_sample
+    per = gres_per_sample(inter, union, pred_nt, gt_nt)
+    records = []
+    for text, img_id, iou, p, g in zip(texts, img_ids, per['IoU'], pred_nt, gt_nt):
+        rec = dict(text=text, no_target=bool(g), iou=float(iou), pred_no_target=bool(p))
+        if rec['no_target']:
+            rec['cue'] = no_target_cue(text, _pairs(shapes(img_id)))
+        records.append(rec)
+    return records
 
 
 def summarize(records: List[dict]) -> Dict[str, OrderedDict]:
@@ -108,15 +137,14 @@ def summarize(records: List[dict]) -> Dict[str, OrderedDict]:
     return dict(targeted=targeted, no_target=no_target)
 
 
-def collect(model, dataloader, coco, img_dir) -> List[dict]:
-    """Run ``model.test_step`` over the loader; one record per sentence.
+def collect(model, dataloader, shapes) -> List[dict]:
+    """Run ``model.test_step`` over the loader; one record per sentence (:func:`to_records`).
 
-    The per-sample IoU and no-target outcome come from :class:`GRESMetric` (input resolution)
-    and :func:`gres_per_sample`, i.e. exactly what the GRES evaluation counts.
+    The per-sample counts and no-target flags are those :class:`GRESMetric` collects (input
+    resolution), i.e. exactly what the GRES evaluation counts.
     """
     import torch
 
-    from mmrefer.evaluation.functional.gres_metrics import gres_per_sample
     from mmrefer.evaluation.metrics import GRESMetric
     metric = GRESMetric()
     model.eval()
@@ -124,63 +152,45 @@ def collect(model, dataloader, coco, img_dir) -> List[dict]:
         with torch.no_grad():
             metric.process(batch, model.test_step(batch))
     res = metric.results
-    per = gres_per_sample(*[metric._column(res, k, dt) for k, dt in (
-        ('inter', np.int64), ('union', np.int64), ('pred_nt', bool), ('gt_nt', bool))])
-    records, cache = [], {}
-    for r, iou in zip(res, per['IoU']):
-        rec = dict(text=r['ids']['text'], no_target=bool(r['gt_nt']), iou=float(iou),
-                   pred_no_target=bool(r['pred_nt']))
-        if rec['no_target']:
-            img_id = r['ids']['img_id']
-            if img_id not in cache:
-                cache[img_id] = image_objects(coco, img_dir, img_id)
-            rec['cue'] = no_target_cue(rec['text'], cache[img_id])
-        records.append(rec)
-    return records
+    columns = [metric._column(res, k, dt) for k, dt in (
+        ('inter', np.int64), ('union', np.int64), ('pred_nt', bool), ('gt_nt', bool))]
+    return to_records([r['ids']['text'] for r in res], [r['ids']['img_id'] for r in res],
+                      *columns, shapes)
 
 
-def colour_rule_records(dataset, coco, img_dir) -> Tuple[List[dict], Dict[str, float]]:
+def colour_rule_records(dataset, shapes) -> Tuple[List[dict], Dict[str, float]]:
     """Records and GRES metrics of the colour-only rule with perfect masks on ``dataset``.
 
     The rule's mask is the union of the annotation masks of every shape whose colour the sentence
     names (all shapes when it names no colour); it flags no-target when that union is empty.
-    Counted like the model: :func:`gres_per_sample` on ``I``/``U`` at the original size against
-    the union of the sample's target masks.
+    Counted like the model (:func:`to_records`, ``gres_metrics_from_stats``) on ``I``/``U`` at
+    the original size against the union of the sample's target masks.
     """
     from mmrefer.datasets.synthetic import COLORS
     from mmrefer.datasets.transforms.loading import decode_ref_mask
-    from mmrefer.evaluation.functional.gres_metrics import (gres_metrics_from_stats,
-                                                            gres_per_sample)
-    rows, cache = [], {}
+    from mmrefer.evaluation.functional.gres_metrics import gres_metrics_from_stats
+    texts, img_ids, inter, union, pred_nt, gt_nt = [], [], [], [], [], []
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
-        img_id = info['img_id']
-        if img_id not in cache:
-            cache[img_id] = image_shapes(coco, img_dir, img_id)
-        shapes = cache[img_id]
-        h, w = coco.imgs[img_id]['height'], coco.imgs[img_id]['width']
-        words = set(re.findall(r'[a-z]+', info['text'].lower()))
-        colours = [c for c in COLORS if c in words]
+        h, w = info['height'], info['width']
+        colours = [c for c in COLORS if c in _words(info['text'])]
         pred = np.zeros((h, w), bool)
-        for o in shapes:
+        for o in shapes(info['img_id']):
             if not colours or o['colour'] in colours:
                 pred |= o['mask']
         gt = np.zeros((h, w), bool)
         for inst in info.get('instances', []):
             gt |= decode_ref_mask(inst['mask'], h, w).astype(bool)
-        rows.append((info['text'], int((pred & gt).sum()), int((pred | gt).sum()),
-                     not pred.any(), bool(info.get('no_target', False)), shapes))
-    inter, union, pred_nt, gt_nt = (np.asarray([r[k] for r in rows]) for k in (1, 2, 3, 4))
-    per = gres_per_sample(inter, union, pred_nt, gt_nt)
-    records = []
-    for r, iou in zip(rows, per['IoU']):
-        rec = dict(text=r[0], no_target=r[4], iou=float(iou), pred_no_target=bool(r[3]))
-        if rec['no_target']:
-            rec['cue'] = no_target_cue(r[0], [(o['colour'], o['shape']) for o in r[5]])
-        records.append(rec)
-    metrics = {k: round(float(v), 2) for k, v in
-               gres_metrics_from_stats(inter, union, pred_nt, gt_nt).items()}
-    return records, metrics
+        texts.append(info['text'])
+        img_ids.append(info['img_id'])
+        inter.append(int((pred & gt).sum()))
+        union.append(int((pred | gt).sum()))
+        pred_nt.append(not pred.any())
+        gt_nt.append(bool(info.get('no_target', False)))
+    columns = (np.asarray(inter, np.int64), np.asarray(union, np.int64),
+               np.asarray(pred_nt, bool), np.asarray(gt_nt, bool))
+    metrics = {k: round(float(v), 2) for k, v in gres_metrics_from_stats(*columns).items()}
+    return to_records(texts, img_ids, *columns, shapes), metrics
 
 
 def format_tables(tables: Dict[str, OrderedDict]) -> str:
@@ -230,12 +240,11 @@ def main(argv: Optional[List[str]] = None):
     cfg.log_level = 'WARNING'
     runner = Runner.from_cfg(cfg)
     runner.load_or_resume()
-    coco = COCO(ann)
-    records = collect(runner.model, runner.test_dataloader, coco, img_dir)
+    shapes = shapes_reader(COCO(ann), img_dir)
+    records = collect(runner.model, runner.test_dataloader, shapes)
     tables = summarize(records)
     print(format_tables(tables))
-    rule_records, rule_metrics = colour_rule_records(runner.test_dataloader.dataset, coco,
-                                                     img_dir)
+    rule_records, rule_metrics = colour_rule_records(runner.test_dataloader.dataset, shapes)
     rule_tables = summarize(rule_records)
     print('\nReference: the colour-only rule with perfect masks '
           f'({", ".join(f"{k} {v}" for k, v in rule_metrics.items())})')
