@@ -3,6 +3,7 @@ divisible by the world size (no duplicated or dropped samples)."""
 import glob
 import json
 import os.path as osp
+import socket
 import sys
 
 import pytest
@@ -15,6 +16,13 @@ def _metrics(work_dir):
     files = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
     assert files, f'no metrics json under {work_dir}'
     return json.load(open(files[-1]))
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on now (a fixed one can be taken by another run)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -46,7 +54,7 @@ def test_two_process_eval_equals_one(synthref_root, tmp_path):
         else:
             cmd = [
                 sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-                '--master_port=29533', script, short, ckpt, '--launcher', 'pytorch'
+                f'--master_port={_free_port()}', script, short, ckpt, '--launcher', 'pytorch'
             ]
         run(cmd + ['--work-dir', work])
         results[nproc] = (_metrics(work), json.load(open(dump)))
