@@ -17,8 +17,8 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
 * a ref naming an annotation id absent from ``instances.json`` raises a ``KeyError`` naming the
   file, ``ref_id`` and ``ann_id`` (the official files never do this, so it means mismatched files);
 * a targeted ref left without any usable target (all crowd / degenerate) is skipped and counted;
-* empty sentences are skipped and counted; sentences are otherwise kept verbatim (``sent``,
-  falling back to ``raw``);
+* empty sentences are skipped and counted; sentences are otherwise kept verbatim (``raw``, as
+  ReLA, LAVT and DMMI feed their tokenizers, falling back to ``sent``);
 * an unknown split raises a ``ValueError`` listing the splits the file holds.
 """
 import copy
@@ -253,7 +253,7 @@ class BaseRefDataset(BaseDataset):
             ref_bbox = None if no_target else self.ref_bbox(ref, ann_ids, instances)
             img_path = osp.join(self.data_prefix.get('img_path', ''), img['file_name'])
             for k, sent in enumerate(ref['sentences']):
-                text = sent.get('sent') or sent.get('raw') or ''
+                text = sent.get('raw') or sent.get('sent') or ''
                 if not text.strip():
                     stats['empty sentences skipped'] += 1
                     continue

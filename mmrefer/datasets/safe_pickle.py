@@ -68,10 +68,15 @@ class RestrictedUnpickler(pickle.Unpickler):
 def safe_pickle_load(data: bytes, filename: str = '<bytes>') -> Any:
     """Unpickle ``data`` with :class:`RestrictedUnpickler`.
 
-    Python-2 pickles whose byte strings are not ASCII are retried with ``latin1``.
+    Python-2 pickles whose byte strings are not ASCII are retried as UTF-8 (what Python 2 text
+    in a ``str`` meant), then with ``latin1`` (never fails).
     """
     try:
         return RestrictedUnpickler(io.BytesIO(data), filename).load()
+    except UnicodeDecodeError:
+        pass
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), filename, encoding='utf-8').load()
     except UnicodeDecodeError:
         return RestrictedUnpickler(io.BytesIO(data), filename, encoding='latin1').load()
 

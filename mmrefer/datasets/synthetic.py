@@ -471,7 +471,7 @@ def make_synthref(out_dir: str, num_images: Optional[Dict[str, int]] = None, see
         dump(refs, osp.join(d, refs_name))
         paths[f'{name}_instances'] = osp.join(d, 'instances.json')
         paths[f'{name}_refs'] = osp.join(d, refs_name)
-        corpus += [s['sent'] for r in refs for s in r['sentences']]
+        corpus += [s[k] for r in refs for s in r['sentences'] for k in ('raw', 'sent')]
     if tokenizers:
         paths['beit3_spm'], paths['roberta_dir'] = _write_tokenizers(out_dir, sorted(set(corpus)))
     return paths

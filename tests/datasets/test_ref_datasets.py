@@ -35,14 +35,14 @@ def test_refcoco_val_samples(mini_root):
     assert sorted(s) == [2, 3, 5]
     d = s[2]
     assert d['img_path'] == osp.join(str(mini_root), 'images', 'a.png')
-    assert (d['img_id'], d['ref_id'], d['text'], d['no_target']) == (11, 1, 'the bottom box',
+    assert (d['img_id'], d['ref_id'], d['text'], d['no_target']) == (11, 1, 'The bottom box',
                                                                      False)
     assert (d['height'], d['width'], d['source']) == (40, 50, 'refcoco')
     assert d['ref_bbox'] == [30.0, 25.0, 45.0, 35.0]
     assert len(d['instances']) == 1 and d['instances'][0]['bbox'] == [30.0, 25.0, 45.0, 35.0]
     assert d['instances'][0]['bbox_label'] == 0 and d['instances'][0]['ignore_flag'] == 0
-    # sentences kept verbatim (no strip / lower-casing), 'sent' preferred over 'raw'
-    assert s[5]['text'] == '  The Triangle,  verbatim  '
+    # sentences kept verbatim (no strip / lower-casing), 'raw' preferred over 'sent'
+    assert s[5]['text'] == '  the triangle,  verbatim  '
     # the 2-point polygon part is dropped, the triangle kept
     assert s[5]['instances'][0]['mask'] == [[10, 10, 30, 10, 20, 25]]
     assert ds.metainfo['dataset_name'] == 'refcoco'

@@ -55,7 +55,7 @@ def test_pack_fields_and_shapes(mini_root):
         [[5 * sx, 5 * sy, 20 * sx, 20 * sy], [30 * sx, 25 * sy, 45 * sx, 35 * sy]]))
     torch.testing.assert_close(ds0.gt_ref_bbox, torch.tensor([5 * sx, 5 * sy, 45 * sx, 35 * sy]))
     meta = ds0.metainfo
-    assert meta['text'] == 'the two boxes' and meta['no_target'] is False
+    assert meta['text'] == 'The two boxes' and meta['no_target'] is False
     assert (meta['img_id'], meta['ref_id'], meta['sent_id']) == (11, 10, 0)
     assert meta['source'] == 'grefcoco' and meta['letterbox'] is None
     assert tuple(meta['ori_shape']) == (40, 50) and tuple(meta['img_shape']) == (24, 32)

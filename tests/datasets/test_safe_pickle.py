@@ -36,6 +36,9 @@ def test_python2_style_byte_strings_are_decoded(tmp_path):
     assert load_refs(str(tmp_path / 'r.p')) == [{'sent': 'hello'}]
     latin = b'\x80\x02]q\x00}q\x01U\x04sentq\x02U\x04caf\xe9sa.'
     assert safe_pickle_load(latin) == [{'sent': 'caf\xe9'}]
+    # a Python-2 str holding UTF-8 text decodes as UTF-8, not latin-1 mojibake
+    utf8 = b'\x80\x02]q\x00}q\x01U\x04sentq\x02U\x05caf\xc3\xa9sa.'
+    assert safe_pickle_load(utf8) == [{'sent': 'caf\xe9'}]
 
 
 @pytest.mark.parametrize('payload', [WritesMarker, _RunsShell])

@@ -264,7 +264,7 @@ def case_long_sentence(root, kind):
     refs = read_refs(root, kind)
     _, ref = first_val_ref(refs)
     long = ' '.join(['red'] * 500)
-    ref['sentences'][0]['sent'] = long
+    ref['sentences'][0]['sent'] = ref['sentences'][0]['raw'] = long
     write_refs(root, kind, refs)
     ds = build(root, kind)
     texts = [ds.get_data_info(i)['text'] for i in range(len(ds))]
