@@ -9,6 +9,8 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.dataset import Compose
 from mmengine.structures import PixelData
+from PIL import Image
+import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 
 from mmrefer.datasets import GRefCOCODataset, RefCOCODataset
@@ -65,7 +67,8 @@ def test_pack_fields_and_shapes(mini_root):
     coco = COCO(str(mini_root / 'instances.json'))
     union = coco.annToMask(coco.anns[1]) | coco.annToMask(coco.anns[2])
     np.testing.assert_array_equal(ds0.ori_gt_merged_mask.data[0].numpy(), union)
-    exp = mmcv.imresize(union, (32, 24), interpolation='nearest')
+    # LAVT/DMMI: PIL nearest on the decoded mask (pixel-centre sampling)
+    exp = np.array(Image.fromarray(union).resize((32, 24), Image.NEAREST))
     np.testing.assert_array_equal(ds0.gt_merged_mask.data[0].numpy(), exp)
     np.testing.assert_array_equal(gi.masks.masks.any(0), exp.astype(bool))
     torch.testing.assert_close(ds0.ori_gt_ref_bbox, torch.tensor([5., 5., 45., 35.]))
@@ -75,6 +78,70 @@ def test_pack_fields_and_shapes(mini_root):
     assert len(nt.gt_instances) == 0 and nt.gt_instances.masks.masks.shape == (0, 24, 32)
     assert nt.gt_instances.bboxes.shape == (0, 4)
     assert nt.gt_merged_mask.data.sum() == 0 and nt.gt_ref_bbox.tolist() == [0, 0, 0, 0]
+
+
+def _scaled_ann_mask(coco, ann_id, fx, fy, ox, oy, h, w):
+    """pycocotools' annToMask of a polygon annotation whose vertices are scaled/shifted (what
+    detectron2's ResizeTransform + polygons_to_bitmask do in ReLA)."""
+    ann = dict(coco.anns[ann_id])
+    ann['segmentation'] = [[v * fx + ox if k % 2 == 0 else v * fy + oy for k, v in enumerate(p)]
+                           for p in ann['segmentation']]
+    img = dict(coco.imgs[ann['image_id']], height=h, width=w)
+    coco2 = COCO()
+    coco2.dataset = dict(images=[img], annotations=[ann], categories=coco.dataset['categories'])
+    coco2.createIndex()
+    return coco2.annToMask(ann)
+
+
+@pytest.mark.parametrize('letterbox,scale', [(False, (32, 24)), (False, (123, 77)),
+                                             (True, (100, 100))])
+def test_gt_mask_resize_polygon_rasterises_scaled_polygons(mini_root, letterbox, scale):
+    """ReLA protocol: polygons scaled then rasterised at the input size; RLE masks resized with
+    PIL-style nearest."""
+    pipe = _pipeline(scale, letterbox=letterbox)
+    pipe[2]['gt_mask_resize'] = 'polygon'
+    out = _by_sent(_grefs(mini_root, pipe))[0]['data_samples']
+    W, H = scale
+    coco = COCO(str(mini_root / 'instances.json'))
+    if letterbox:
+        s = min(W / 50, H / 40)
+        nw, nh = int(round(50 * s)), int(round(40 * s))
+        ox, oy = (W - nw) // 2, (H - nh) // 2
+    else:
+        nw, nh, ox, oy = W, H, 0, 0
+    poly = _scaled_ann_mask(coco, 1, nw / 50, nh / 40, ox, oy, H, W)  # ann 1: polygon
+    rle = np.zeros((H, W), np.uint8)  # ann 2: compressed RLE -> nearest
+    rle[oy:oy + nh, ox:ox + nw] = np.array(
+        Image.fromarray(coco.annToMask(coco.anns[2])).resize((nw, nh), Image.NEAREST))
+    masks = out.gt_instances.masks.masks
+    np.testing.assert_array_equal(masks[0], poly)
+    np.testing.assert_array_equal(masks[1], rle)
+    np.testing.assert_array_equal(out.gt_merged_mask.data[0].numpy(), poly | rle)
+    assert poly.sum() > 0
+
+
+def test_polygon_and_nearest_protocols_differ_on_slanted_edges():
+    """The two GT protocols are not interchangeable: a triangle rasterised at 31x23 after
+    scaling differs on its slanted edges from the 50x40 mask resized by nearest."""
+    from mmrefer.datasets.transforms.resize import rasterize_polygons, resize_mask_nearest
+    tri = [[4.0, 35.0, 45.0, 33.0, 20.0, 3.0]]
+    full = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(tri, 40, 50)))
+    near = resize_mask_nearest(full, (31, 23))
+    poly = rasterize_polygons(tri, (31 / 50, 23 / 40), (0, 0), (31, 23))
+    np.testing.assert_array_equal(near, np.array(Image.fromarray(full).resize((31, 23),
+                                                                              Image.NEAREST)))
+    assert poly.shape == near.shape == (23, 31)
+    assert 0 < (poly != near).sum() < 0.2 * poly.sum()
+
+
+def test_gt_mask_resize_polygon_needs_raw_segms():
+    masks = BitmapMasks(np.ones((1, 8, 8), np.uint8), 8, 8)
+    res = dict(img=np.zeros((8, 8, 3), np.uint8), gt_masks=masks,
+               gt_merged_mask=np.ones((8, 8), np.uint8), img_path='x.jpg')
+    with pytest.raises(KeyError, match='gt_segms.*x.jpg|x.jpg.*gt_segms'):
+        RefResize(scale=(4, 4), gt_mask_resize='polygon')(res)
+    with pytest.raises(ValueError, match='gt_mask_resize'):
+        RefResize(gt_mask_resize='bilinear')
 
 
 def test_pack_without_ori_gt(mini_root):

@@ -11,13 +11,13 @@ backend_args = None
 train_pipeline = [
     dict(type='LoadRefImageFromFile', color_type='color', backend_args=backend_args),
     dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
+    dict(type='RefResize', scale=img_scale, gt_mask_resize='polygon'),  # ReLA
     dict(type='PackRefInputs'),
 ]
 test_pipeline = [
     dict(type='LoadRefImageFromFile', color_type='color', backend_args=backend_args),
     dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
+    dict(type='RefResize', scale=img_scale, gt_mask_resize='polygon'),  # ReLA
     # keep the GT at the original size too, for eval_resolution='original'
     dict(type='PackRefInputs', keep_ori_gt=True),
 ]

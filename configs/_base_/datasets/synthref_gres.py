@@ -11,13 +11,13 @@ img_scale = (128, 128)  # (width, height) of the network input
 train_pipeline = [
     dict(type='LoadRefImageFromFile', color_type='color', backend_args=None),
     dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
+    dict(type='RefResize', scale=img_scale, gt_mask_resize='polygon'),  # ReLA
     dict(type='PackRefInputs'),
 ]
 test_pipeline = [
     dict(type='LoadRefImageFromFile', color_type='color', backend_args=None),
     dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
+    dict(type='RefResize', scale=img_scale, gt_mask_resize='polygon'),  # ReLA
     dict(type='PackRefInputs', keep_ori_gt=True),
 ]
 

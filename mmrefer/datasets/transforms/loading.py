@@ -7,6 +7,8 @@ docs/contracts.md section 1) into, at the original image size ``(h, w)``::
     gt_bboxes         float32 [n, 4] xyxy     the annotations' boxes
     gt_bboxes_labels  int64 [n] zeros;  gt_ignore_flags bool [n] False
     gt_merged_mask    uint8 [h, w]            union of gt_masks
+    gt_segms          list                    the instances' raw polygons / RLE (ReLA-style
+                                              re-rasterisation in RefResize)
     gt_ref_bbox       float32 [4] xyxy        REC target (zeros when there is none)
     ori_gt_merged_mask, ori_gt_ref_bbox       the same two, kept for evaluation at the original
                                               resolution (``RefResize`` replaces the others)
@@ -106,6 +108,7 @@ class LoadRefAnnotations(BaseTransform):
                 raise ValueError(f'LoadRefAnnotations: bad mask of instance {i} in sample '
                                  f'{_sample_desc(results)}: {e}') from e
         results['gt_masks'] = BitmapMasks(masks, h, w)
+        results['gt_segms'] = [inst['mask'] for inst in insts]  # for RefResize('polygon')
         results['gt_bboxes'] = np.array([inst['bbox'] for inst in insts],
                                         np.float32).reshape(-1, 4)
         results['gt_bboxes_labels'] = np.array([inst.get('bbox_label', 0) for inst in insts],

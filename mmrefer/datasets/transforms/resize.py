@@ -1,20 +1,61 @@
 """``RefResize``: resize to a fixed input size, stretched (ReLA/LAVT 480x480 protocol) or
 letterboxed (keep the aspect ratio, resize by ``s = min(W / w0, H / h0)``, pad centred).
 
-Updates ``img``, ``gt_masks`` / ``gt_merged_mask`` (nearest), ``gt_bboxes`` / ``gt_ref_bbox``
+Updates ``img``, ``gt_masks`` / ``gt_merged_mask``, ``gt_bboxes`` / ``gt_ref_bbox``
 (``x * w_scale + left``), and sets ``img_shape = (H, W)``, ``scale_factor = (w_scale,
 h_scale)`` and ``letterbox`` (``None`` or ``dict(pad=(left, top), scale=s)``).
 :mod:`mmrefer.structures.rescale` undoes it.
+
+The GT masks, which the metrics compare with at the input size, follow one of two protocols
+(``gt_mask_resize``):
+
+* ``'nearest'`` (LAVT, DMMI: PIL ``Image.NEAREST`` on the decoded mask): nearest neighbour
+  sampled at pixel centres, ``src = floor((dst + 0.5) / scale)`` (OpenCV
+  ``INTER_NEAREST_EXACT``; plain ``INTER_NEAREST`` samples ``floor(dst / scale)`` and shifts
+  the mask by up to a pixel);
+* ``'polygon'`` (ReLA, gRefCOCO): polygon vertices are scaled (and shifted by the letterbox
+  pad) and rasterised by pycocotools at the output size, as detectron2 does; RLE masks, which
+  have no vertices, use ``'nearest'``. Needs the raw ``gt_segms`` that
+  :class:`LoadRefAnnotations` keeps.
 """
 from typing import Tuple
 
+import cv2
 import mmcv
 import numpy as np
+import pycocotools.mask as mask_utils
 from mmcv.transforms import BaseTransform
+from mmdet.structures.mask import BitmapMasks
 
 from mmrefer.registry import TRANSFORMS
 
-__all__ = ['RefResize']
+__all__ = ['RefResize', 'resize_mask_nearest', 'rasterize_polygons']
+
+GT_MASK_RESIZE = ('nearest', 'polygon')
+
+
+def resize_mask_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Nearest resize of a 2-D mask to ``size = (w, h)``, sampled at pixel centres (as PIL
+    ``Image.NEAREST``)."""
+    return cv2.resize(np.ascontiguousarray(mask), size, interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def rasterize_polygons(polys, factor: Tuple[float, float], offset: Tuple[float, float],
+                       size: Tuple[int, int]) -> np.ndarray:
+    """Rasterise COCO polygons (flat ``[x0, y0, x1, y1, ...]`` lists) after mapping each vertex
+    to ``x * factor[0] + offset[0]``, ``y * factor[1] + offset[1]``, at ``size = (w, h)``
+    (uint8 ``[h, w]``). Parts with fewer than 3 vertices are ignored, as in decoding."""
+    w, h = size
+    out = []
+    for p in polys:
+        if len(p) < 6:
+            continue
+        xy = np.asarray(p, np.float64).reshape(-1)[:len(p) // 2 * 2].reshape(-1, 2)
+        xy = xy * np.asarray(factor, np.float64) + np.asarray(offset, np.float64)
+        out.append(xy.reshape(-1).tolist())
+    if not out:
+        return np.zeros((h, w), np.uint8)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(out, h, w)))
 
 
 @TRANSFORMS.register_module()
@@ -24,12 +65,13 @@ class RefResize(BaseTransform):
     Args:
         scale (tuple[int, int]): output (width, height).
         letterbox (bool): keep the aspect ratio and pad (centred) instead of stretching.
-        interpolation (str): image interpolation (masks always use nearest).
+        interpolation (str): image interpolation.
         pad_val (int | tuple): image padding value for letterbox.
+        gt_mask_resize (str): ``'nearest'`` (LAVT) or ``'polygon'`` (ReLA), see the module doc.
     """
 
     def __init__(self, scale: Tuple[int, int] = (480, 480), letterbox: bool = False,
-                 interpolation: str = 'bilinear', pad_val=0):
+                 interpolation: str = 'bilinear', pad_val=0, gt_mask_resize: str = 'nearest'):
         if isinstance(scale, int):
             scale = (scale, scale)
         if len(scale) != 2 or min(scale) <= 0:
@@ -38,6 +80,10 @@ class RefResize(BaseTransform):
         self.letterbox = letterbox
         self.interpolation = interpolation
         self.pad_val = pad_val
+        if gt_mask_resize not in GT_MASK_RESIZE:
+            raise ValueError(f'RefResize: gt_mask_resize must be one of {GT_MASK_RESIZE}, got '
+                             f'{gt_mask_resize!r}')
+        self.gt_mask_resize = gt_mask_resize
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -57,16 +103,8 @@ class RefResize(BaseTransform):
             canvas[top:top + nh, left:left + nw] = resized
             resized = canvas
         results['img'] = resized
-        if 'gt_masks' in results:
-            m = results['gt_masks'].resize((nh, nw))
-            results['gt_masks'] = m.expand(H, W, top, left) if self.letterbox else m
-        if 'gt_merged_mask' in results:
-            mm = mmcv.imresize(results['gt_merged_mask'], (nw, nh), interpolation='nearest')
-            if self.letterbox:
-                full = np.zeros((H, W), mm.dtype)
-                full[top:top + nh, left:left + nw] = mm
-                mm = full
-            results['gt_merged_mask'] = mm
+        if 'gt_masks' in results or 'gt_merged_mask' in results:
+            self._resize_masks(results, (nw, nh), (W, H), (left, top), (w_scale, h_scale))
         factor = np.array([w_scale, h_scale, w_scale, h_scale], np.float32)
         offset = np.array([left, top, left, top], np.float32)
         limit = np.array([W, H, W, H], np.float32)
@@ -83,6 +121,45 @@ class RefResize(BaseTransform):
         results['letterbox'] = dict(pad=(left, top), scale=s) if self.letterbox else None
         return results
 
+    def _resize_masks(self, results: dict, inner, outer, pad, factor) -> None:
+        """``gt_masks`` and ``gt_merged_mask`` at ``outer = (W, H)``; the image content fills
+        ``inner = (nw, nh)`` at ``pad = (left, top)``."""
+        (nw, nh), (W, H), (left, top) = inner, outer, pad
+
+        def place(m: np.ndarray) -> np.ndarray:  # nearest-resized mask into the canvas
+            m = resize_mask_nearest(m, (nw, nh))
+            if (nw, nh) == (W, H):
+                return m
+            full = np.zeros((H, W), m.dtype)
+            full[top:top + nh, left:left + nw] = m
+            return full
+
+        if self.gt_mask_resize == 'nearest':
+            if 'gt_masks' in results:
+                src = results['gt_masks'].masks
+                results['gt_masks'] = BitmapMasks(
+                    np.stack([place(m) for m in src]) if len(src) else
+                    np.zeros((0, H, W), np.uint8), H, W)
+            if 'gt_merged_mask' in results:
+                results['gt_merged_mask'] = place(results['gt_merged_mask'])
+            return
+        segms = results.get('gt_segms')
+        n = len(results['gt_masks']) if 'gt_masks' in results else None
+        if segms is None or n is None or len(segms) != n:
+            raise KeyError(f"RefResize(gt_mask_resize='polygon'): the sample "
+                           f"(img_path={results.get('img_path')}) needs 'gt_segms', the raw "
+                           f'polygons/RLE of its {n} instances, as LoadRefAnnotations keeps them; '
+                           f'got {None if segms is None else len(segms)}')
+        masks = [rasterize_polygons(sg, factor, pad, (W, H)) if isinstance(sg, list)
+                 else place(results['gt_masks'].masks[i]) for i, sg in enumerate(segms)]
+        stacked = np.stack(masks) if masks else np.zeros((0, H, W), np.uint8)
+        if 'gt_masks' in results:
+            results['gt_masks'] = BitmapMasks(stacked, H, W)
+        if 'gt_merged_mask' in results:
+            results['gt_merged_mask'] = stacked.any(0).astype(np.uint8) if masks else \
+                np.zeros((H, W), np.uint8)
+
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(scale={self.scale}, letterbox={self.letterbox}, '
-                f'interpolation={self.interpolation!r})')
+                f'interpolation={self.interpolation!r}, '
+                f'gt_mask_resize={self.gt_mask_resize!r})')
