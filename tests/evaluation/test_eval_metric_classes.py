@@ -116,6 +116,29 @@ def test_gres_nt_source_empty_mask_and_per_source():
          gres_metrics([z, one], [z, one], [False, True], [True, False]))
 
 
+def test_gres_flagged_sample_union_uses_ungated_mask():
+    """ReLA keeps the segmentation of a targeted sample wrongly flagged no-target: I = 0 and
+    U = |pred U gt|. Heads clear pred_mask and keep pred_mask_ungated; zero_mask_on_nt=True
+    counts the cleared mask instead (U = |gt|)."""
+    gt = np.zeros((4, 5), bool)
+    gt[0, :3] = True                                          # |gt| = 3
+    seg = np.zeros((4, 5), bool)
+    seg[0, 2:] = True                                         # |seg U gt| = 5
+    fp = make_sample(0, np.zeros((4, 5), bool), gt, pred_nt=True)
+    fp.pred_mask_ungated = torch.as_tensor(seg)
+    tn = make_sample(1, gt, gt)                               # I = U = 3
+    res = strip(evaluate(GRESMetric(), [fp, tn]), 'gres')
+    assert res['cIoU'] == pytest.approx(100 * 3 / (5 + 3))
+    assert res['gIoU'] == pytest.approx(50.0) and res['T-acc'] == 0.0
+    rela = gres_metrics([seg, gt], [gt, gt], [True, False], [False, False])
+    assert res == pytest.approx(rela, nan_ok=True)
+    zeroed = strip(evaluate(GRESMetric(zero_mask_on_nt=True), [fp, tn]), 'gres')
+    assert zeroed['cIoU'] == pytest.approx(100 * 3 / (3 + 3))
+    # no ungated mask (a model that never clears): the flagged pred_mask itself is counted
+    fp2 = make_sample(0, seg, gt, pred_nt=True)
+    assert strip(evaluate(GRESMetric(), [fp2, tn]), 'gres') == pytest.approx(rela, nan_ok=True)
+
+
 def test_refzom_acc_source_flag():
     z = np.zeros((2, 2), bool)
     one = np.array([[1, 0], [0, 0]], bool)

@@ -235,12 +235,19 @@ def test_predict_contract(tok_dir):
         assert all(w not in ('<s>', '</s>', '<pad>') for ws in ex['aligned_words'] for w in ws)
         if s.pred_no_target:
             assert not s.pred_mask.any()
-    # forcing the no-target decision empties the mask
+    # forcing the no-target decision empties the mask and keeps the segmentation aside
+    model.head.test_cfg['mask_thr'] = -1.0  # every pixel above threshold
     model.head.test_cfg['nt_thr'] = -1.0
     with torch.no_grad():
         out = model.predict(*batch([s1]))
     assert out[0].pred_no_target and not out[0].pred_mask.any()
     assert out[0].pred_box.tolist() == [0, 0, 0, 0]
+    assert out[0].pred_mask_ungated.shape == (20, 24) and out[0].pred_mask_ungated.all()
+    model.head.test_cfg['nt_thr'] = 2.0  # never fires: no ungated copy
+    with torch.no_grad():
+        out = model.predict(*batch([s1]))
+    assert not out[0].pred_no_target and out[0].pred_mask.all()
+    assert 'pred_mask_ungated' not in out[0]
 
 
 def test_mask_to_box():

@@ -14,11 +14,20 @@ NT_SOURCES = ('flag', 'empty_mask')
 class GRESMetric(BaseRefMetric):
     """Generalized RES metric: cIoU, gIoU, N-acc, T-acc, Pr@0.7..0.9 (percent).
 
-    Reads ``pred_mask``, ``pred_no_target``, ``gt_merged_mask`` and the ``no_target`` metainfo.
+    Reads ``pred_mask``, ``pred_no_target``, ``gt_merged_mask`` and the ``no_target`` metainfo,
+    and ``pred_mask_ungated`` when the model sets it.
+
+    A targeted sample wrongly flagged no-target (FP) scores ``I = 0``; its union is ``|gt|`` plus
+    whatever the model segmented. In ReLA the mask is not cleared by the flag, so that union is
+    ``|pred U gt|``. Our heads clear ``pred_mask`` when the flag fires (the user-facing answer is
+    "nothing") and keep the segmentation as ``pred_mask_ungated``; by default the metric counts
+    the union from it, as ReLA does.
 
     Args:
         nt_source (str): where the predicted no-target decision comes from: ``'flag'`` (ReLA,
             the model's ``pred_no_target``) or ``'empty_mask'`` (an all-empty ``pred_mask``).
+        zero_mask_on_nt (bool): count flagged samples with the cleared ``pred_mask`` (their union
+            is ``|gt|``) instead of ``pred_mask_ungated``. Default False: ReLA's cIoU.
         per_source (bool): also report every metric per ``source`` (``'<source>/cIoU'``, ...)
             when more than one source is present, as ReLA does; the unprefixed keys are over
             all samples (ReLA's ``full`` plus N-acc/T-acc).
@@ -28,23 +37,26 @@ class GRESMetric(BaseRefMetric):
     default_prefix = 'gres'
 
     def __init__(self, nt_source: str = 'flag', per_source: bool = False,
-                 **kwargs) -> None:
+                 zero_mask_on_nt: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if nt_source not in NT_SOURCES:
             raise ValueError(f'GRESMetric: nt_source must be one of {NT_SOURCES}, '
                              f'got {nt_source!r}')
         self.nt_source = nt_source
         self.per_source = per_source
+        self.zero_mask_on_nt = zero_mask_on_nt
 
     def process(self, data_batch, data_samples: Sequence) -> None:
         for ds in data_samples:
             ds = self._as_dict(ds)
-            pred, gt = self._mask_pair(ds)
-            counts = self._counts(pred, gt)
             if self.nt_source == 'flag':
                 pred_nt = self._flag(self._require(ds, 'pred_no_target',
                                                    'the model must fill pred_no_target'))
+                key = ('pred_mask_ungated' if pred_nt and not self.zero_mask_on_nt
+                       and ds.get('pred_mask_ungated') is not None else 'pred_mask')
+                counts = self._counts(*self._mask_pair(ds, key))
             else:
+                counts = self._counts(*self._mask_pair(ds))
                 pred_nt = counts['pred_area'] == 0
             self.results.append(dict(ids=self._ids(ds), pred_nt=pred_nt,
                                      gt_nt=self._gt_no_target(ds),

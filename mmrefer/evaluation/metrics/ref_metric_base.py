@@ -113,10 +113,11 @@ class BaseRefMetric(BaseMetric):
     def _gt_no_target(self, ds: Mapping) -> bool:
         return self._flag(self._require(ds, 'no_target', 'the dataset must set no_target'))
 
-    def _mask_pair(self, ds: Mapping):
-        """(prediction, ground truth) 2-D bool masks at the evaluation resolution."""
-        pred = to_bool_mask(self._require(ds, 'pred_mask', 'the model must fill pred_mask'),
-                            'pred_mask')
+    def _mask_pair(self, ds: Mapping, pred_key: str = 'pred_mask'):
+        """(prediction, ground truth) 2-D bool masks at the evaluation resolution; the
+        prediction is read from ``ds[pred_key]``."""
+        pred = to_bool_mask(self._require(ds, pred_key, f'the model must fill {pred_key}'),
+                            pred_key)
         if self.eval_resolution == 'input':
             gt = self._pixel_data(self._require(ds, 'gt_merged_mask'))
         else:

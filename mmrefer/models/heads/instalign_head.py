@@ -368,7 +368,10 @@ class InstAlignHead(BaseModule):
             h, w = sample.metainfo['img_shape'][:2]
             prob = merged[b, :h, :w]
             is_nt = bool(nt_prob[b] > cfg['nt_thr'])
-            mask = (prob > cfg['mask_thr']) & (not is_nt)
+            mask = prob > cfg['mask_thr']
+            if is_nt:
+                sample.pred_mask_ungated = mask  # kept for ReLA's cIoU union (GRESMetric)
+                mask = torch.zeros_like(mask)
             sample.pred_mask = mask
             sample.pred_no_target = is_nt
             sample.pred_box = self.mask_to_box(mask)

@@ -244,6 +244,7 @@ class LatentVGHead(BaseModule):
             mask = p > self.mask_threshold
             no_target = bool(nt_prob is not None and nt_prob[i] > self.no_target_threshold)
             if no_target:
+                ds.pred_mask_ungated = mask  # kept for ReLA's cIoU union (GRESMetric)
                 mask = torch.zeros_like(mask)
                 score = float(nt_prob[i])
             else:

@@ -101,8 +101,9 @@ def test_predict_mask_box_and_no_target():
     assert a.pred_no_target is False and 0 < a.pred_score <= 1
     assert a.pred_extras['expr_maps'].shape == (3, 12, 16)
     assert a.pred_extras['subject_index'] == 2
-    # the empty token fires: all-zero mask
+    # the empty token fires: all-zero mask; the segmentation is kept for ReLA's cIoU union
     assert b.pred_no_target is True and not b.pred_mask.any()
+    assert torch.equal(b.pred_mask_ungated, expected) and 'pred_mask_ungated' not in a
     assert b.pred_score == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
 
 
