@@ -26,6 +26,7 @@ model = dict(
         tokenizer_dir='data/synthref/tokenizers/roberta',
         pretrained=None,
         max_length=20,
+        lower_case=True,  # SynthRef's raw sentences start with a capital ("Red circle")
         arch=dict(vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=128, max_position_embeddings=24)),
     head=dict(

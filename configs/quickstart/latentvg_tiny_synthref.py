@@ -19,8 +19,10 @@ model = dict(
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
                            bgr_to_rgb=True, pad_size_divisor=1),
     pretrained=None,
+    # lower_case: SynthRef's raw sentences start with a capital ("Red circle"), which the tiny
+    # from-scratch tokenizer spells letter by letter; the official BEiT-3 one is cased
     tokenizer=dict(type='BEiT3Tokenizer', spm_path='data/synthref/tokenizers/beit3.spm',
-                   max_length=text_len),
+                   max_length=text_len, lower_case=True),
     text_len=text_len,
     backbone=dict(
         type='BEiT3',

@@ -250,6 +250,14 @@ def test_tokenize_beit3_spm(synthref_beit3_spm):
     assert short.num_truncated == 2
 
 
+def test_tokenize_lower_case(synthref_beit3_spm):
+    lower = TokenizeText(tokenizer=synthref_beit3_spm, max_length=12, lower_case=True)
+    cased = TokenizeText(tokenizer=synthref_beit3_spm, max_length=12)
+    ref = cased(dict(text='the red circle'))['input_ids'].tolist()
+    assert lower(dict(text='The Red circle'))['input_ids'].tolist() == ref
+    assert cased(dict(text='The Red circle'))['input_ids'].tolist() != ref
+
+
 def test_tokenize_roberta_dir(synthref_roberta_dir):
     from transformers import AutoTokenizer
     ref = AutoTokenizer.from_pretrained(synthref_roberta_dir, local_files_only=True)

@@ -122,3 +122,12 @@ def test_all_pad_row_keeps_one_valid_position(synthref_roberta_dir):
     assert out['attention_mask'][0].tolist() == [1, 0, 0, 0, 0, 0]
     assert out['attention_mask'][1].tolist() == [1, 1, 1, 1, 0, 0]
     assert torch.isfinite(out['sentence_feat']).all()
+
+
+def test_lower_case_option(synthref_roberta_dir):
+    kw = dict(arch=dict(TINY, vocab_size=400), tokenizer_dir=str(synthref_roberta_dir),
+              max_length=8)
+    cased, lower = HFTextEncoder(**kw), HFTextEncoder(lower_case=True, **kw)
+    ref = cased.tokenize(['the red circle'])['input_ids']
+    assert torch.equal(lower.tokenize(['The Red circle'])['input_ids'], ref)
+    assert not torch.equal(cased.tokenize(['The Red circle'])['input_ids'], ref)

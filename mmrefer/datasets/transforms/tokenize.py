@@ -81,13 +81,16 @@ class TokenizeText(BaseTransform):
     Args:
         tokenizer (str | dict): see :func:`build_text_tokenizer`; loaded lazily.
         max_length (int): output length including the begin/end tokens.
+        lower_case (bool): lower-case the sentence first (as the models' ``lower_case``).
     """
 
-    def __init__(self, tokenizer: Union[str, dict], max_length: int = 20):
+    def __init__(self, tokenizer: Union[str, dict], max_length: int = 20,
+                 lower_case: bool = False):
         if max_length < 3:
             raise ValueError(f'TokenizeText: max_length must be >= 3, got {max_length}')
         self.tokenizer_cfg = tokenizer
         self.max_length = max_length
+        self.lower_case = lower_case
         self._tok = None
         self.num_truncated = 0
 
@@ -96,7 +99,8 @@ class TokenizeText(BaseTransform):
             raise KeyError('TokenizeText: results has no "text"')
         if self._tok is None:
             self._tok = build_text_tokenizer(self.tokenizer_cfg)
-        ids, truncated, pad = self._tok(results['text'], self.max_length)
+        text = results['text'].lower() if self.lower_case else results['text']
+        ids, truncated, pad = self._tok(text, self.max_length)
         if truncated:
             self.num_truncated += 1
             n = self.num_truncated
@@ -115,4 +119,4 @@ class TokenizeText(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(tokenizer={self.tokenizer_cfg!r}, ' \
-               f'max_length={self.max_length})'
+               f'max_length={self.max_length}, lower_case={self.lower_case})'

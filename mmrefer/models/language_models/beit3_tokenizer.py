@@ -24,6 +24,9 @@ class BEiT3Tokenizer:
         spm_path (str): local sentencepiece model (the official ``beit3.spm``). Read lazily on
             the first call, so building a config never needs the file.
         max_length (int): output length ``L`` including ``<s>`` and ``</s>`` (>= 2).
+        lower_case (bool): lower-case sentences before encoding. The official model is cased
+            (default False); the from-scratch SynthRef configs set it so that "Red circle" and
+            "red circle" share pieces.
     """
     bos_token_id = 0
     pad_token_id = 1
@@ -31,12 +34,13 @@ class BEiT3Tokenizer:
     unk_token_id = 3
     fairseq_offset = 1
 
-    def __init__(self, spm_path: str, max_length: int = 20):
+    def __init__(self, spm_path: str, max_length: int = 20, lower_case: bool = False):
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f'BEiT3Tokenizer: max_length must be an int >= 2 (room for <s> and '
                              f'</s>), got {max_length!r}')
         self.spm_path = spm_path
         self.max_length = max_length
+        self.lower_case = lower_case
         self.num_truncated = 0  # sentences cut to max_length so far
         self._sp = None
 
@@ -65,7 +69,7 @@ class BEiT3Tokenizer:
         """Piece ids of one sentence (fairseq numbering, no ``<s>``/``</s>``)."""
         unk = self.sp.unk_id()
         return [self.unk_token_id if p == unk else p + self.fairseq_offset
-                for p in self.sp.encode(text)]
+                for p in self.sp.encode(text.lower() if self.lower_case else text)]
 
     def __call__(self, texts: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
         """Returns ``input_ids`` LongTensor[B, L] and ``padding_mask`` BoolTensor[B, L]."""

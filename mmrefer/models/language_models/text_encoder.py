@@ -53,6 +53,9 @@ class HFTextEncoder(BaseModule):
             :meth:`init_weights`. ``None`` keeps the random init.
         max_length (int): tokens per sentence incl. specials (ReLA/InstAlign use 20).
         freeze (bool): stop gradients into the encoder.
+        lower_case (bool): lower-case sentences before tokenizing (default False: RoBERTa is
+            cased; a BERT-uncased tokenizer lower-cases by itself). The from-scratch SynthRef
+            configs set it.
     """
 
     def __init__(self,
@@ -62,6 +65,7 @@ class HFTextEncoder(BaseModule):
                  pretrained: Optional[str] = None,
                  max_length: int = 20,
                  freeze: bool = False,
+                 lower_case: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         config_cls, model_cls = _hf_classes(model_type)
@@ -81,6 +85,7 @@ class HFTextEncoder(BaseModule):
         self.max_length = max_length
         self.num_truncated = 0  # sentences cut to max_length so far
         self.freeze = freeze
+        self.lower_case = lower_case
         self._tokenizer = None
         if freeze:
             self.model.requires_grad_(False)
@@ -138,7 +143,8 @@ class HFTextEncoder(BaseModule):
         """Raw sentences -> ``input_ids`` / ``attention_mask`` [B, max_length]."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError(f'HFTextEncoder.tokenize expects a list of str, got {texts!r}')
-        ids = self.tokenizer(list(texts))['input_ids']  # with the special tokens, unpadded
+        texts = [t.lower() for t in texts] if self.lower_case else list(texts)
+        ids = self.tokenizer(texts)['input_ids']  # with the special tokens, unpadded
         # truncation keeps the closing special token: [<s>] first (max_length - 2) words [</s>]
         cut = sum(len(x) > self.max_length for x in ids)
         if cut:

@@ -106,3 +106,10 @@ def test_registered(spm_file):
     for reg in (MODELS, TASK_UTILS):
         tok = reg.build(dict(type='BEiT3Tokenizer', spm_path=spm_file, max_length=8))
         assert isinstance(tok, BEiT3Tokenizer) and tok.max_length == 8
+
+
+def test_lower_case_option(spm_file):
+    cased = BEiT3Tokenizer(spm_file, max_length=12)
+    lower = BEiT3Tokenizer(spm_file, max_length=12, lower_case=True)
+    assert lower(['Red Cup'])['input_ids'].tolist() == cased(['red cup'])['input_ids'].tolist()
+    assert cased(['Red Cup'])['input_ids'].tolist() != cased(['red cup'])['input_ids'].tolist()
