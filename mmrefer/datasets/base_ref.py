@@ -253,7 +253,9 @@ class BaseRefDataset(BaseDataset):
             ref_bbox = None if no_target else self.ref_bbox(ref, ann_ids, instances)
             img_path = osp.join(self.data_prefix.get('img_path', ''), img['file_name'])
             for k, sent in enumerate(ref['sentences']):
-                text = sent.get('raw') or sent.get('sent') or ''
+                # raw first (what ReLA/LAVT/DMMI tokenize), sent when raw is missing or blank
+                text = next((t for t in (sent.get('raw'), sent.get('sent'))
+                             if t and (not isinstance(t, str) or t.strip())), '')
                 if not text.strip():
                     stats['empty sentences skipped'] += 1
                     continue

@@ -259,6 +259,20 @@ def case_empty_sentence(root, kind):
     assert 'empty sentences skipped: 1' in warnings_of(log)
 
 
+def case_blank_raw_sentence_falls_back_to_sent(root, kind):
+    base = build(root, kind)
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    sent = ref['sentences'][0]
+    sent['raw'] = '  '
+    write_refs(root, kind, refs)
+    ds = build(root, kind)
+    assert len(ds) == len(base)
+    texts = [ds.get_data_info(i)['text'] for i in range(len(ds))
+             if ds.get_data_info(i)['sent_id'] == sent['sent_id']]
+    assert texts == [sent['sent']]
+
+
 def case_long_sentence(root, kind):
     # kept verbatim by the dataset; truncation is the tokenizers' job (test_long_sentence_*)
     refs = read_refs(root, kind)
