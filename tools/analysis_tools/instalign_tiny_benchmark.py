@@ -9,7 +9,7 @@ For each variant: builds SynthRef (default sizes, seed 0) under ``--data-root`` 
 ``model.head.instance_supervision=False``, nothing else changes) with mmengine's Runner, times the
 training (wall and CPU seconds of this process; data loading runs in it, one torch thread by
 default), then predicts the whole val split and reports, at the network input resolution (the
-default of GRESMetric) and with the same functional as GRESMetric:
+default of GRESMetric) with GRESMetric itself:
 
 * all val samples: cIoU, gIoU, N-acc, T-acc;
 * the multi-target subset (>= 2 GT instances): cIoU, gIoU.
@@ -86,21 +86,19 @@ def build_cfg(config, data_root, work_dir, overrides):
 
 @torch.no_grad()
 def evaluate(model, dataloader):
-    """Per-sample I/U at input resolution, no-target flags and #targets over ``dataloader``."""
+    """Per-sample I/U at input resolution, no-target flags (what :class:`GRESMetric` collects)
+    and #targets over ``dataloader``."""
     from mmrefer.evaluation.functional.gres_metrics import gres_metrics_from_stats
+    from mmrefer.evaluation.metrics import GRESMetric
     model.eval()
-    inter, union, pred_nt, gt_nt, n_tgt = [], [], [], [], []
+    metric, n_tgt = GRESMetric(), []
     for data in dataloader:
-        for ds in model.test_step(data):
-            gt = torch.as_tensor(ds.gt_merged_mask.data)[0].bool()
-            pred = ds.pred_mask.bool().cpu()
-            inter.append(int((gt & pred).sum()))
-            union.append(int((gt | pred).sum()))
-            pred_nt.append(bool(ds.pred_no_target))
-            gt_nt.append(bool(ds.metainfo['no_target']))
-            n_tgt.append(len(ds.gt_instances))
-    inter, union = np.array(inter), np.array(union)
-    pred_nt, gt_nt, n_tgt = np.array(pred_nt), np.array(gt_nt), np.array(n_tgt)
+        samples = model.test_step(data)
+        n_tgt += [len(ds.gt_instances) for ds in samples]
+        metric.process(data, samples)
+    inter, union, pred_nt, gt_nt = (metric._column(metric.results, k, dt) for k, dt in (
+        ('inter', np.int64), ('union', np.int64), ('pred_nt', bool), ('gt_nt', bool)))
+    n_tgt = np.array(n_tgt)
     res = dict(all=gres_metrics_from_stats(inter, union, pred_nt, gt_nt),
                num_samples=int(len(inter)), num_multi=int((n_tgt >= 2).sum()))
     m = n_tgt >= 2
