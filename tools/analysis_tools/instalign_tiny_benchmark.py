@@ -86,9 +86,8 @@ def build_cfg(config, data_root, work_dir, overrides):
 
 @torch.no_grad()
 def evaluate(model, dataloader):
-    """Per-sample I/U at input resolution, no-target flags (what :class:`GRESMetric` collects)
-    and #targets over ``dataloader``."""
-    from mmrefer.evaluation.functional.gres_metrics import gres_metrics_from_stats
+    """GRES metrics over ``dataloader`` and over its multi-target samples (>= 2 GT instances),
+    counted by :class:`GRESMetric` itself."""
     from mmrefer.evaluation.metrics import GRESMetric
     model.eval()
     metric, n_tgt = GRESMetric(), []
@@ -96,14 +95,11 @@ def evaluate(model, dataloader):
         samples = model.test_step(data)
         n_tgt += [len(ds.gt_instances) for ds in samples]
         metric.process(data, samples)
-    inter, union, pred_nt, gt_nt = (metric._column(metric.results, k, dt) for k, dt in (
-        ('inter', np.int64), ('union', np.int64), ('pred_nt', bool), ('gt_nt', bool)))
-    n_tgt = np.array(n_tgt)
-    res = dict(all=gres_metrics_from_stats(inter, union, pred_nt, gt_nt),
-               num_samples=int(len(inter)), num_multi=int((n_tgt >= 2).sum()))
-    m = n_tgt >= 2
-    if m.any():
-        res['multi'] = gres_metrics_from_stats(inter[m], union[m], pred_nt[m], gt_nt[m])
+    multi = np.array(n_tgt) >= 2
+    res = dict(all=metric._metrics(metric.results), num_samples=len(metric.results),
+               num_multi=int(multi.sum()))
+    if multi.any():
+        res['multi'] = metric._metrics(metric.results, multi)
     return res
 
 
