@@ -21,7 +21,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.runner import load_checkpoint
 
-from mmrefer.visualization.utils import maps_to_original, to_numpy
+from mmrefer.structures.geometry import prediction_to_original
 
 ANNOTATION_LOADERS = ('LoadRefAnnotations', 'LoadAnnotations')
 IMAGE_LOADERS = ('LoadImageFromFile', 'LoadRefImageFromFile', 'LoadImageFromNDArray')
@@ -190,29 +190,16 @@ class RefInferencer:
     # ------------------------------------------------------------------ outputs
     @staticmethod
     def postprocess(sample) -> Dict[str, Any]:
-        """A predicted ``DetDataSample`` -> answer dict at the original image size."""
-        from mmrefer.structures.rescale import box_to_original, mask_to_original
-        meta = sample.metainfo
+        """A predicted ``DetDataSample`` -> answer dict at the original image size.
+
+        :func:`mmrefer.structures.prediction_to_original`: the mask from ``pred_prob``
+        (bilinear to the image size, then ``> pred_mask_thr``; ``pred_mask`` for models without
+        it), cleared when ``pred_no_target``; the box mapped exactly; extras maps bilinear.
+        """
         for key in ('pred_mask', 'pred_box'):
             if key not in sample:
                 raise KeyError(f'the model did not fill {key!r} (see docs/contracts.md section 3)')
-        no_target = bool(sample.get('pred_no_target', False))
-        mask = mask_to_original(torch.as_tensor(sample.pred_mask).bool().cpu(), meta)
-        box = box_to_original(torch.as_tensor(sample.pred_box).float().cpu(), meta)
-        if no_target:
-            mask = torch.zeros_like(mask)
-        score = sample.get('pred_score', None)
-        score = float(score) if score is not None else None
-        extras = {}
-        for k, v in dict(sample.get('pred_extras', {}) or {}).items():
-            if k in ('expr_maps', 'inst_masks'):
-                extras[k] = maps_to_original(v, meta)
-            else:
-                v = to_numpy(v)
-                extras[k] = v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
-        return dict(text=meta.get('text'), mask=to_numpy(mask).astype(bool),
-                    box=[float(x) for x in to_numpy(box).reshape(4)], no_target=no_target,
-                    score=score, extras=extras)
+        return prediction_to_original(sample)
 
     @torch.no_grad()
     def __call__(self,

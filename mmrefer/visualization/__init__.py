@@ -1,7 +1,10 @@
-"""Drawing referring predictions: :class:`RefLocalVisualizer` and :class:`RefVisualizationHook`."""
+"""Drawing referring predictions: :class:`RefLocalVisualizer` and :class:`RefVisualizationHook`.
+
+Geometry (``maps_to_original``, ``to_numpy``, ``prediction_to_original``) is in
+:mod:`mmrefer.structures`.
+"""
 from .ref_local_visualizer import RefLocalVisualizer
 from .ref_visualization_hook import RefVisualizationHook
-from .utils import maps_to_original, to_numpy, write_png
+from .utils import write_png
 
-__all__ = ['RefLocalVisualizer', 'RefVisualizationHook', 'maps_to_original', 'to_numpy',
-           'write_png']
+__all__ = ['RefLocalVisualizer', 'RefVisualizationHook', 'write_png']

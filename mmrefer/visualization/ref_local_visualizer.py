@@ -11,9 +11,13 @@ smaller than ``min_size`` are enlarged by an integer factor so the text stays re
     | extra 0  | extra 1   | extra 2  | ...       |   half-size panels (--show-extras)
     +----------+-----------+----------+-----------+
 
-Extras: Latent-VG ``expr_maps`` ``[N+1, H, W]`` (sentence map then one map per latent expression,
-as heatmaps; ``subject_index`` written on the sentence map); InstAlign ``inst_masks`` ``[Q, H, W]``
-with ``inst_scores`` ``[Q]`` and ``aligned_words`` (the ``max_extra_panels`` best queries).
+Extras panels are generic: every ``extras`` entry that is a float or bool array ``[K, H, W]``
+(or ``[H, W]``) at the image size becomes K panels, heatmaps for floats and mask overlays for
+bools, named ``<key>_<k>`` and labelled ``<key>[k]`` (at most ``max_extra_panels`` in all).
+Known side information improves the labels without naming any map: ``inst_scores`` ``[K]``
+orders the panels by score and labels them ``q<k> <score>`` (plus ``aligned_words[k]``);
+``subject_index`` (and ``subject_word``) labels map 0 ``sentence | subject #i`` and the others
+``latent k`` (Latent-VG's sentence map followed by its latent expressions).
 Drawing uses mmengine's matplotlib (Agg) canvas, so no display is needed.
 """
 import math
@@ -26,7 +30,8 @@ import torch
 from mmengine.visualization import Visualizer
 
 from mmrefer.registry import VISUALIZERS
-from .utils import maps_to_original, to_numpy, write_png
+from mmrefer.structures.geometry import mask_to_original, prediction_to_original, to_numpy
+from .utils import write_png
 
 Color = Tuple[int, int, int]
 
@@ -111,31 +116,51 @@ class RefLocalVisualizer(Visualizer):
         self._label(label, self._font(*image.shape[1::-1]))
         return self.get_image()
 
+    @staticmethod
+    def extra_maps(extras: dict, hw: Tuple[int, int]) -> Dict[str, np.ndarray]:
+        """The entries of ``extras`` that are float/bool maps ``[K, h, w]`` (or ``[h, w]``, seen
+        as ``K = 1``) at ``hw = (h, w)``, in their order."""
+        out = {}
+        for key, value in extras.items():
+            value = to_numpy(value)
+            if not isinstance(value, np.ndarray) or value.ndim not in (2, 3) or \
+                    tuple(value.shape[-2:]) != tuple(hw):
+                continue
+            if value.dtype != bool and not np.issubdtype(value.dtype, np.floating):
+                continue
+            out[key] = value[None] if value.ndim == 2 else value
+        return out
+
     def _extras_panels(self, image: np.ndarray, extras: dict) -> List[Tuple[str, np.ndarray]]:
+        """Panels of every map in ``extras`` (see the module docstring), maps at the size of
+        ``image``; at most ``max_extra_panels``."""
         out = []
-        maps = extras.get('expr_maps')
-        if maps is not None:
-            maps = np.asarray(maps)
-            subj = extras.get('subject_index')
-            for i, m in enumerate(maps[:self.max_extra_panels]):
-                label = 'sentence' if i == 0 else f'latent {i}'
-                if i == 0 and subj is not None:
-                    word = extras.get('subject_word')
-                    label += f' | subject #{int(subj)}' + (f' "{word}"' if word else '')
-                out.append((f'expr_{i}', self._heat_panel(image, m, label)))
-        masks = extras.get('inst_masks')
-        if masks is not None:
-            masks = np.asarray(masks)
-            scores = extras.get('inst_scores')
-            scores = np.asarray(scores, np.float32) if scores is not None else \
-                np.zeros(len(masks), np.float32)
-            words = extras.get('aligned_words') or [[] for _ in range(len(masks))]
-            for q in np.argsort(-scores, kind='stable')[:self.max_extra_panels]:
-                m = masks[q]
-                m = m > 0.5 if m.dtype != bool else m
-                wq = words[q] if q < len(words) else []
-                label = f'q{q} {scores[q]:.2f}' + (f' {" ".join(map(str, wq))}' if wq else '')
-                out.append((f'inst_{q}', self._panel(image, m, None, self.pred_color, label)))
+        scores = extras.get('inst_scores')
+        scores = None if scores is None else np.asarray(to_numpy(scores), np.float32).reshape(-1)
+        words = extras.get('aligned_words')
+        subj = extras.get('subject_index')
+        for key, maps in self.extra_maps(extras, image.shape[:2]).items():
+            k_maps = len(maps)
+            ranked = scores is not None and len(scores) == k_maps
+            order = np.argsort(-scores, kind='stable') if ranked else range(k_maps)
+            for q in order:
+                if len(out) >= self.max_extra_panels:
+                    return out
+                q = int(q)
+                if ranked:
+                    wq = words[q] if words is not None and q < len(words) else []
+                    label = f'q{q} {scores[q]:.2f}' + (f' {" ".join(map(str, wq))}' if wq else '')
+                elif subj is not None:
+                    label = 'sentence' if q == 0 else f'latent {q}'
+                    if q == 0:
+                        word = extras.get('subject_word')
+                        label += f' | subject #{int(subj)}' + (f' "{word}"' if word else '')
+                else:
+                    label = f'{key}[{q}]'
+                m = maps[q]
+                panel = (self._panel(image, m, None, self.pred_color, label) if m.dtype == bool
+                         else self._heat_panel(image, m, label))
+                out.append((f'{key}_{q}', panel))
         return out
 
     # ------------------------------------------------------------------ canvas
@@ -201,17 +226,16 @@ class RefLocalVisualizer(Visualizer):
                                              bool(pred.get('no_target', False)))))
             extras = pred.get('extras') or {}
             if show_extras and extras:
-                ex = dict(extras)
-                for key in ('expr_maps', 'inst_masks'):
-                    if ex.get(key) is not None:
-                        ex[key] = up_mask(ex[key])
                 half = (max(1, w // 2), max(1, h // 2))
                 small = cv2.resize(img, half, interpolation=cv2.INTER_AREA)
-                for key in ('expr_maps', 'inst_masks'):
-                    if ex.get(key) is not None and len(ex[key]):
-                        m = ex[key].astype(np.float32)
-                        ex[key] = np.stack([cv2.resize(x, half, interpolation=cv2.INTER_LINEAR)
-                                            for x in m])
+                ex = dict(extras)
+                for key, maps in self.extra_maps(extras, (h0, w0)).items():
+                    is_bool = maps.dtype == bool
+                    ex[key] = np.zeros((len(maps), half[1], half[0]), maps.dtype)
+                    for k, m in enumerate(up_mask(maps)):  # enlarged like the image, then halved
+                        ex[key][k] = cv2.resize(
+                            m.astype(np.uint8 if is_bool else np.float32), half,
+                            interpolation=cv2.INTER_NEAREST if is_bool else cv2.INTER_LINEAR)
                 extras_panels = self._extras_panels(small, ex)
         if not main:
             main.append(('image', img))
@@ -246,41 +270,38 @@ class RefLocalVisualizer(Visualizer):
                                                                         Optional[dict]]:
         """Read a predicted/annotated ``DetDataSample`` and map it to ``ori_shape``.
 
-        Returns ``(pred, gt)`` dicts for :meth:`draw_ref` (``None`` where absent).
-        """
-        from mmrefer.structures.rescale import box_to_original, mask_to_original
-        meta = dict(data_sample.metainfo)
-        h0, w0 = int(ori_shape[0]), int(ori_shape[1])
-        meta['ori_shape'] = (h0, w0)
+        The prediction goes through :func:`mmrefer.structures.prediction_to_original` (the
+        inferencer's post-processing); a GT at the input size through
+        :func:`mmrefer.structures.mask_to_original` / ``box_to_original``.
 
-        def full(x, kind):
-            if x is None:
-                return None
-            x = torch.as_tensor(to_numpy(x))
-            if kind == 'mask':
-                x = x.bool()
-                if tuple(x.shape[-2:]) == (h0, w0):
-                    return x.numpy()
-                return to_numpy(mask_to_original(x, meta)).astype(bool)
-            return np.asarray(to_numpy(box_to_original(x.float(), meta)), np.float32).reshape(4)
+        Args:
+            data_sample (DetDataSample): metainfo ``img_shape``, ``scale_factor``,
+                ``letterbox`` and ``ori_shape`` (taken from ``ori_shape`` when absent).
+            ori_shape (Sequence[int]): ``(h0, w0)`` of the image it is drawn on.
+
+        Returns:
+            ``(pred, gt)`` dicts for :meth:`draw_ref` (``None`` where absent).
+        """
+        from mmrefer.structures.geometry import box_to_original
+        h0, w0 = int(ori_shape[0]), int(ori_shape[1])
+        meta = data_sample.metainfo
+        if meta.get('ori_shape') is None:
+            data_sample = data_sample.clone()
+            data_sample.set_metainfo(dict(ori_shape=(h0, w0)))
+            meta = data_sample.metainfo
+        elif tuple(meta['ori_shape'][:2]) != (h0, w0):
+            raise ValueError(f'RefLocalVisualizer: the image is {(h0, w0)} but the sample '
+                             f"({meta.get('img_path')}) has ori_shape {tuple(meta['ori_shape'])}")
 
         pred = None
-        if 'pred_mask' in data_sample or 'pred_box' in data_sample:
-            extras = {}
-            for k, v in dict(data_sample.get('pred_extras', {}) or {}).items():
-                if k in ('expr_maps', 'inst_masks'):
-                    extras[k] = maps_to_original(v, meta)
-                else:
-                    extras[k] = to_numpy(v)
-            pred = dict(mask=full(data_sample.get('pred_mask'), 'mask'),
-                        box=full(data_sample.get('pred_box'), 'box'),
-                        no_target=bool(data_sample.get('pred_no_target', False)),
-                        score=data_sample.get('pred_score'), extras=extras)
+        if any(k in data_sample for k in ('pred_mask', 'pred_prob', 'pred_box')):
+            pred = prediction_to_original(data_sample)
         gt = None
         if 'ori_gt_merged_mask' in data_sample:
             gt = dict(mask=to_numpy(data_sample.ori_gt_merged_mask.data)[0].astype(bool))
         elif 'gt_merged_mask' in data_sample:
-            gt = dict(mask=full(to_numpy(data_sample.gt_merged_mask.data)[0], 'mask'))
+            gt = dict(mask=to_numpy(mask_to_original(
+                torch.as_tensor(data_sample.gt_merged_mask.data)[0].bool(), meta)))
         if gt is not None:
             no_target = bool(meta.get('no_target', False))
             gt['no_target'] = no_target
@@ -288,7 +309,7 @@ class RefLocalVisualizer(Visualizer):
                 if 'ori_gt_ref_bbox' in data_sample:
                     gt['box'] = np.asarray(to_numpy(data_sample.ori_gt_ref_bbox), np.float32)
                 elif 'gt_ref_bbox' in data_sample:
-                    gt['box'] = full(data_sample.gt_ref_bbox, 'box')
+                    gt['box'] = to_numpy(box_to_original(data_sample.gt_ref_bbox, meta))
         return pred, gt
 
     def add_datasample(self,

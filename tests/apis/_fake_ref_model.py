@@ -1,7 +1,9 @@
 """A tiny deterministic stand-in for a referring model, for the inferencer/visualizer/demo tests.
 
-``FakeRefModel`` follows docs/contracts.md section 3: ``pred_mask`` = pixels of the network
-input whose first channel (B of BGR) is above ``threshold``; ``pred_box`` = box of that mask;
+``FakeRefModel`` follows docs/contracts.md section 3: ``pred_prob`` = first channel (B of BGR)
+of the network input / 255, ``pred_mask_thr`` = ``threshold`` / 255, ``pred_mask`` =
+``pred_prob > pred_mask_thr`` (``with_prob=False`` leaves out ``pred_prob`` and
+``pred_mask_thr``, as old checkpoints / third-party models do); ``pred_box`` = box of the mask;
 ``pred_no_target`` = the sentence contains "nothing"; ``pred_score`` = mask fraction;
 ``pred_extras`` = Latent-VG-like ``expr_maps`` [2, H, W] and ``subject_index`` = number of words.
 Import this module (or name it in ``custom_imports``) to register it.
@@ -20,13 +22,14 @@ HERE = osp.dirname(osp.abspath(__file__))
 class FakeRefModel(BaseModel):
     calls = []  # batch size of every predict call (class-level record)
 
-    def __init__(self, threshold: float = 127.0, data_preprocessor=None):
+    def __init__(self, threshold: float = 127.0, with_prob: bool = True, data_preprocessor=None):
         if data_preprocessor is None:
             data_preprocessor = dict(type='mmdet.DetDataPreprocessor', mean=[0., 0., 0.],
                                      std=[1., 1., 1.], bgr_to_rgb=False)
         super().__init__(data_preprocessor=data_preprocessor)
         self.threshold = torch.nn.Parameter(torch.tensor(float(threshold)))
         self.backbone = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.with_prob = with_prob
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         if mode != 'predict':
@@ -35,9 +38,15 @@ class FakeRefModel(BaseModel):
         self.backbone(inputs.float())
         for img, ds in zip(inputs, data_samples):
             h, w = ds.metainfo['img_shape'][:2]
-            mask = img[0, :h, :w].float() > self.threshold
+            prob = img[0, :h, :w].float() / 255
+            thr = float(self.threshold) / 255
+            mask = prob > thr
             no_target = 'nothing' in ds.metainfo['text']
+            if self.with_prob:
+                ds.pred_prob = prob
+                ds.pred_mask_thr = thr
             if no_target:
+                ds.pred_mask_ungated = mask
                 mask = torch.zeros_like(mask)
             if mask.any():
                 ys, xs = torch.nonzero(mask, as_tuple=True)
@@ -54,12 +63,12 @@ class FakeRefModel(BaseModel):
         return data_samples
 
 
-def fake_config_text(scale=(32, 32), extra_imports=True) -> str:
+def fake_config_text(scale=(32, 32), extra_imports=True, with_prob=True) -> str:
     """A config using ``FakeRefModel`` and mmdet transforms (stretch resize to ``scale``)."""
     imports = "custom_imports = dict(imports=['_fake_ref_model'], allow_failed_imports=False)\n" \
         if extra_imports else ''
     return imports + f"""default_scope = 'mmrefer'
-model = dict(type='FakeRefModel')
+model = dict(type='FakeRefModel', with_prob={with_prob!r})
 test_pipeline = [
     dict(type='mmdet.LoadImageFromFile'),
     dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
@@ -86,9 +95,11 @@ test_dataloader = dict(dataset=dict(type='NotOnDisk', pipeline=test_pipeline))
 """
 
 
-def write_fake_config(folder, scale=(32, 32), letterbox=False) -> str:
-    name = 'fake_ref_letterbox_config.py' if letterbox else 'fake_ref_config.py'
+def write_fake_config(folder, scale=(32, 32), letterbox=False, with_prob=True) -> str:
+    name = 'fake_ref_letterbox_config.py' if letterbox else \
+        f'fake_ref_config{"" if with_prob else "_noprob"}.py'
     path = osp.join(str(folder), name)
     with open(path, 'w') as f:
-        f.write(letterbox_config_text(scale) if letterbox else fake_config_text(scale))
+        f.write(letterbox_config_text(scale) if letterbox else
+                fake_config_text(scale, with_prob=with_prob))
     return path

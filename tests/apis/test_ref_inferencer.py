@@ -1,4 +1,6 @@
 """RefInferencer on a deterministic fake model: sizes, box mapping, batching, inputs, errors."""
+import ast
+import glob
 import os.path as osp
 import sys
 
@@ -6,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _fake_ref_model import FakeRefModel, write_fake_config  # noqa: E402
@@ -34,12 +35,37 @@ def inferencer(cfg_path):
     return RefInferencer(cfg_path, weights=None, device='cpu', batch_size=2)
 
 
-def expected_mask(img):
-    """Independent recomputation: nearest resize to 32x32, threshold, nearest back to H0xW0."""
-    small = cv2.resize(img, (32, 32), interpolation=cv2.INTER_NEAREST)[..., 0] > 127
-    up = F.interpolate(torch.from_numpy(small)[None, None].float(), size=(H0, W0),
-                       mode='nearest')[0, 0] > 0.5
-    return up.numpy()
+def test_apis_do_not_import_visualization():
+    """The geometry lives in mmrefer.structures; mmrefer.apis must not need the drawing code."""
+    apis = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'mmrefer',
+                    'apis')
+    files = sorted(glob.glob(osp.join(apis, '**', '*.py'), recursive=True))
+    assert files
+    for path in files:
+        package = ['mmrefer'] + osp.relpath(osp.dirname(path), osp.dirname(apis)).split(osp.sep)
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):  # resolve '..visualization' etc.
+                base = package[:len(package) - node.level + 1] if node.level else []
+                full = '.'.join(base + ([node.module] if node.module else []))
+                names = [full] + [f'{full}.{a.name}' for a in node.names]
+            else:
+                continue
+            bad = [n for n in names if n == 'mmrefer.visualization' or
+                   n.startswith('mmrefer.visualization.')]
+            assert not bad, f'{path}:{node.lineno} imports {bad}'
+
+
+def expected_mask(img, thr=127 / 255):
+    """Independent recomputation with OpenCV: nearest resize to 32x32 (the pipeline), the fake
+    model's probability (first channel / 255), bilinear back to H0xW0 (``INTER_LINEAR`` uses
+    half-pixel centres, as ``align_corners=False``), then ``> thr``."""
+    small = cv2.resize(img, (32, 32), interpolation=cv2.INTER_NEAREST)[..., 0] / 255
+    up = cv2.resize(small.astype(np.float32), (W0, H0), interpolation=cv2.INTER_LINEAR)
+    return up > thr
 
 
 def test_pipeline_drops_annotation_loading(cfg_path):
@@ -72,6 +98,26 @@ def test_mask_at_original_size_and_box_mapping(inferencer):
     assert res['extras']['subject_index'] == 3
 
 
+def test_mask_without_pred_prob_uses_the_bool_mask(tmp_path):
+    """A model without pred_prob (old checkpoints): its bool mask is a 0/1 map, thr 0.5.
+
+    A soft band (probability 110/255 = 0.43, below the threshold 127/255) above the block is
+    not in pred_mask, but bilinear interpolation of the probability next to the block rises
+    above the threshold on more rows than that of the binary mask does."""
+    img = make_image()
+    img[Y1 - 3:Y1, X1:X2, 0] = 110
+    with_prob = RefInferencer(write_fake_config(tmp_path))(img, 'the block')[0]
+    no_prob = RefInferencer(write_fake_config(tmp_path, with_prob=False))(img, 'the block')[0]
+    np.testing.assert_array_equal(with_prob['mask'], expected_mask(img))
+    small = cv2.resize(img, (32, 32), interpolation=cv2.INTER_NEAREST)[..., 0] > 127
+    bool_up = cv2.resize(small.astype(np.float32), (W0, H0), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(no_prob['mask'], bool_up > 0.5)
+    extra = with_prob['mask'] & ~no_prob['mask']
+    assert extra.any() and not (no_prob['mask'] & ~with_prob['mask']).any()
+    assert set(np.nonzero(extra)[0]) <= set(range(Y1 - 3, Y1))  # only in the soft band
+    assert with_prob['box'] == no_prob['box']
+
+
 def test_letterbox_pipeline_is_undone(tmp_path):
     """RefResize(letterbox=True) + PackRefInputs(keep_ori_gt=True) from mmrefer's transforms.
 
@@ -86,6 +132,8 @@ def test_letterbox_pipeline_is_undone(tmp_path):
     assert steps == ['mmdet.LoadImageFromNDArray', 'RefResize', 'PackRefInputs']
     res = inf(make_image(), 'the block')[0]
     assert res['box'] == [16.0, 10.0, 40.0, 28.0]
+    # bilinear x2 from the 0/1 probability: each original pixel is 0.75 its nearest content
+    # pixel + 0.25 a neighbour, so ``> 127/255`` keeps exactly the doubled content pixels
     truth = np.zeros((H0, W0), bool)
     truth[10:28, 16:40] = True
     np.testing.assert_array_equal(res['mask'], truth)

@@ -9,7 +9,8 @@ from mmdet.structures import DetDataSample
 from mmengine.structures import PixelData
 
 from mmrefer.registry import VISUALIZERS
-from mmrefer.visualization import RefLocalVisualizer, maps_to_original
+from mmrefer.structures import prediction_to_original
+from mmrefer.visualization import RefLocalVisualizer
 
 H0, W0 = 48, 64
 
@@ -87,19 +88,35 @@ def test_no_target_is_written(vis):
     assert (plain[centre] != nt[centre]).any()
 
 
-def test_extras_panels(vis):
+def record_labels(vis, monkeypatch):
+    labels = []
+    original = vis._label
+
+    def spy(text, *args, **kwargs):
+        labels.append(text)
+        return original(text, *args, **kwargs)
+
+    monkeypatch.setattr(vis, '_label', spy)
+    return labels
+
+
+def test_extras_panels(vis, monkeypatch):
     img = image()
+    labels = record_labels(vis, monkeypatch)
     maps = np.stack([np.linspace(0, 1, W0)[None].repeat(H0, 0)] * 3).astype(np.float32)
     vis.draw_ref(img, 's', pred=dict(mask=block_mask(), score=0.5,
                                      extras=dict(expr_maps=maps, subject_index=1)))
-    assert {'expr_0', 'expr_1', 'expr_2'} <= set(vis.layout)
+    assert [k for k in vis.layout if k.startswith('expr')] == [
+        'expr_maps_0', 'expr_maps_1', 'expr_maps_2']
+    assert labels[-3:] == ['sentence | subject #1', 'latent 1', 'latent 2']
     inst = np.stack([block_mask(), ~block_mask(), block_mask()]).astype(np.float32)
     canvas = vis.draw_ref(img, 's', pred=dict(
         mask=block_mask(), score=0.5,
         extras=dict(inst_masks=inst, inst_scores=np.array([0.2, 0.9, 0.5]),
                     aligned_words=[['a'], ['b'], ['c']])))
     inst_panels = [k for k in vis.layout if k.startswith('inst_')]
-    assert inst_panels == ['inst_1', 'inst_2', 'inst_0']  # by descending score
+    assert inst_panels == ['inst_masks_1', 'inst_masks_2', 'inst_masks_0']  # by descending score
+    assert labels[-3:] == ['q1 0.90 b', 'q2 0.50 c', 'q0 0.20 a']
     # extras are off on request
     vis.draw_ref(img, 's', pred=dict(mask=block_mask(), score=0.5, extras=dict(expr_maps=maps)),
                  show_extras=False)
@@ -107,18 +124,37 @@ def test_extras_panels(vis):
     assert canvas.dtype == np.uint8
 
 
-def test_maps_to_original_undoes_letterbox():
-    # a 20x40 image letterboxed into 40x40: scale 1, pad top 10
-    maps = torch.zeros(1, 40, 40)
-    maps[0, 10:30, :20] = 1.0
-    meta = dict(ori_shape=(20, 40), img_shape=(40, 40), scale_factor=(1.0, 1.0),
-                letterbox=dict(pad=(0, 10), scale=1.0))
-    out = maps_to_original(maps, meta)
-    assert out.shape == (1, 20, 40)
-    assert out[0, :, :20].min() == 1.0 and out[0, :, 20:].max() == 0.0
+def test_extras_panels_are_generic(vis, monkeypatch):
+    """Any float/bool [K, H, W] extra at the image size is drawn, labelled key[k]: floats as
+    heatmaps, bools as mask overlays (pixels change only inside the mask); other extras are
+    not drawn; at most max_extra_panels panels."""
+    img = image()
+    labels = record_labels(vis, monkeypatch)
+    heat = np.stack([np.linspace(0, 1, W0)[None].repeat(H0, 0)] * 2).astype(np.float32)
+    canvas = vis.draw_ref(img, 's', pred=dict(mask=None, score=None, extras=dict(
+        foo_maps=heat, bar_mask=block_mask(), empty=np.zeros((H0, W0), bool),
+        ids=np.arange(H0 * W0).reshape(H0, W0), small=np.zeros((2, 5, 5), np.float32),
+        note='x')))
+    names = [k for k in vis.layout if k not in ('title', 'pred')]
+    assert names == ['foo_maps_0', 'foo_maps_1', 'bar_mask_0', 'empty_0']
+    assert labels[-4:] == ['foo_maps[0]', 'foo_maps[1]', 'bar_mask[0]', 'empty[0]']
+    bar, empty = panel(canvas, vis.layout, 'bar_mask_0'), panel(canvas, vis.layout, 'empty_0')
+    diff = np.abs(bar - empty).sum(-1) > 0
+    h, w = diff.shape
+    assert (h, w) == (H0, W0)  # half of the x2 enlarged image: the block is where it was
+    diff[:20] = False  # the label
+    assert diff.any() and not (diff & ~block_mask()).any()
+    # the heat panel changes the whole picture, left (blue) to right (red)
+    hp = panel(canvas, vis.layout, 'foo_maps_0')
+    assert hp[h // 2, 2, 2] > hp[h // 2, 2, 0] and hp[h // 2, w - 3, 0] > hp[h // 2, w - 3, 2]
+    vis.max_extra_panels = 3
+    vis.draw_ref(img, 's', pred=dict(mask=None, score=None, extras=dict(
+        foo_maps=heat, bar_mask=block_mask(), empty=np.zeros((H0, W0), bool))))
+    assert [k for k in vis.layout if k not in ('title', 'pred')] == [
+        'foo_maps_0', 'foo_maps_1', 'bar_mask_0']
 
 
-def make_sample(no_target=False):
+def make_sample(no_target=False, with_prob=False):
     """Prediction and GT at img_shape 32x32 for an original 48x64 image (stretch resize)."""
     ds = DetDataSample(metainfo=dict(
         img_path='x.png', text='the block', sent_id=3, ori_shape=(H0, W0), img_shape=(32, 32),
@@ -126,6 +162,9 @@ def make_sample(no_target=False):
     m = torch.zeros(32, 32, dtype=torch.bool)
     m[8:20, 10:25] = True
     ds.pred_mask = m
+    if with_prob:  # a soft edge one pixel wide around the mask
+        prob = torch.nn.functional.max_pool2d(m[None].float(), 3, 1, 1)[0] * 0.4
+        ds.pred_prob, ds.pred_mask_thr = torch.maximum(prob, m.float()), 0.5
     ds.pred_box = torch.tensor([10., 8., 25., 20.])
     ds.pred_no_target = False
     ds.pred_score = 0.7
@@ -143,6 +182,22 @@ def test_sample_to_dicts_maps_to_original():
     assert pred['extras']['expr_maps'].shape == (2, H0, W0)
     ys, xs = np.nonzero(pred['mask'])
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (20, 50, 12, 30)
+
+
+def test_sample_to_dicts_is_the_inferencer_postprocessing():
+    """The drawn prediction is prediction_to_original's (from pred_prob when present)."""
+    sample = make_sample(with_prob=True)
+    pred, _ = RefLocalVisualizer.sample_to_dicts(sample, (H0, W0))
+    ref = prediction_to_original(sample)
+    assert set(pred) == set(ref)
+    np.testing.assert_array_equal(pred['mask'], ref['mask'])
+    assert pred['box'] == ref['box'] and pred['score'] == ref['score']
+    # the soft edge (0.4) widens the mask compared with the bool-only path
+    bool_only, _ = RefLocalVisualizer.sample_to_dicts(make_sample(), (H0, W0))
+    assert pred['mask'].sum() > bool_only['mask'].sum()
+    assert not (bool_only['mask'] & ~pred['mask']).any()
+    with pytest.raises(ValueError, match=r'image is \(40, 64\).*ori_shape \(48, 64\)'):
+        RefLocalVisualizer.sample_to_dicts(sample, (40, 64))
 
 
 def test_add_datasample_writes_png_that_differs_where_the_mask_is(vis, tmp_path):
