@@ -187,6 +187,62 @@ def test_original_resolution_masks():
     assert res['oIoU'] == pytest.approx(100 * (2 + 2) / (4 + 3))
 
 
+def prob_sample(idx, prob, gt_ori, pred_nt=False, gt_nt=False, thr=0.5, ungated=True):
+    """A 1 x len(prob) input mapped back (x2 along x) to a 1 x 2len(prob) original, with the
+    head's probability, its threshold and the contract's gating of pred_mask."""
+    prob = torch.tensor([prob], dtype=torch.float32)
+    n = prob.shape[1]
+    s = make_sample(idx, prob > thr, np.zeros((1, n)), pred_nt=pred_nt, gt_nt=gt_nt,
+                    ori_shape=(1, 2 * n), scale_factor=(2.0, 1.0))
+    s.pred_prob, s.pred_mask_thr = prob, thr
+    if pred_nt:
+        if ungated:
+            s.pred_mask_ungated = s.pred_mask
+        s.pred_mask = torch.zeros_like(s.pred_mask)
+    s.ori_gt_merged_mask = PixelData(data=torch.tensor([gt_ori], dtype=torch.uint8)[None])
+    return s
+
+
+def test_original_resolution_from_the_probability():
+    """prob [0.45, 0.9] -> bilinear [0.45, 0.5625, 0.7875, 0.9] -> [0, 1, 1, 1] at thr 0.5; the
+    binary mask [0, 1] would give [0, 0.25, 0.75, 1] -> [0, 0, 1, 1]."""
+    gt = [0, 1, 1, 1]
+    s = prob_sample(0, [0.45, 0.9], gt)
+    assert strip(evaluate(RISMetric(eval_resolution='original'), [s]), 'ris')['mIoU'] == 100.0
+    s.pred_mask_thr = 0.6  # the head's threshold is used: [0, 0, 1, 1]
+    res = strip(evaluate(RISMetric(eval_resolution='original'), [s]), 'ris')
+    assert res['mIoU'] == pytest.approx(100 * 2 / 3)
+    old = prob_sample(0, [0.45, 0.9], gt)
+    del old.pred_prob, old.pred_mask_thr  # a model without pred_prob: its bool mask
+    res = strip(evaluate(RISMetric(eval_resolution='original'), [old]), 'ris')
+    assert res['mIoU'] == pytest.approx(100 * 2 / 3)
+    # 'input' is unchanged: pred_mask against gt_merged_mask
+    s.gt_merged_mask = PixelData(data=torch.tensor([[[0, 1]]], dtype=torch.uint8))
+    assert strip(evaluate(RISMetric(), [s]), 'ris')['mIoU'] == 100.0
+
+
+def test_original_resolution_gating_and_fp_union():
+    """A targeted sample wrongly flagged no-target: U = |ungated U gt| with the ungated mask from
+    the probability (ReLA), |gt| with zero_mask_on_nt; the gated mask is empty for empty_mask."""
+    gt = [1, 1, 0, 0]
+    fp = prob_sample(0, [0.45, 0.9], gt, pred_nt=True)       # ungated [0, 1, 1, 1]
+    metric = GRESMetric(eval_resolution='original')
+    metric.process(None, [fp.to_dict()])
+    r = metric.results[0]  # raw counts; the GRES arithmetic scores an FP with I = 0
+    assert (r['inter'], r['union'], r['pred_area'], r['pred_nt']) == (1, 4, 3, True)
+    metric = GRESMetric(eval_resolution='original', zero_mask_on_nt=True)
+    metric.process(None, [fp.to_dict()])
+    assert (metric.results[0]['union'], metric.results[0]['pred_area']) == (2, 0)
+    # no pred_mask_ungated (only pred_prob): the flagged pred_mask is gated from the probability
+    fp2 = prob_sample(0, [0.45, 0.9], gt, pred_nt=True, ungated=False)
+    metric = GRESMetric(eval_resolution='original', nt_source='empty_mask')
+    metric.process(None, [fp2.to_dict()])
+    assert metric.results[0]['pred_nt'] and metric.results[0]['pred_area'] == 0
+    metric = RefZOMMetric(eval_resolution='original')
+    metric.process(None, [fp2.to_dict()])
+    assert metric.results[0]['pred_empty']
+
+
 def test_rec_metric_input_and_original():
     s0 = make_sample(0, [[1]], [[1]], pred_box=[0., 0., 8., 8.], gt_box=[0., 0., 8., 4.],
                      img_shape=(8, 8), ori_shape=(4, 4), scale_factor=(2.0, 2.0))

@@ -24,7 +24,7 @@ class RECMetric(BaseRefMetric):
         if self.eval_resolution == 'input':
             gt = self._require(ds, 'gt_ref_bbox')
         else:
-            from mmrefer.structures.rescale import box_to_original
+            from mmrefer.structures.geometry import box_to_original
             pred = box_to_original(pred, ds).to(torch.float64)
             gt = self._require(ds, 'ori_gt_ref_bbox',
                                "eval_resolution='original' needs PackRefInputs(keep_ori_gt=True)")

@@ -45,8 +45,11 @@ class BaseRefMetric(BaseMetric):
         eval_resolution (str): ``'input'`` counts pixels/boxes at the network input size
             (``img_shape``, the ReLA/LAVT 480x480 protocol) against ``gt_merged_mask`` /
             ``gt_ref_bbox``; ``'original'`` maps the prediction back with
-            :mod:`mmrefer.structures.rescale` and compares with ``ori_gt_merged_mask`` /
-            ``ori_gt_ref_bbox`` (pack with ``PackRefInputs(keep_ori_gt=True)``).
+            :mod:`mmrefer.structures.geometry` and compares with ``ori_gt_merged_mask`` /
+            ``ori_gt_ref_bbox`` (pack with ``PackRefInputs(keep_ori_gt=True)``). Masks are
+            mapped from the probability ``pred_prob`` (bilinear, then ``> pred_mask_thr``;
+            cleared by ``pred_no_target`` for ``pred_mask``, not for ``pred_mask_ungated``), or
+            from the bool mask itself when the model gives no ``pred_prob``.
         dump_per_sample (str, optional): path of a ``.json`` or ``.pkl`` file that receives the
             per-sample records (ids, I, U, IoU, ...) and the summary; written on rank 0.
         collect_device (str): ``'cpu'`` or ``'gpu'``, as in mmengine's ``BaseMetric``.
@@ -114,15 +117,20 @@ class BaseRefMetric(BaseMetric):
         return self._flag(self._require(ds, 'no_target', 'the dataset must set no_target'))
 
     def _mask_pair(self, ds: Mapping, pred_key: str = 'pred_mask'):
-        """(prediction, ground truth) 2-D bool masks at the evaluation resolution; the
-        prediction is read from ``ds[pred_key]``."""
-        pred = to_bool_mask(self._require(ds, pred_key, f'the model must fill {pred_key}'),
-                            pred_key)
+        """(prediction, ground truth) 2-D bool masks at the evaluation resolution.
+
+        ``'input'``: the prediction is ``ds[pred_key]``. ``'original'``: it is
+        :func:`mmrefer.structures.pred_mask_to_original` of the sample (from ``pred_prob`` when
+        present, gated by ``pred_no_target`` unless ``pred_key == 'pred_mask_ungated'``; else
+        from ``ds[pred_key]``).
+        """
+        pred = self._require(ds, pred_key, f'the model must fill {pred_key}')
         if self.eval_resolution == 'input':
+            pred = to_bool_mask(pred, pred_key)
             gt = self._pixel_data(self._require(ds, 'gt_merged_mask'))
         else:
-            from mmrefer.structures.rescale import mask_to_original
-            pred = mask_to_original(pred, ds)
+            from mmrefer.structures.geometry import pred_mask_to_original
+            pred = pred_mask_to_original(ds, ungated=pred_key == 'pred_mask_ungated')
             gt = self._pixel_data(
                 self._require(ds, 'ori_gt_merged_mask',
                               "eval_resolution='original' needs PackRefInputs(keep_ori_gt=True)"))
