@@ -15,23 +15,34 @@ Tokenizers trained on the sentences are written next to it: ``tokenizers/beit3.s
 sentencepiece layout: unk 0, bos 1, eos 2) and ``tokenizers/roberta/`` (byte-level BPE loadable
 with ``transformers.AutoTokenizer.from_pretrained(dir)``).
 
+Image sizes: by default each image is ``w x h`` with ``w != h`` drawn from 96-160 px. With
+``image_sizes=[(w, h), ...]`` (e.g. :data:`SYNTHREF_COCO_IMAGE_SIZES`, COCO's common photo
+sizes) the images cycle through those sizes and everything drawn scales with
+``s = min(w, h) / 128``: shape half-sizes, gaps and margins, the clutter region and its stripes,
+and the grain of the background noise (drawn at ``w/s x h/s`` and resized bilinearly), so a
+640x427 image looks like an enlarged default one. Masks, RLEs, boxes and areas are computed from
+the polygons at the final size.
+
 Usage::
 
-    from mmrefer.datasets.synthetic import make_synthref
+    from mmrefer.datasets.synthetic import make_synthref, SYNTHREF_COCO_IMAGE_SIZES
     paths = make_synthref('data/synthref', num_images=dict(train=30, val=10), seed=0)
+    paths = make_synthref('data/synthref_coco', image_sizes=SYNTHREF_COCO_IMAGE_SIZES)
 """
 import io
 import json
 import os
 import os.path as osp
 import pickle
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
-__all__ = ['make_synthref', 'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES', 'COLORS', 'SHAPES']
+__all__ = ['make_synthref', 'parse_image_sizes', 'point_config_at_synthref', 'dataset_leaves',
+           'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES', 'SYNTHREF_COCO_IMAGE_SIZES',
+           'COLORS', 'SHAPES']
 
 #: colour name -> BGR value (clearly distinct hues; the background is dark grey)
 COLORS = {
@@ -52,9 +63,14 @@ PLURAL = {'circle': 'circles', 'square': 'squares', 'triangle': 'triangles'}
 
 SYNTHREF_DEFAULT_SIZES = dict(train=300, val=60, testA=40, testB=40)
 SYNTHREF_SMALL_SIZES = dict(train=30, val=10, testA=4, testB=4)
-_BIG = (17, 23)     # half-size range in pixels
+#: (width, height) of common COCO photos (landscape / portrait 3:2 and 4:3); the
+#: ``image_sizes`` of :func:`make_synthref` for COCO-like SynthRef (``--coco-sizes``)
+SYNTHREF_COCO_IMAGE_SIZES = [(640, 427), (427, 640), (500, 333), (640, 480), (480, 640)]
+_BIG = (17, 23)     # half-size range in pixels (at scale 1)
 _SMALL = (8, 11)
-_MARGIN = 8         # min gap (px) for "left/right/top/bottom" to be used
+_MARGIN = 8         # min gap (px at scale 1) for "left/right/top/bottom" to be used
+_REF_SIDE = 128     # with image_sizes, scale = min(w, h) / _REF_SIDE
+_MIN_SIDE = 64      # smallest side accepted in image_sizes
 
 
 # ------------------------------------------------------------------------------------- drawing
@@ -81,9 +97,17 @@ def _rle_uncompressed(mask: np.ndarray) -> dict:
     return dict(size=[int(mask.shape[0]), int(mask.shape[1])], counts=[int(c) for c in counts])
 
 
-def _place_shapes(rng: np.random.RandomState, w: int, h: int) -> List[dict]:
+def _scaled(v: float, scale: float) -> int:
+    """``v`` px at scale 1 -> int px at ``scale`` (identity at scale 1)."""
+    return v if scale == 1 else int(round(v * scale))
+
+
+def _place_shapes(rng: np.random.RandomState, w: int, h: int, scale: float = 1) -> List[dict]:
     """1-4 non-overlapping shapes; at most one (colour, shape) pair is used twice, and then the
-    twins differ in size and are horizontally apart, so every shape has a unique description."""
+    twins differ in size and are horizontally apart, so every shape has a unique description.
+
+    Half-sizes, gaps and margins are the scale-1 pixel values times ``scale``; each object
+    dict holds ``color, shape, size, cx, cy, r`` and its scene's ``margin`` (px)."""
     n = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.3, 0.35, 0.25]))
     colors = list(COLORS)
     objs: List[dict] = []
@@ -98,31 +122,39 @@ def _place_shapes(rng: np.random.RandomState, w: int, h: int) -> List[dict]:
                 if all((o['color'], o['shape']) != (color, shape) for o in objs):
                     break
             size = 'big' if rng.rand() < 0.5 else 'small'
-        lo, hi = _BIG if size == 'big' else _SMALL
+        lo, hi = (_scaled(v, scale) for v in (_BIG if size == 'big' else _SMALL))
+        edge, gap, margin = _scaled(2, scale), _scaled(3, scale), _scaled(_MARGIN, scale)
         for _ in range(200):
             r = float(rng.randint(lo, hi + 1))
-            cx = float(rng.randint(int(r) + 2, w - int(r) - 2))
-            cy = float(rng.randint(int(r) + 2, h - int(r) - 2))
-            ok = all(abs(cx - o['cx']) > r + o['r'] + 3 or abs(cy - o['cy']) > r + o['r'] + 3
-                     for o in objs)
+            cx = float(rng.randint(int(r) + edge, w - int(r) - edge))
+            cy = float(rng.randint(int(r) + edge, h - int(r) - edge))
+            ok = all(abs(cx - o['cx']) > r + o['r'] + gap or
+                     abs(cy - o['cy']) > r + o['r'] + gap for o in objs)
             if ok and twin and k == 1:
-                ok = abs(cx - objs[0]['cx']) > _MARGIN + r + objs[0]['r']
+                ok = abs(cx - objs[0]['cx']) > margin + r + objs[0]['r']
             if ok:
                 break
         else:
             continue  # no room: drop this shape
-        objs.append(dict(color=color, shape=shape, size=size, cx=cx, cy=cy, r=r))
+        objs.append(dict(color=color, shape=shape, size=size, cx=cx, cy=cy, r=r, margin=margin))
     return objs
 
 
-def _draw_image(rng, w, h, objs, clutter):
+def _draw_image(rng, w, h, objs, clutter, scale=1):
+    """BGR uint8 ``[h, w, 3]``: grey background + Gaussian noise (std 4, grain ``scale`` px),
+    the striped clutter rectangle (stripe period ``3 * scale`` px), then the filled shapes."""
     base = rng.randint(30, 70)
     img = np.full((h, w, 3), base, np.float32)
-    img += rng.randn(h, w, 3).astype(np.float32) * 4.0
+    if scale == 1:
+        img += rng.randn(h, w, 3).astype(np.float32) * 4.0
+    else:  # the noise of a scale-1 image, enlarged
+        sh, sw = max(1, int(round(h / scale))), max(1, int(round(w / scale)))
+        noise = rng.randn(sh, sw, 3).astype(np.float32) * 4.0
+        img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
     img = np.clip(img, 0, 255).astype(np.uint8)
     if clutter is not None:
         x0, y0, x1, y1 = clutter
-        stripes = (np.arange(x0, x1)[None, :] // 3 % 2) * 40 + 90
+        stripes = (np.arange(x0, x1)[None, :] // _scaled(3, scale) % 2) * 40 + 90
         img[y0:y1, x0:x1] = stripes[..., None].astype(np.uint8)
     for o in objs:
         pts = np.round(o['poly']).astype(np.int32)
@@ -130,26 +162,30 @@ def _draw_image(rng, w, h, objs, clutter):
     return img
 
 
-def _find_clutter(rng, w, h, objs):
-    """A small free rectangle for the crowd region, or None."""
+def _find_clutter(rng, w, h, objs, scale=1):
+    """A small free rectangle ``(x0, y0, x1, y1)`` for the crowd region (10-19 px a side and
+    2 px clear of every shape, times ``scale``), or None."""
+    lo, hi, gap = _scaled(10, scale), _scaled(20, scale), _scaled(2, scale)
     for _ in range(50):
-        cw, ch = rng.randint(10, 20), rng.randint(10, 20)
+        cw, ch = rng.randint(lo, hi), rng.randint(lo, hi)
         x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        if all(x0 + cw < o['cx'] - o['r'] - 2 or x0 > o['cx'] + o['r'] + 2 or
-               y0 + ch < o['cy'] - o['r'] - 2 or y0 > o['cy'] + o['r'] + 2 for o in objs):
+        if all(x0 + cw < o['cx'] - o['r'] - gap or x0 > o['cx'] + o['r'] + gap or
+               y0 + ch < o['cy'] - o['r'] - gap or y0 > o['cy'] + o['r'] + gap for o in objs):
             return (x0, y0, x0 + cw, y0 + ch)
     return None
 
 
 # ----------------------------------------------------------------------------------- sentences
 def _extreme(objs, i, axis, sign, pool=None):
-    """True if objs[i] is the extreme one along axis ('cx'/'cy'), by a margin, within pool."""
+    """True if objs[i] is the extreme one along axis ('cx'/'cy'), by the scene's margin
+    (``_MARGIN`` px times the image scale), within pool."""
     pool = range(len(objs)) if pool is None else pool
     others = [objs[j][axis] for j in pool if j != i]
     if not others:
         return False
     v = objs[i][axis]
-    return all(sign * (v - o) > _MARGIN for o in others)
+    margin = objs[i].get('margin', _MARGIN)
+    return all(sign * (v - o) > margin for o in others)
 
 
 def _single_sentences(objs, i, rng) -> List[str]:
@@ -237,24 +273,31 @@ class _Ids:
         return out
 
 
-def _make_images(out_dir, sizes, rng):
+def _make_images(out_dir, sizes, rng, image_sizes=None):
     img_dir = osp.join(out_dir, 'images', 'train2014')
     os.makedirs(img_dir, exist_ok=True)
     images, anns, scenes = [], [], []
     ann_id = 1
     img_id = 100000
+    k = 0  # image counter (cycles through image_sizes)
     for split, n in sizes.items():
         for _ in range(n):
             img_id += int(rng.randint(1, 50))
-            while True:
-                w, h = int(rng.randint(96, 161)), int(rng.randint(96, 161))
-                if w != h:
-                    break
-            objs = _place_shapes(rng, w, h)
-            clutter = _find_clutter(rng, w, h, objs) if rng.rand() < 0.2 else None
+            if image_sizes is None:
+                scale = 1
+                while True:
+                    w, h = int(rng.randint(96, 161)), int(rng.randint(96, 161))
+                    if w != h:
+                        break
+            else:
+                w, h = image_sizes[k % len(image_sizes)]
+                scale = min(w, h) / _REF_SIDE
+            k += 1
+            objs = _place_shapes(rng, w, h, scale)
+            clutter = _find_clutter(rng, w, h, objs, scale) if rng.rand() < 0.2 else None
             for o in objs:
                 o['poly'] = _polygon(o['shape'], o['cx'], o['cy'], o['r'])
-            img = _draw_image(rng, w, h, objs, clutter)
+            img = _draw_image(rng, w, h, objs, clutter, scale)
             fname = 'COCO_train2014_%012d.jpg' % img_id
             cv2.imwrite(osp.join(img_dir, fname), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append(dict(id=img_id, file_name=fname, height=h, width=w,
@@ -381,17 +424,30 @@ SPM_FILE = osp.join('tokenizers', 'beit3.spm')  # tiny XLM-R-layout sentencepiec
 ROBERTA_DIR = osp.join('tokenizers', 'roberta')  # tiny RoBERTa BPE (AutoTokenizer-loadable)
 
 
+def dataset_leaves(ds) -> list:
+    """The dataset configs that read files under a dataset config ``ds``: ``ds`` itself, or
+    the parts of a ``ConcatDataset`` (``datasets``) / the inner ``dataset`` of a wrapper,
+    recursively."""
+    if ds.get('datasets') is not None:
+        return [leaf for part in ds['datasets'] for leaf in dataset_leaves(part)]
+    if ds.get('dataset') is not None:
+        return dataset_leaves(ds['dataset'])
+    return [ds]
+
+
 def point_config_at_synthref(cfg, root: str) -> str:
     """Point a config's dataloaders and its model's tokenizer at the SynthRef folder ``root``.
 
-    Sets ``data_root`` of every train/val/test dataloader the config has, and
+    Sets ``data_root`` of every train/val/test dataloader the config has (of each part of a
+    ``ConcatDataset`` and of the dataset inside a wrapper such as ``RepeatDataset``), and
     ``model.tokenizer.spm_path`` (Latent-VG) or ``model.text_encoder.tokenizer_dir``
     (InstAlign) when the model has one. Returns ``root`` with a trailing ``/``.
     """
     root = root.rstrip('/') + '/'
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(key):
-            cfg[key].dataset.data_root = root
+            for ds in dataset_leaves(cfg[key].dataset):
+                ds.data_root = root
     model = cfg.model
     if model.get('tokenizer') and 'spm_path' in model.tokenizer:
         model.tokenizer.spm_path = osp.join(root, SPM_FILE)
@@ -434,8 +490,40 @@ def _dump_json(obj, path):
         json.dump(obj, f)
 
 
+def parse_image_sizes(spec) -> Optional[List[Tuple[int, int]]]:
+    """``'640x427,427x640'`` or ``[(640, 427), ...]`` -> ``[(w, h), ...]`` (None stays None).
+
+    Raises ValueError naming the bad entry: not ``WxH``, not integers, or a side below
+    ``_MIN_SIDE`` (64) px."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        items = [t.strip() for t in spec.split(',') if t.strip()]
+        pairs = []
+        for t in items:
+            parts = t.lower().split('x')
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError(f'image_sizes: {t!r} is not WIDTHxHEIGHT (e.g. 640x427)')
+            pairs.append((int(parts[0]), int(parts[1])))
+    else:
+        pairs = []
+        for t in spec:
+            if (not isinstance(t, (tuple, list)) or len(t) != 2 or
+                    not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                            for v in t)):
+                raise ValueError(f'image_sizes: {t!r} is not a (width, height) pair of ints')
+            pairs.append((int(t[0]), int(t[1])))
+    if not pairs:
+        raise ValueError(f'image_sizes: no size given in {spec!r}')
+    for w, h in pairs:
+        if min(w, h) < _MIN_SIDE:
+            raise ValueError(f'image_sizes: {w}x{h} has a side below {_MIN_SIDE} px')
+    return pairs
+
+
 def make_synthref(out_dir: str, num_images: Optional[Dict[str, int]] = None, seed: int = 0,
-                  tokenizers: bool = True) -> Dict[str, str]:
+                  tokenizers: bool = True,
+                  image_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> Dict[str, str]:
     """Write SynthRef under ``out_dir`` (deterministic for a given ``seed`` and sizes).
 
     Args:
@@ -444,6 +532,12 @@ def make_synthref(out_dir: str, num_images: Optional[Dict[str, int]] = None, see
             default :data:`SYNTHREF_DEFAULT_SIZES`.
         seed (int): random seed.
         tokenizers (bool): also train the tiny sentencepiece and RoBERTa BPE tokenizers.
+        image_sizes (list[tuple[int, int]] | str, optional): ``(width, height)`` of the images,
+            cycled in order (image ``k`` gets ``image_sizes[k % len]``), or a ``'WxH,WxH'``
+            string; shapes, gaps, margins, clutter and noise grain scale with
+            ``min(w, h) / 128``. None (default): random 96-160 px sizes at scale 1, byte-identical
+            to earlier releases for the same seed. :data:`SYNTHREF_COCO_IMAGE_SIZES` gives
+            COCO-like photo sizes.
 
     Returns:
         dict: paths of everything written (``root``, ``img_dir``, ``refcoco_instances``,
@@ -457,8 +551,9 @@ def make_synthref(out_dir: str, num_images: Optional[Dict[str, int]] = None, see
                              'train, val, testA, testB')
         if not isinstance(v, int) or v < 0:
             raise ValueError(f'make_synthref: num_images[{k!r}] must be an int >= 0, got {v!r}')
+    image_sizes = parse_image_sizes(image_sizes)
     rng = np.random.RandomState(seed)
-    instances, scenes = _make_images(out_dir, sizes, rng)
+    instances, scenes = _make_images(out_dir, sizes, rng, image_sizes)
     paths = dict(root=out_dir, img_dir=osp.join(out_dir, 'images', 'train2014'))
     corpus = []
     for name, fn, refs_name, dump in (('refcoco', _refcoco_refs, 'refs(unc).p', _dump_pickle),

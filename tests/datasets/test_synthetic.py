@@ -16,7 +16,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from mmrefer.datasets.safe_pickle import load_refs
-from mmrefer.datasets.synthetic import COLORS, SHAPES, make_synthref
+from mmrefer.datasets.synthetic import (SYNTHREF_COCO_IMAGE_SIZES, COLORS, SHAPES, make_synthref,
+                                        parse_image_sizes)
 
 PLURAL = {s + 's': s for s in SHAPES}
 C = '|'.join(COLORS)
@@ -43,13 +44,113 @@ def test_deterministic(tmp_path):
     assert a['refcoco/refs(unc).p'] != c['refcoco/refs(unc).p']
 
 
+def test_default_output_unchanged(tmp_path):
+    """The default (random 96-160 px) output is byte-identical to the release before
+    ``image_sizes`` existed (SHA-1 of its annotation files, seed 3): the quick-start figures
+    depend on it. Any extra random draw on the default path changes every file."""
+    paths = make_synthref(str(tmp_path), dict(train=4, val=2, testA=1, testB=1), seed=3,
+                          tokenizers=False)
+    digests = {k: hashlib.sha1(open(paths[k], 'rb').read()).hexdigest()
+               for k in ('refcoco_instances', 'refcoco_refs', 'grefcoco_refs', 'refzom_refs')}
+    assert digests == dict(refcoco_instances='0e76bbd11a1b08e9c60514edcd1b3bf5796ad772',
+                           refcoco_refs='4f968f026fcca4b156a7c44f0203ab18ab94c859',
+                           grefcoco_refs='e7b026cec8c48e861caa27855d30b6117260c781',
+                           refzom_refs='76ceae4d110d56c8714df13760e4ee79bfb4e977')
+
+
 def test_bad_sizes(tmp_path):
     with pytest.raises(ValueError, match="unknown split 'test'"):
         make_synthref(str(tmp_path), dict(test=3))
+    with pytest.raises(ValueError, match="'640-427' is not WIDTHxHEIGHT"):
+        make_synthref(str(tmp_path), dict(train=1), image_sizes='640x480,640-427')
+    with pytest.raises(ValueError, match='40x480 has a side below 64'):
+        make_synthref(str(tmp_path), dict(train=1), image_sizes=[(40, 480)])
+    with pytest.raises(ValueError, match=r"\(640, 4\.5\) is not a \(width, height\) pair"):
+        parse_image_sizes([(640, 4.5)])
+    assert parse_image_sizes(' 640x427, 427X640 ') == [(640, 427), (427, 640)]
 
 
-def _objects(root, coco):
-    """ann_id -> dict(color, shape, cx, cy, w, crowd) read back from pixels + annotations."""
+@pytest.fixture(scope='module')
+def coco_paths(tmp_path_factory):
+    """SynthRef at COCO-like sizes: 9 images cycling through SYNTHREF_COCO_IMAGE_SIZES."""
+    root = tmp_path_factory.mktemp('synthref_coco')
+    return make_synthref(str(root), dict(train=5, val=2, testA=1, testB=1), seed=0,
+                         tokenizers=False, image_sizes=SYNTHREF_COCO_IMAGE_SIZES)
+
+
+def test_coco_sizes_cycle_and_cli(coco_paths, tmp_path):
+    coco = json.load(open(coco_paths['refcoco_instances']))
+    sizes = [(im['width'], im['height']) for im in coco['images']]
+    assert sizes == [SYNTHREF_COCO_IMAGE_SIZES[k % 5] for k in range(9)]
+    for im in coco['images']:
+        pix = cv2.imread(os.path.join(coco_paths['img_dir'], im['file_name']))
+        assert pix.shape == (im['height'], im['width'], 3)
+    # the command line: --coco-sizes is --image-sizes with that list, same files
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('make_synthref', os.path.join(
+        os.path.dirname(__file__), '..', '..', 'tools', 'dataset_converters', 'make_synthref.py'))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    main = cli.main
+    nums = '{"train": 5, "val": 2, "testA": 1, "testB": 1}'
+    a = main(['--out', str(tmp_path / 'a'), '--coco-sizes', '--num-images', nums])
+    b = main(['--out', str(tmp_path / 'b'), '--num-images', nums, '--image-sizes',
+              ','.join(f'{w}x{h}' for w, h in SYNTHREF_COCO_IMAGE_SIZES)])
+    assert open(a['refcoco_instances']).read() == open(coco_paths['refcoco_instances']).read()
+    assert _digest(a['root']) == _digest(b['root'])
+
+
+def _regions(pix):
+    """Connected regions drawn in a SynthRef image, read from the pixels alone: shapes (a
+    channel above 150; the background is 30-70 + noise, clutter stripes 90/130 grey) and
+    clutter (grey 80-145 with channels within 25 of each other, not a shape)."""
+    shape_px = pix.max(2) > 150
+    grey = (pix.min(2) > 80) & (pix.max(2) < 145) & (pix.max(2).astype(int) - pix.min(2) < 25)
+    grey = cv2.morphologyEx(grey.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    return (cv2.connectedComponents(shape_px.astype(np.uint8))[1],
+            cv2.connectedComponents(grey & ~shape_px)[1])
+
+
+def test_coco_sizes_masks_boxes_areas(coco_paths):
+    """Every annotation (polygon, RLE, uncompressed RLE, crowd) decodes with pycocotools to the
+    region actually drawn in the JPEG (IoU >= 0.9 against the connected pixel region it covers;
+    JPEG blurs the borders), its bbox / area equal pycocotools' toBbox / area of that RLE, and
+    shapes have the default half-sizes (8-23 px) times min(w, h) / 128."""
+    import pycocotools.mask as mask_utils
+    coco = COCO(coco_paths['refcoco_instances'])
+    n_shapes = n_crowd = 0
+    for img_id, img in coco.imgs.items():
+        pix = cv2.imread(os.path.join(coco_paths['img_dir'], img['file_name']))
+        shapes, clutter = _regions(pix)
+        scale = min(img['width'], img['height']) / 128
+        for ann in coco.imgToAnns[img_id]:
+            rle = coco.annToRLE(ann)
+            m = mask_utils.decode(rle).astype(bool)
+            assert np.allclose(ann['bbox'], mask_utils.toBbox(rle)), ann['id']
+            assert ann['area'] == float(mask_utils.area(rle)), ann['id']
+            labels = clutter if ann['iscrowd'] else shapes
+            lab = np.bincount(labels[m]).argmax()  # the region the mask sits on
+            assert lab > 0, f'ann {ann["id"]}: nothing drawn under its mask'
+            region = labels == lab
+            iou = (m & region).sum() / (m | region).sum()
+            assert iou >= 0.9, (ann['id'], ann['iscrowd'], iou)
+            if ann['iscrowd']:
+                n_crowd += 1
+                continue
+            n_shapes += 1
+            w, h = ann['bbox'][2:]
+            assert 2 * 8 * scale - 2 <= max(w, h) <= 2 * 23 * scale + 2, (ann['id'], w, h, scale)
+    assert n_shapes > 10 and n_crowd >= 1
+    # a 640x427 image: scale 3.34, big shapes 113-155 px wide, small ones 53-75
+    big = [a['bbox'][2] for a in coco.dataset['annotations']
+           if not a['iscrowd'] and coco.imgs[a['image_id']]['width'] == 640
+           and coco.imgs[a['image_id']]['height'] == 427]
+    assert big and all(52 <= w <= 156 for w in big), big
+
+
+def _objects(root, coco, scaled=False):
+    """ann_id -> dict(color, shape, cx, cy, w, crowd, scale) read back from pixels +
+    annotations; ``scaled``: images made with ``image_sizes`` (scale = min(w, h) / 128)."""
     palette = np.array(list(COLORS.values()), np.float32)
     names = list(COLORS)
     out = {}
@@ -62,9 +163,10 @@ def _objects(root, coco):
             mean = pix[m].astype(np.float32).mean(0)
             color = names[int(np.argmin(((palette - mean) ** 2).sum(1)))]
             x, y, w, h = ann['bbox']
+            scale = min(img['width'], img['height']) / 128 if scaled else 1
             out[ann['id']] = dict(img=img_id, color=color, crowd=bool(ann['iscrowd']),
                                   shape=coco.cats[ann['category_id']]['name'],
-                                  cx=x + w / 2, cy=y + h / 2, w=w)
+                                  cx=x + w / 2, cy=y + h / 2, w=w, scale=scale)
     return out
 
 
@@ -83,7 +185,7 @@ def interpret(text, objs):
     def f(c=None, s=None, z=None):
         return [o for o in objs if (c is None or o['color'] == c) and
                 (s is None or o['shape'] == s) and
-                (z is None or (o['w'] >= 28) == (z == 'big'))]
+                (z is None or (o['w'] >= 28 * o['scale']) == (z == 'big'))]
 
     def the(found):
         return found if len(found) == 1 else []
@@ -127,11 +229,14 @@ def interpret(text, objs):
     return None
 
 
+@pytest.mark.parametrize('sizes', ['default', 'coco'])
 @pytest.mark.parametrize('kind', ['refcoco', 'grefcoco', 'refzom'])
-def test_every_sentence_denotes_its_targets(synthref_paths, kind):
+def test_every_sentence_denotes_its_targets(request, kind, sizes):
+    synthref_paths = request.getfixturevalue('synthref_paths' if sizes == 'default'
+                                             else 'coco_paths')
     root = synthref_paths['root']
     coco = COCO(synthref_paths[f'{kind}_instances'])
-    objs = _objects(root, coco)
+    objs = _objects(root, coco, scaled=sizes == 'coco')
     by_img = collections.defaultdict(list)
     for aid, o in objs.items():
         if not o['crowd']:
@@ -157,7 +262,7 @@ def test_every_sentence_denotes_its_targets(synthref_paths, kind):
             assert s['raw'].lower() == s['sent'] and s['tokens'] == s['sent'].split()
             n += 1
         assert ref['sent_ids'] == [s['sent_id'] for s in ref['sentences']]
-    assert n > 50
+    assert n > (50 if sizes == 'default' else 15)
 
 
 def test_formats_and_mix(synthref_paths):
