@@ -316,3 +316,21 @@ def test_point_config_at_synthref(synthref_paths, config, field):
     assert cfg.test_dataloader.dataset.data_root == root
     module, key, written = field
     assert os.path.normpath(cfg.model[module][key]) == os.path.normpath(synthref_paths[written])
+
+
+def test_point_config_at_synthref_concat(synthref_paths):
+    """The combined-RefCOCO config trains on a ConcatDataset: each part gets the data root
+    (the ConcatDataset itself takes no data_root argument)."""
+    from mmengine.config import Config
+
+    from mmrefer.datasets.synthetic import dataset_leaves, point_config_at_synthref
+    cfg = Config.fromfile(os.path.join(os.path.dirname(__file__), '..', '..', 'configs',
+                                       'latentvg_beit3.py'))
+    root = point_config_at_synthref(cfg, synthref_paths['root'])
+    train = cfg.train_dataloader.dataset
+    assert train.type == 'ConcatDataset' and 'data_root' not in train
+    parts = dataset_leaves(train)
+    assert [p.split_file for p in parts] == ['refcoco/refs(unc).p', 'refcoco+/refs(unc).p',
+                                            'refcocog/refs(umd).p']
+    assert all(p.data_root == root for p in parts)
+    assert cfg.val_dataloader.dataset.data_root == root
