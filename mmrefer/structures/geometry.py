@@ -15,7 +15,7 @@ bilinearly (``align_corners=False``) to ``ori_shape``, and only then threshold. 
 treated as a 0/1 probability map. Boxes are mapped exactly (``(x_in - left) / w_scale``).
 """
 import numbers
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 import torch
@@ -290,7 +290,10 @@ def prediction_to_original(sample) -> Dict[str, Any]:
             mask[...] = False
     box = get('pred_box')
     if box is not None:
-        box = [float(x) for x in to_numpy(box_to_original(box, meta)).reshape(4)]
+        box = to_numpy(box_to_original(box, meta))
+        if box.size != 4:
+            raise ValueError(f'geometry: pred_box must be one xyxy box [4], got shape {box.shape}')
+        box = [float(x) for x in box.reshape(4)]
     score = get('pred_score')
     score = None if score is None else float(np.asarray(to_numpy(score)).reshape(()))
     extras = get('pred_extras') or {}

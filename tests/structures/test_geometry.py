@@ -283,6 +283,10 @@ def test_prediction_to_original_errors():
     with pytest.raises(TypeError, match='DetDataSample or a dict'):
         prediction_to_original([1, 2])
     bad = predicted_sample()
+    bad.pred_box = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match=r'pred_box must be one xyxy box \[4\], got shape \(2, 4'):
+        prediction_to_original(bad)
+    bad = predicted_sample()
     bad.pred_extras = [1]
     with pytest.raises(TypeError, match='pred_extras'):
         prediction_to_original(bad)
