@@ -6,6 +6,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 APIS_TESTS = osp.join(ROOT, 'tests', 'apis')
@@ -52,3 +53,32 @@ def test_demo_reports_missing_image(tmp_path):
                     tmp_path)
     assert proc.returncode != 0
     assert 'image file not found' in proc.stderr and 'nope.jpg' in proc.stderr
+
+
+REAL_PHOTO = osp.join(ROOT, '..', 'shared', 'realdata', 'refcoco_sentences', 'images',
+                      'COCO_train2014_000000363252.jpg')  # 375 x 500, portrait
+REAL_SENTENCES = ['tallest person', 'man in blue sleeveless', 'guy in blue shirt with sleeves',
+                  'thumps up at the stop sign']  # its RefCOCO(+) val sentences
+
+
+@pytest.mark.skipif(not osp.isfile(REAL_PHOTO), reason=f'real photo not found: {REAL_PHOTO}')
+def test_demo_real_photo_one_png_per_sentence(synthref_root, tmp_path):
+    """The tiny quick-start Latent-VG (random init) on a real COCO photo: one decodable PNG per
+    `|`-separated sentence, one printed answer each, in order."""
+    out_dir = str(tmp_path / 'out')
+    spm = osp.join(synthref_root, 'tokenizers', 'beit3.spm')
+    proc = run_demo([REAL_PHOTO, '|'.join(REAL_SENTENCES), 'latentvg_tiny_synthref',
+                     '--out-dir', out_dir, '--cfg-options', f'model.tokenizer.spm_path={spm}'],
+                    tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stem = 'COCO_train2014_000000363252'
+    assert sorted(os.listdir(out_dir)) == [f'{stem}_{k}.png' for k in range(4)]
+    for k in range(4):
+        png = cv2.imread(osp.join(out_dir, f'{stem}_{k}.png'))
+        # title above the one prediction panel at the photo's own size (short side 375 >= the
+        # visualizer's min_size 256: not enlarged)
+        assert png is not None and png.shape[1] == 375 and png.shape[0] > 500
+    answers = [line for line in proc.stdout.splitlines() if line.startswith('[')]
+    assert [line.split(']', 1)[0] for line in answers] == [f'[{k}' for k in range(4)]
+    for line, sentence in zip(answers, REAL_SENTENCES):
+        assert f'{sentence!r}: no_target=' in line

@@ -1,0 +1,71 @@
+"""RefInferencer on three real COCO photos with their real RefCOCO / RefCOCO+ sentences
+(../shared/realdata/refcoco_sentences/images), tiny quick-start models at random init."""
+import csv
+import glob
+import math
+import os.path as osp
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmrefer.apis import RefInferencer
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PHOTOS = osp.join(ROOT, '..', 'shared', 'realdata', 'refcoco_sentences', 'images')
+SENTENCES_CSV = osp.join(PHOTOS, 'sentences_for_these_images.csv')
+
+pytestmark = [
+    pytest.mark.skipif(not osp.isfile(SENTENCES_CSV),
+                       reason=f'real photos not found: {osp.normpath(SENTENCES_CSV)}'),
+    pytest.mark.usefixtures('one_torch_thread'),
+]
+
+
+def photos_and_sentences():
+    """OrderedDict ``photo path -> [sentence, ...]`` in the CSV's row order (columns
+    ``dataset_split,uid,ref_id,img_id,sent_id,sent``; the photo of ``img_id`` i is
+    ``COCO_train2014_%012d.jpg``)."""
+    by_photo = OrderedDict()
+    with open(SENTENCES_CSV, newline='') as f:
+        for row in csv.DictReader(f):
+            path = osp.join(PHOTOS, 'COCO_train2014_%012d.jpg' % int(row['img_id']))
+            by_photo.setdefault(path, []).append(row['sent'])
+    return by_photo
+
+
+def test_csv_covers_the_three_photos():
+    by_photo = photos_and_sentences()
+    assert sorted(by_photo) == sorted(glob.glob(osp.join(PHOTOS, '*.jpg')))
+    assert sum(map(len, by_photo.values())) == 41  # the count of the realdata README
+
+
+@pytest.mark.parametrize('name,tokenizer_key,tokenizer_file', [
+    ('latentvg_tiny_synthref', 'model.tokenizer.spm_path', 'tokenizers/beit3.spm'),
+    ('instalign_tiny_synthref', 'model.text_encoder.tokenizer_dir', 'tokenizers/roberta'),
+])
+def test_every_real_sentence_gets_one_answer(name, tokenizer_key, tokenizer_file, synthref_root):
+    by_photo = photos_and_sentences()
+    torch.manual_seed(0)
+    # one forward pass per photo: all of its sentences in one batch
+    inferencer = RefInferencer(name, device='cpu', batch_size=max(map(len, by_photo.values())),
+                               cfg_options={tokenizer_key: osp.join(synthref_root,
+                                                                    tokenizer_file)})
+    for path, sentences in by_photo.items():
+        w, h = Image.open(path).size  # read independently of OpenCV
+        answers = inferencer(path, sentences)
+        assert [a['text'] for a in answers] == sentences, path
+        for a in answers:
+            where = f'{osp.basename(path)} / {a["text"]!r}'
+            assert isinstance(a['mask'], np.ndarray) and a['mask'].dtype == bool, where
+            assert a['mask'].shape == (h, w), where
+            assert len(a['box']) == 4 and all(isinstance(v, float) for v in a['box']), where
+            x1, y1, x2, y2 = a['box']
+            assert all(map(math.isfinite, a['box'])), where
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h, (where, a['box'])
+            assert isinstance(a['no_target'], bool), where
+            assert isinstance(a['score'], float) and math.isfinite(a['score']), where
+            if a['no_target']:
+                assert not a['mask'].any(), where
