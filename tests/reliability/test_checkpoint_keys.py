@@ -119,7 +119,7 @@ def test_shape_mismatch_names_key_and_both_shapes(model_cfg, source_state, tmp_p
     assert f'{key}: ({rows + 7}, {cols}) vs ({rows}, {cols})' in text
     assert '0 missing, 0 unexpected, 1 shape mismatch' in text
     assert torch.equal(model.state_dict()[key], before)  # not loaded
-    other = 'backbone.vision_embed.cls_token'
+    other = 'backbone.vision_embed.proj.bias'
     assert torch.equal(model.state_dict()[other], source_state[other])
 
 
@@ -133,7 +133,7 @@ def test_strict_raises_with_the_grouped_report(model_cfg, source_state, tmp_path
     with pytest.raises(RuntimeError, match=rf'head: {n_head} missing \(of {n_head}\)'):
         load_checkpoint(model, path, map_location='cpu', strict=True)
     # mmengine's semantics: the matching tensors were loaded before the error
-    k = 'backbone.vision_embed.cls_token'
+    k = 'backbone.vision_embed.proj.bias'
     assert torch.equal(model.state_dict()[k], source_state[k])
 
 
@@ -183,7 +183,7 @@ def test_load_from_in_a_runner_reports_groups(model_cfg, source_state, tmp_path)
         runner.load_or_resume()
     text = '\n'.join(m for _, m in log)
     assert 'concept_injector: 1 missing (of 1)' in text
-    k = 'backbone.vision_embed.cls_token'
+    k = 'backbone.vision_embed.proj.bias'
     assert torch.equal(runner.model.state_dict()[k], source_state[k])
 
 

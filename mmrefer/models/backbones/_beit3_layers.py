@@ -177,24 +177,42 @@ class EncoderLayer(nn.Module):
 
 
 class VisionEmbedding(nn.Module):
-    """Patchify: ``Conv2d(k=s=patch)`` -> [B, P, C]; optional mask-token swap; prepend CLS."""
+    """Patchify: ``Conv2d(k=s=patch)`` -> [B, P, C]; optional mask-token swap; prepend CLS.
 
-    def __init__(self, img_size: Sequence[int], patch_size: int, in_channels: int, dims: int):
+    ``mask_token`` (masked image modelling) and ``cls_token`` are only built when asked for
+    (``with_mask_token`` / ``with_cls_token``): a parameter that no forward uses would get no
+    gradient (and force DDP's unused-parameter search). Without ``cls_token`` the caller passes
+    the token for the CLS slot (``cls``, ``[B, 1, C]``).
+    """
+
+    def __init__(self, img_size: Sequence[int], patch_size: int, in_channels: int, dims: int,
+                 with_cls_token: bool = True, with_mask_token: bool = False):
         super().__init__()
         self.img_size = tuple(img_size)
         self.grid = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
         self.proj = nn.Conv2d(in_channels, dims, kernel_size=patch_size, stride=patch_size)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dims))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dims)) if with_mask_token else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims)) if with_cls_token else None
 
-    def forward(self, img: Tensor, masked_position: Optional[Tensor] = None) -> Tensor:
+    def forward(self, img: Tensor, masked_position: Optional[Tensor] = None,
+                cls: Optional[Tensor] = None) -> Tensor:
+        """``img [B, 3, H, W]`` -> ``[B, 1 + P, C]`` (CLS slot first: ``cls`` if given, else the
+        built ``cls_token``)."""
         if img.dim() != 4 or tuple(img.shape[-2:]) != self.img_size:
             raise ValueError(f'BEiT3: visual_tokens must be [B, C, {self.img_size[0]}, '
                              f'{self.img_size[1]}] (the img_size the position table is built '
                              f'for), got {tuple(img.shape)}')
         x = self.proj(img).flatten(2).transpose(1, 2)
         if masked_position is not None:
+            if self.mask_token is None:
+                raise ValueError('BEiT3: vision_masked_position needs the MIM mask token; build '
+                                 'the backbone with with_mask_token=True')
             w = masked_position.unsqueeze(-1).type_as(x)
             x = x * (1 - w) + self.mask_token.expand_as(x) * w
-        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if cls is None:
+            if self.cls_token is None:
+                raise ValueError('BEiT3: built without cls_token (with_cls_token=False): pass the '
+                                 'token for the CLS slot')
+            cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return torch.cat([cls.to(x.dtype), x], dim=1)

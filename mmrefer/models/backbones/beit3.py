@@ -69,6 +69,10 @@ class BEiT3(BaseModule):
         latent_init_from_text (bool): after loading a pretrained checkpoint, copy the language
             expert's LayerNorms into the latent groups' LayerNorms.
         with_cp (bool): gradient checkpointing of each layer in training.
+        with_cls_token (bool): build the visual CLS token. Latent-VG puts its subject token in
+            that slot (``embed(..., visual_cls=s)``), so it builds the backbone without it.
+        with_mask_token (bool): build the masked-image-modelling token (only needed for
+            ``forward(vision_masked_position=...)``, i.e. BEiT-3 pre-training).
         pos_init_std (float, optional): std of the random init of both position tables. None
             keeps the official ``N(0, 1)``, which only matters when training from scratch: then
             the positions swamp the patch embeddings (~0.3 in magnitude with torch's default
@@ -92,6 +96,8 @@ class BEiT3(BaseModule):
                  latent_ffn: str = 'light',
                  latent_init_from_text: bool = True,
                  with_cp: bool = False,
+                 with_cls_token: bool = True,
+                 with_mask_token: bool = False,
                  pos_init_std: Optional[float] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -119,7 +125,8 @@ class BEiT3(BaseModule):
         self.with_cp = with_cp
 
         self.text_embed = nn.Embedding(vocab_size, dims)
-        self.vision_embed = VisionEmbedding(img_size, patch_size, in_channels, dims)
+        self.vision_embed = VisionEmbedding(img_size, patch_size, in_channels, dims,
+                                            with_cls_token, with_mask_token)
         self.patch_grid = self.vision_embed.grid
         dpr = np.linspace(0, drop_path_rate, depth) if depth > 1 else [0.0]
         layers = [
@@ -177,10 +184,14 @@ class BEiT3(BaseModule):
                                        self.patch_grid, prefix, filename)
         check_shapes(sd, self.state_dict(), filename)
         missing, unexpected = self.load_state_dict(sd, strict=False)
-        print_log(f'BEiT3: loaded {len(sd) - len(unexpected)} tensors from {filename}',
-                  logger='current')
+        skipped = [k for k in unexpected if k in self.unbuilt_official_keys]
+        unexpected = [k for k in unexpected if k not in skipped]
+        print_log(f'BEiT3: loaded {len(sd) - len(unexpected) - len(skipped)} tensors from '
+                  f'{filename}', logger='current')
         for what, keys, level in (('missing in checkpoint', missing, logging.WARNING),
                                   ('unexpected (ignored)', unexpected, logging.WARNING),
+                                  ('skipped: not built in this configuration', skipped,
+                                   logging.INFO),
                                   ('outside the backbone prefix (ignored)', dropped, logging.INFO)):
             if keys:
                 print_log(f'BEiT3: {len(keys)} keys {what}: {group_keys(keys)}', logger='current',
@@ -188,6 +199,14 @@ class BEiT3(BaseModule):
         if self.num_latent_groups and self.latent_init_from_text:
             self.init_latent_from_text()
         return list(missing), list(unexpected)
+
+    @property
+    def unbuilt_official_keys(self) -> List[str]:
+        """Official encoder keys this configuration does not build (and so skips on loading):
+        the MIM ``vision_embed.mask_token`` unless ``with_mask_token``, the visual
+        ``vision_embed.cls_token`` when its slot is given by the caller."""
+        return [f'vision_embed.{n}' for n in ('mask_token', 'cls_token')
+                if getattr(self.vision_embed, n) is None]
 
     @torch.no_grad()
     def init_latent_from_text(self) -> None:
@@ -204,13 +223,18 @@ class BEiT3(BaseModule):
         """Raw word embeddings ``[B, L, C]`` (no positions)."""
         return self.text_embed(textual_tokens)
 
-    def _embed(self, textual_tokens, visual_tokens, vision_masked_position=None):
+    def _embed(self, textual_tokens, visual_tokens, vision_masked_position=None,
+               visual_cls=None):
         raw, out = [], []
         pos = self.encoder.embed_positions
         if visual_tokens is not None:
-            v = self.vision_embed(visual_tokens, vision_masked_position)
+            v = self.vision_embed(visual_tokens, vision_masked_position, cls=visual_cls)
             raw.append(v)
-            out.append(self.embed_drop(v + pos.A.weight[2:2 + v.shape[1]].unsqueeze(0)))
+            x = v + pos.A.weight[2:2 + v.shape[1]].unsqueeze(0)
+            if visual_cls is None:
+                out.append(self.embed_drop(x))
+            else:  # the caller's token takes the CLS slot as it is (no position, no dropout)
+                out.append(torch.cat([v[:, :1], self.embed_drop(x[:, 1:])], dim=1))
         else:
             raw.append(None)
             out.append(None)
@@ -230,11 +254,15 @@ class BEiT3(BaseModule):
         return raw, out
 
     def embed(self, textual_tokens: Optional[Tensor] = None,
-              visual_tokens: Optional[Tensor] = None
+              visual_tokens: Optional[Tensor] = None,
+              visual_cls: Optional[Tensor] = None
               ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         """``(x_vis [B, 1+P, C] | None, x_txt [B, L, C] | None)``: embeddings + positions
-        (+ embedding dropout), what the official encoder feeds its first layer."""
-        return tuple(self._embed(textual_tokens, visual_tokens)[1])
+        (+ embedding dropout), what the official encoder feeds its first layer.
+
+        ``visual_cls [B, 1, C]`` (optional) fills the visual CLS slot as it is, without position
+        or dropout (Latent-VG's subject token); otherwise the built ``cls_token`` is used."""
+        return tuple(self._embed(textual_tokens, visual_tokens, visual_cls=visual_cls)[1])
 
     def _check_groups(self, x: Tensor, group_sizes: Sequence[int]) -> List[int]:
         sizes = [int(n) for n in group_sizes]

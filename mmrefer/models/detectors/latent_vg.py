@@ -73,6 +73,15 @@ class LatentVG(BaseDetector):
             if latent_init.setdefault('text_len', text_len) != text_len:
                 raise ValueError(f'LatentVG: latent_init.text_len={latent_init["text_len"]} != '
                                  f'text_len={text_len}')
+        # the subject token takes the visual CLS slot: the backbone then builds no CLS token
+        # (it would get no gradient); an official checkpoint's one is reported as skipped
+        subject_in_cls = (latent_init is not None and replace_visual_cls
+                          and latent_init.get('mode', 'latent') == 'latent')
+        backbone.setdefault('with_cls_token', not subject_in_cls)
+        if subject_in_cls and backbone['with_cls_token']:
+            raise ValueError('LatentVG: backbone.with_cls_token=True but the subject token '
+                             'replaces the visual CLS (replace_visual_cls=True): that token '
+                             'would never be used; drop backbone.with_cls_token')
         self.backbone = MODELS.build(backbone)
         self.head = MODELS.build(head)
         self.latent_init = MODELS.build(latent_init) if latent_init else None
@@ -150,16 +159,16 @@ class LatentVG(BaseDetector):
         """Run the encoder; returns dict(x, group_sizes, padding_mask, patch_feats,
         class_tokens, subject_index)."""
         ids, pad = self.tokenize(data_samples, inputs.device)
-        x_vis, x_txt = self.backbone.embed(ids, inputs)
-        sizes = [x_vis.shape[1], x_txt.shape[1]]
-        latents, subject_index = [], None
+        latents, subject_index, visual_cls = [], None, None
         if self.latent_init is not None:
             lat = self.latent_init(self.backbone.embed_text_tokens(ids), pad)
             if lat['subject'] is not None and self.replace_visual_cls:
-                x_vis = torch.cat([lat['subject'].to(x_vis), x_vis[:, 1:]], dim=1)
-            latents = [z.to(x_vis) for z in lat['expressions']]
-            sizes += [z.shape[1] for z in latents]
+                visual_cls = lat['subject']
+            latents = lat['expressions']
             subject_index = lat['subject_index']
+        x_vis, x_txt = self.backbone.embed(ids, inputs, visual_cls=visual_cls)
+        latents = [z.to(x_vis) for z in latents]
+        sizes = [x_vis.shape[1], x_txt.shape[1]] + [z.shape[1] for z in latents]
         x = torch.cat([x_vis, x_txt] + latents, dim=1)
         padding_mask = torch.cat(
             [pad.new_zeros(pad.shape[0], sizes[0]), pad,

@@ -45,7 +45,8 @@ class LatentExpressionInitializer(nn.Module):
         drop_mode (str): ``'element'`` (F.dropout on every element) or ``'token'`` (drop whole
             semantic tokens, rescaled by ``1/(1-p)``).
         temperature (float): initial Gumbel temperature ``tau`` (0.07).
-        learnable_temperature (bool): learn ``log tau``.
+        learnable_temperature (bool): learn ``log tau`` (``mode='latent'`` only: the naive
+            ablation has no subject selection, so no temperature is built).
         mode (str): ``'latent'`` (the paper) or ``'naive'`` (ablation, see module doc).
         use_norm (bool): per-expression LayerNorm on ``Z_0^i``.
     """
@@ -84,7 +85,7 @@ class LatentExpressionInitializer(nn.Module):
         self.num_expressions = len(self.attr_lengths)
         self.subject_selector = nn.Linear(embed_dims, 1) if mode == 'latent' else None
         log_tau = torch.tensor(math.log(temperature))
-        if learnable_temperature:
+        if learnable_temperature and mode == 'latent':
             self.log_temperature = nn.Parameter(log_tau)
         else:
             self.register_buffer('log_temperature', log_tau)

@@ -60,7 +60,7 @@ def official_keys(num_layers):
 
 # --------------------------------------------------------------------------- layout / counts
 def test_state_dict_keys_are_official():
-    m = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB)
+    m = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB, with_mask_token=True)
     sd = m.state_dict()
     assert sorted(sd) == sorted(official_keys(2))
     assert sd['encoder.embed_positions.A.weight'].shape == (16 + 1 + 2, 32)
@@ -73,12 +73,33 @@ def test_state_dict_keys_are_official():
                                        (480, 221_528_064), (512, 221_623_296)])
 def test_base_param_count_matches_torchscale(img, count):
     with torch.device('meta'):
-        m = BEiT3('base', img_size=img)
+        m = BEiT3('base', img_size=img, with_mask_token=True)
     assert sum(p.numel() for p in m.parameters()) == count  # backbones.md 1.4
     sd = m.state_dict()
     assert len(sd) == 491 and sorted(sd) == sorted(official_keys(12))
     assert sd['encoder.embed_positions.A.weight'].shape == ((img // 16)**2 + 3, 768)
     assert sd['text_embed.weight'].shape == (64010, 768)
+
+
+def test_tokens_no_forward_uses_are_not_built():
+    """The MIM mask token (pre-training only) is not built by default, nor the visual CLS when
+    the caller fills that slot (Latent-VG's subject token); they are the documented skipped
+    official keys, and the MIM path says what to enable."""
+    m = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB)
+    assert set(official_keys(2)) - set(m.state_dict()) == {'vision_embed.mask_token'}
+    assert m.unbuilt_official_keys == ['vision_embed.mask_token']
+    ids, img, pad = inputs()
+    with pytest.raises(ValueError, match='with_mask_token=True'):
+        m(ids, img, vision_masked_position=torch.zeros(3, 16))
+    no_cls = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB,
+                   with_cls_token=False)
+    assert no_cls.unbuilt_official_keys == ['vision_embed.mask_token', 'vision_embed.cls_token']
+    with pytest.raises(ValueError, match='with_cls_token=False'):
+        no_cls.embed(ids, img)
+    s = torch.randn(3, 1, 32)
+    x_vis, _ = no_cls.embed(ids, img, visual_cls=s)
+    assert torch.equal(x_vis[:, :1], s)  # the slot holds the caller's token as it is
+    assert x_vis.shape == (3, 17, 32)
 
 
 def test_large_arch_and_tuple_img_size():
