@@ -14,36 +14,43 @@ tokens ``q = [t_o, z_o^1 .. z_o^N]`` (``[B, Q, C]``, ``Q = N + 1``) and the whol
       m_j = F^V . g_j(q_j)                          ([B, Q, 4h, 4w] logits)
       p   = (1/Q) sum_j sigmoid(m_j)                (the final mask probability)
 
-* losses on ``p`` upsampled to the input size: ``2 * BCE + 0.5 * Dice`` (mmdet
-  ``CrossEntropyLoss(use_sigmoid)`` on ``logit(p)`` and ``DiceLoss(activate=False)``), the
-  contrastive loss between ``t_o`` and ``z_o^i`` (when ``Q > 1``) and, for GRES, ``0.5 * BCE`` of
-  the empty-token no-target logit;
-* prediction: ``mask = p > mask_threshold`` (all False if the no-target probability is above
-  ``no_target_threshold``), ``box`` = tight box of the mask.
+* one geometry for loss and prediction: the logits are resized (bilinear) to the padded batch
+  shape ``[H, W]`` before the sigmoid and the mean, and each sample is read in its own
+  ``img_shape`` region ``[:h, :w]`` (the rest is the data preprocessor's padding)::
+
+      p = (1/Q) sum_j sigmoid(up_{H x W}(m_j))     ([B, H, W])
+
+* losses on ``p`` against the GT at the input size, over each sample's ``img_shape`` region only:
+  ``2 * BCE + 0.5 * Dice`` (mmdet ``CrossEntropyLoss(use_sigmoid)`` on ``logit(p)`` with the
+  region as element weight, ``DiceLoss(activate=False)`` on the region), the contrastive loss
+  between ``t_o`` and ``z_o^i`` (when ``Q > 1``) and, for GRES, ``0.5 * BCE`` of the empty-token
+  no-target logit;
+* prediction (at ``img_shape``): ``pred_prob = p``, ``pred_mask = p > mask_threshold`` (all False
+  if the no-target probability is above ``no_target_threshold``), ``pred_box`` = mmdet
+  ``mask2bbox`` of the mask (all zeros for an empty mask).
 """
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmdet.structures.mask import mask2bbox
 from mmengine.model import BaseModule
 
 from mmrefer.registry import MODELS
 
 
-def mask_to_box(mask: torch.Tensor, prob: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Tight xyxy box (pixel edges, i.e. ``x2 = last column + 1``) of a bool ``[H, W]`` mask.
-
-    An empty mask falls back to the pixels with ``prob >= max(prob) / 2`` when ``prob`` is given,
-    otherwise to an all-zero box.
-    """
-    if not mask.any():
-        if prob is None or prob.numel() == 0:
-            return mask.new_zeros(4, dtype=torch.float32)
-        mask = prob >= prob.max() * 0.5
-    ys = torch.nonzero(mask.any(dim=1)).flatten()
-    xs = torch.nonzero(mask.any(dim=0)).flatten()
-    return torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
+def batch_shape(batch_data_samples: List) -> tuple:
+    """``(H, W)`` of the padded batch the logits were computed on: ``batch_input_shape``
+    (set by the data preprocessor), else the largest ``img_shape``."""
+    meta = batch_data_samples[0].metainfo
+    if meta.get('batch_input_shape') is not None:
+        return tuple(meta['batch_input_shape'][:2])
+    shapes = [ds.metainfo.get('img_shape') for ds in batch_data_samples]
+    if any(s is None for s in shapes):
+        raise KeyError('data samples lack batch_input_shape and img_shape (set by the data '
+                       'preprocessor and RefResize)')
+    return max(s[0] for s in shapes), max(s[1] for s in shapes)
 
 
 class LatentVGPixelDecoder(nn.Module):
@@ -188,32 +195,41 @@ class LatentVGHead(BaseModule):
         return dict(mask_logits=mask_logits, class_embeds=q, no_target_logits=nt)
 
     @staticmethod
-    def mean_prob(mask_logits: torch.Tensor, size=None) -> torch.Tensor:
-        """``p = mean_j sigmoid(m_j)``, optionally bilinearly resized to ``size`` -> ``[B,H,W]``."""
-        prob = mask_logits.float().sigmoid().mean(dim=1)
-        if size is not None and tuple(prob.shape[-2:]) != tuple(size):
-            prob = F.interpolate(prob[:, None], size=size, mode='bilinear',
-                                 align_corners=False)[:, 0]
-        return prob
+    def maps_at(mask_logits: torch.Tensor, size) -> torch.Tensor:
+        """``sigmoid(up_size(m_j))``: per-token probability maps ``[B, Q, H, W]`` at ``size``
+        (bilinear on the logits, in fp32); their mean over ``Q`` is the final map ``p``."""
+        logits = mask_logits.float()
+        if tuple(logits.shape[-2:]) != tuple(size):
+            logits = F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=False)
+        return logits.sigmoid()
 
     # ------------------------------------------------------------------ loss
     def loss(self, outs: Dict, batch_data_samples: List) -> Dict[str, torch.Tensor]:
-        gts = []
+        pad_shape = batch_shape(batch_data_samples)
+        B = len(batch_data_samples)
+        gt = outs['mask_logits'].new_zeros((B, ) + pad_shape, dtype=torch.float32)
+        region = torch.zeros_like(gt)
         for i, ds in enumerate(batch_data_samples):
             if 'gt_merged_mask' not in ds:
                 raise KeyError(f'LatentVGHead.loss: data sample {i} has no gt_merged_mask '
                                '(see docs/contracts.md; PackRefInputs must produce it)')
-            gts.append(ds.gt_merged_mask.data.reshape(ds.gt_merged_mask.data.shape[-2:]))
-        h = max(g.shape[0] for g in gts)
-        w = max(g.shape[1] for g in gts)
-        gt = outs['mask_logits'].new_zeros(len(gts), h, w)
-        for i, g in enumerate(gts):
-            gt[i, :g.shape[0], :g.shape[1]] = g.to(gt)
-        prob = self.mean_prob(outs['mask_logits'], (h, w))
+            g = ds.gt_merged_mask.data
+            g = g.reshape(g.shape[-2:])
+            h, w = ds.metainfo.get('img_shape', g.shape)[:2]
+            if tuple(g.shape) != (h, w) or h > pad_shape[0] or w > pad_shape[1]:
+                raise ValueError(f'LatentVGHead.loss: data sample {i} '
+                                 f'({ds.metainfo.get("img_path")}): gt_merged_mask '
+                                 f'{tuple(g.shape)} must have the img_shape {(h, w)} inside '
+                                 f'the batch shape {pad_shape}')
+            gt[i, :h, :w] = g.to(gt)
+            region[i, :h, :w] = 1
+        prob = self.maps_at(outs['mask_logits'], pad_shape).mean(dim=1)
         p = prob.clamp(1e-6, 1 - 1e-6).flatten(1)
-        target = (gt > 0).float().flatten(1)
-        losses = dict(loss_mask=self.loss_mask(torch.log(p) - torch.log1p(-p), target),
-                      loss_dice=self.loss_dice(p, target))
+        target, region = (gt > 0).float().flatten(1), region.flatten(1)
+        losses = dict(
+            loss_mask=self.loss_mask(torch.log(p) - torch.log1p(-p), target, weight=region,
+                                     avg_factor=region.sum()),
+            loss_dice=self.loss_dice(p * region, target * region))
         if self.loss_contrastive is not None:
             q = outs['class_embeds']
             losses['loss_contrast'] = self.loss_contrastive(q[:, 0], q[:, 1:])
@@ -228,13 +244,8 @@ class LatentVGHead(BaseModule):
     @torch.no_grad()
     def predict(self, outs: Dict, batch_data_samples: List,
                 subject_index: Optional[torch.Tensor] = None) -> List:
-        logits = outs['mask_logits']
-        pad_shape = batch_data_samples[0].metainfo.get('batch_input_shape')
-        if pad_shape is None:
-            raise KeyError('LatentVGHead.predict: data samples lack batch_input_shape '
-                           '(set by the data preprocessor)')
-        maps = F.interpolate(logits.float(), size=pad_shape, mode='bilinear',
-                             align_corners=False).sigmoid()
+        pad_shape = batch_shape(batch_data_samples)
+        maps = self.maps_at(outs['mask_logits'], pad_shape)
         prob = maps.mean(dim=1)
         nt_prob = (outs['no_target_logits'].float().sigmoid()
                    if outs.get('no_target_logits') is not None else None)
@@ -251,13 +262,15 @@ class LatentVGHead(BaseModule):
                 score = float(p[mask].mean()) if mask.any() else float(p.max())
                 if nt_prob is not None:
                     score *= float(1 - nt_prob[i])
+            ds.pred_prob = p
+            ds.pred_mask_thr = float(self.mask_threshold)
             ds.pred_mask = mask
             ds.pred_no_target = no_target
-            ds.pred_box = mask_to_box(mask, None if no_target else p)
+            ds.pred_box = mask2bbox(mask[None])[0]
             ds.pred_score = score
             extras = dict(subject_index=int(subject_index[i]) if subject_index is not None
                           else -1)
             if self.return_expr_maps:
-                extras['expr_maps'] = maps[i, :, :h, :w].cpu()
+                extras['expr_maps'] = maps[i, :, :h, :w]
             ds.pred_extras = extras
         return batch_data_samples

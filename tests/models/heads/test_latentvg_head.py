@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from mmdet.structures import DetDataSample
 from mmengine.structures import PixelData
 
-from mmrefer.models.heads.latentvg_head import LatentVGHead, mask_to_box
+from mmrefer.models.heads.latentvg_head import LatentVGHead
 from mmrefer.models.losses.positive_margin_contrastive import PositiveMarginContrastiveLoss
 from mmrefer.utils import register_all_modules
 
@@ -39,13 +39,11 @@ def _inputs(B=2):
             torch.zeros(B, 7, dtype=torch.bool))
 
 
-def test_forward_shapes_and_mean_prob():
+def test_forward_shapes():
     head = _head()
     outs = head(*_inputs())
     assert outs['mask_logits'].shape == (2, 3, 8, 8)  # 1/16 -> 1/4
     assert outs['class_embeds'].shape == (2, 3, 16) and outs['no_target_logits'] is None
-    prob = head.mean_prob(outs['mask_logits'])
-    torch.testing.assert_close(prob, outs['mask_logits'].sigmoid().mean(1))
     with pytest.raises(ValueError, match='num_class_tokens'):
         head(torch.randn(2, 16, 2, 2), torch.randn(2, 2, 16), torch.randn(2, 7, 16))
 
@@ -55,8 +53,9 @@ def test_losses_match_hand_computation():
     outs = head(*_inputs())
     samples = _samples()
     losses = head.loss(outs, samples)
-    p = F.interpolate(outs['mask_logits'].sigmoid().mean(1, keepdim=True), size=(16, 16),
-                      mode='bilinear', align_corners=False)[:, 0].flatten(1)
+    # the logits are resized to the batch shape first, then sigmoid, then the mean (= predict)
+    p = F.interpolate(outs['mask_logits'], size=(16, 16), mode='bilinear',
+                      align_corners=False).sigmoid().mean(1).flatten(1)
     g = torch.stack([ds.gt_merged_mask.data[0] for ds in samples]).float().flatten(1)
     bce = F.binary_cross_entropy(p, g)
     torch.testing.assert_close(losses['loss_mask'], 2.0 * bce, rtol=1e-4, atol=1e-5)
@@ -100,6 +99,8 @@ def test_predict_mask_box_and_no_target():
                                    ys.max().item() + 1]
     assert a.pred_no_target is False and 0 < a.pred_score <= 1
     assert a.pred_extras['expr_maps'].shape == (3, 12, 16)
+    torch.testing.assert_close(a.pred_prob, up.mean(1)[0, :12])
+    torch.testing.assert_close(a.pred_extras['expr_maps'], up[0, :, :12])
     assert a.pred_extras['subject_index'] == 2
     # the empty token fires: all-zero mask; the segmentation is kept for ReLA's cIoU union
     assert b.pred_no_target is True and not b.pred_mask.any()
@@ -107,14 +108,104 @@ def test_predict_mask_box_and_no_target():
     assert b.pred_score == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
 
 
-def test_mask_to_box():
-    m = torch.zeros(6, 8, dtype=torch.bool)
-    m[1:4, 2:7] = True
-    assert mask_to_box(m).tolist() == [2, 1, 7, 4]
-    prob = torch.zeros(6, 8)
-    prob[5, 0] = 0.3
-    assert mask_to_box(torch.zeros_like(m), prob).tolist() == [0, 5, 1, 6]
-    assert mask_to_box(torch.zeros_like(m)).tolist() == [0, 0, 0, 0]
+def _mixed_batch(pad=16):
+    """A landscape (10 x 16) and a portrait (16 x 10) sample in one padded 16 x 16 batch, as the
+    data preprocessor pads them (bottom / right)."""
+    samples = []
+    for (h, w) in ((10, 16), (16, 10)):
+        gt = torch.zeros(1, h, w, dtype=torch.uint8)
+        gt[0, h // 4:h // 2 + 2, w // 4:w // 2 + 2] = 1
+        ds = DetDataSample(metainfo=dict(img_shape=(h, w), batch_input_shape=(pad, pad),
+                                         no_target=False))
+        ds.gt_merged_mask = PixelData(data=gt)
+        samples.append(ds)
+    return samples
+
+
+def test_loss_reads_each_sample_in_its_img_shape_region():
+    """Loss geometry = predict geometry: logits at the batch shape, each sample cropped to its
+    img_shape; whatever the model predicts on the padding does not change the loss, and the
+    loss equals BCE / Dice computed on the crops."""
+    head = _head(num_class_tokens=1)
+    samples = _mixed_batch()
+    torch.manual_seed(3)
+    logits = torch.randn(2, 1, 16, 16)
+    loss = head.loss(dict(mask_logits=logits, class_embeds=None), samples)
+    crops_p, crops_g = [], []
+    for i, ds in enumerate(samples):
+        h, w = ds.metainfo['img_shape']
+        crops_p.append(logits[i, 0, :h, :w].sigmoid().flatten())
+        crops_g.append(ds.gt_merged_mask.data[0].float().flatten())
+    bce = F.binary_cross_entropy(torch.cat(crops_p), torch.cat(crops_g))
+    torch.testing.assert_close(loss['loss_mask'], 2.0 * bce, rtol=1e-4, atol=1e-5)
+    eps = 1e-3
+    dice = torch.stack([1 - 2 * (p * g).sum() / ((p * p).sum() + eps + (g * g).sum() + eps)
+                        for p, g in zip(crops_p, crops_g)])
+    torch.testing.assert_close(loss['loss_dice'], 0.5 * dice.mean(), rtol=1e-4, atol=1e-5)
+    garbage = logits.clone()
+    garbage[0, :, 10:] = 50.0   # below the landscape image
+    garbage[1, :, :, 10:] = 50.0  # right of the portrait image
+    other = head.loss(dict(mask_logits=garbage, class_embeds=None), samples)
+    for k in loss:
+        torch.testing.assert_close(other[k], loss[k])
+
+
+def test_letterboxed_landscape_and_portrait_batch_trains_on_the_right_pixels():
+    """A tiny Latent-VG fits a batch of a landscape and a portrait image padded to one shape:
+    its predictions, read back in each image's own region, match that image's ground truth."""
+    from mmrefer.models.detectors.latent_vg import LatentVG
+    torch.manual_seed(0)
+    dims = 32
+    model = LatentVG(
+        backbone=dict(type='BEiT3', arch=dict(embed_dims=dims, num_layers=2, num_heads=2,
+                                              ffn_ratio=2), img_size=32, patch_size=8,
+                      vocab_size=16, max_text_len=16, num_latent_groups=0, pos_init_std=0.02),
+        head=dict(type='LatentVGHead', in_channels=dims, num_class_tokens=1, feat_channels=16,
+                  embed_dims=16, extra_upsamples=1, num_decoder_layers=0, mlp_hidden_dims=dims,
+                  loss_contrastive=None),
+        text_len=6,
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
+                               pad_size_divisor=32))
+    imgs, samples = [], []
+    for k, (h, w) in enumerate(((20, 32), (32, 20))):  # landscape, portrait
+        img = torch.full((3, h, w), 40, dtype=torch.uint8)
+        gt = torch.zeros(1, h, w, dtype=torch.uint8)
+        y0, x0 = (4, 18) if k == 0 else (18, 4)  # a square far from the padding's side
+        img[:, y0:y0 + 8, x0:x0 + 8] = 220
+        gt[0, y0:y0 + 8, x0:x0 + 8] = 1
+        ds = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), no_target=False,
+                                         input_ids=torch.tensor([0, 5, 7, 2, 1, 1])))
+        ds.gt_merged_mask = PixelData(data=gt)
+        imgs.append(img)
+        samples.append(ds)
+    data = model.data_preprocessor(dict(inputs=imgs, data_samples=samples), training=True)
+    assert data['inputs'].shape[-2:] == (32, 32)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(80):
+        loss = sum(model.loss(data['inputs'], data['data_samples']).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])
+    for ds in out:
+        gt = ds.gt_merged_mask.data[0].bool()
+        assert ds.pred_mask.shape == gt.shape
+        iou = (ds.pred_mask & gt).sum() / (ds.pred_mask | gt).sum().clamp(min=1)
+        assert iou > 0.8, (ds.metainfo['img_shape'], float(iou))
+
+
+def test_empty_mask_box_is_all_zeros():
+    """The box rule shared with InstAlign (mmdet's mask2bbox): an empty mask has the all-zero
+    box (no fallback to weaker pixels), so RECMetric scores both models alike."""
+    head = _head(num_class_tokens=1)
+    samples = _samples(n=1, no_target=(False, ))
+    head.predict(dict(mask_logits=torch.full((1, 1, 16, 16), -9.0), class_embeds=None), samples)
+    assert not samples[0].pred_mask.any() and samples[0].pred_no_target is False
+    assert samples[0].pred_box.tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert samples[0].pred_prob.max() < 0.5 and samples[0].pred_mask_thr == 0.5
 
 
 def test_extra_upsamples_doubles_resolution():
