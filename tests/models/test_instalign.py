@@ -230,6 +230,9 @@ def test_predict_contract(tok_dir):
         assert isinstance(s.pred_score, float)
         ex = s.pred_extras
         assert ex['inst_masks'].shape == (3, 20, 24) and ex['inst_scores'].shape == (3, )
+        assert ex['inst_masks'].dtype == torch.float32  # probabilities, mapped back bilinearly
+        assert s.pred_prob.shape == (20, 24) and s.pred_prob.dtype == torch.float32
+        assert torch.equal(s.pred_mask, (s.pred_prob > s.pred_mask_thr) & ~s.pred_no_target)
         assert (ex['inst_scores'][:-1] >= ex['inst_scores'][1:]).all()
         assert len(ex['aligned_words']) == 3
         assert all(w not in ('<s>', '</s>', '<pad>') for ws in ex['aligned_words'] for w in ws)
@@ -248,13 +251,13 @@ def test_predict_contract(tok_dir):
         out = model.predict(*batch([s1]))
     assert not out[0].pred_no_target and out[0].pred_mask.all()
     assert 'pred_mask_ungated' not in out[0]
-
-
-def test_mask_to_box():
-    from mmrefer.models.heads.instalign_head import InstAlignHead
-    m = torch.zeros(6, 7, dtype=torch.bool)
-    m[2:4, 1:5] = True
-    assert InstAlignHead.mask_to_box(m).tolist() == [1, 2, 5, 4]
+    # a targeted answer with an empty mask: the shared box rule (mmdet mask2bbox) gives zeros,
+    # as for Latent-VG (test_latentvg_head.test_empty_mask_box_is_all_zeros)
+    model.head.test_cfg['mask_thr'] = 2.0
+    with torch.no_grad():
+        out = model.predict(*batch([s1]))
+    assert not out[0].pred_no_target and not out[0].pred_mask.any()
+    assert out[0].pred_box.tolist() == [0, 0, 0, 0]
 
 
 def test_forward_tensor_mode_without_tokenizer():

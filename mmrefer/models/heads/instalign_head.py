@@ -23,9 +23,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmdet.models.layers import SinePositionalEncoding
+from mmdet.structures.mask import mask2bbox
 from mmdet.utils import reduce_mean
 from mmengine.config import ConfigDict
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
@@ -67,6 +68,13 @@ class InstAlignHead(BaseModule):
             predictions after blocks 1..K-1 (False: not there; the final block always gets
             L_inst, the initial prediction follows ``supervise_initial_instances`` and the
             merged loss is applied to every block either way).
+        score_prior_prob (float, optional): initial relevance ``p_i`` of every query: the score
+            head's bias starts at ``-log((1 - pi) / pi)`` (the prior initialisation of
+            DETR-family class heads). Default ``1 / num_queries``: about one query per target at
+            the start, so Eq. 8's sum ``sum_i p_i PReLU(s_i)`` begins on the scale of a single
+            instance logit. With a zero bias (``p_i = 0.5``) the merged logits of the N = 100
+            paper model start at +-50..140 and its merged BCE at 6-55 per block (x5 weight),
+            see docs/instalign.md. ``0.5`` restores the zero bias.
         loss_score, loss_mask, loss_dice, loss_phrase: instance losses (weights 2, 5, 5, 1).
         loss_merged_bce, loss_merged_dice: merged-mask loss (weights 5, 5).
         loss_no_target: no-target BCE (weight 0.1).
@@ -92,6 +100,7 @@ class InstAlignHead(BaseModule):
                  deep_supervision: bool = True,
                  supervise_initial_instances: bool = True,
                  supervise_intermediate_instances: bool = True,
+                 score_prior_prob: Optional[float] = None,
                  loss_score: dict = dict(type='CrossEntropyLoss', use_sigmoid=True,
                                          loss_weight=2.0),
                  loss_mask: dict = dict(type='CrossEntropyLoss', use_sigmoid=True,
@@ -142,6 +151,10 @@ class InstAlignHead(BaseModule):
                                        nn.LayerNorm(feat_channels))
         self.decoder_norm = nn.LayerNorm(feat_channels)
         self.score_embed = nn.Linear(feat_channels, 1)
+        prior = 1.0 / num_queries if score_prior_prob is None else score_prior_prob
+        if not 0.0 < prior < 1.0:
+            raise ValueError(f'InstAlignHead: score_prior_prob must be in (0, 1), got {prior}')
+        nn.init.constant_(self.score_embed.bias, bias_init_with_prob(prior))
         self.mask_embed = _mlp(feat_channels, feat_channels, 3)
         self.aggregation = MODELS.build(aggregation)
         nt = dict(no_target)
@@ -372,15 +385,17 @@ class InstAlignHead(BaseModule):
             if is_nt:
                 sample.pred_mask_ungated = mask  # kept for ReLA's cIoU union (GRESMetric)
                 mask = torch.zeros_like(mask)
+            sample.pred_prob = prob
+            sample.pred_mask_thr = float(cfg['mask_thr'])
             sample.pred_mask = mask
             sample.pred_no_target = is_nt
-            sample.pred_box = self.mask_to_box(mask)
+            sample.pred_box = mask2bbox(mask[None])[0]
             sample.pred_score = float(nt_prob[b]) if is_nt else \
                 float(prob[mask].mean()) if mask.any() else float(1 - nt_prob[b])
             k = cfg['extras_topk'] or self.num_queries
             top = scores[b].argsort(descending=True)[:k]
             inst = F.interpolate(out['masks'][b, top][None], pad_shape, mode='bilinear',
-                                 align_corners=False)[0, :, :h, :w].sigmoid() > cfg['mask_thr']
+                                 align_corners=False)[0, :, :h, :w].sigmoid()
             rel = out['relevance'][b, top].masked_fill(~word_valid[b][None], -1)
             aligned = []
             if words is not None:
@@ -391,12 +406,3 @@ class InstAlignHead(BaseModule):
             sample.pred_extras = dict(inst_masks=inst, inst_scores=scores[b, top],
                                       aligned_words=aligned, no_target_score=float(nt_prob[b]))
         return batch_data_samples
-
-    @staticmethod
-    def mask_to_box(mask: Tensor) -> Tensor:
-        """Tight xyxy box (pixel edges) of a bool mask [H, W]; zeros when empty."""
-        if not mask.any():
-            return mask.new_zeros(4, dtype=torch.float32)
-        ys = torch.nonzero(mask.any(1)).squeeze(1)
-        xs = torch.nonzero(mask.any(0)).squeeze(1)
-        return torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
