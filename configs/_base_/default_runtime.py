@@ -29,6 +29,7 @@ resume = False
 # Random generator states travel in checkpoints, so --resume reproduces an uninterrupted run.
 custom_hooks = [dict(type='RNGStateHook')]
 
-# DDP: some parameters get no gradient by design (BEiT-3's masked-image-modelling
-# `vision_embed.mask_token`, RoBERTa's pooler, modules an ablation switches off).
-find_unused_parameters = True
+# DDP: every parameter of every config gets a gradient (what no config uses is not built: the
+# MIM mask token, the visual CLS the subject token replaces, RoBERTa's pooler, modules an
+# ablation switches off), so DDP need not search the autograd graph for unused ones each step.
+find_unused_parameters = False
