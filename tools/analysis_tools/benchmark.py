@@ -124,8 +124,11 @@ def backbone_call(model, data):
     if type(backbone).__name__ == 'BEiT3' and callable(getattr(model, 'tokenize', None)):
         with torch.no_grad():
             ids, pad = model.tokenize(data['data_samples'], data['inputs'].device)
-        return backbone, (), dict(textual_tokens=ids, visual_tokens=data['inputs'],
-                                  text_padding_position=pad)
+        kwargs = dict(textual_tokens=ids, visual_tokens=data['inputs'],
+                      text_padding_position=pad)
+        if backbone.vision_embed.cls_token is None:  # the subject token's slot: a zero token
+            kwargs['visual_cls'] = data['inputs'].new_zeros(len(ids), 1, backbone.embed_dims)
+        return backbone, (), kwargs
     captured = {}
 
     def hook(module, args, kwargs):

@@ -312,8 +312,10 @@ class BEiT3(BaseModule):
     def forward(self, textual_tokens: Optional[Tensor] = None,
                 visual_tokens: Optional[Tensor] = None,
                 text_padding_position: Optional[Tensor] = None,
-                vision_masked_position: Optional[Tensor] = None) -> Dict[str, object]:
-        """Same inputs/outputs as torchscale ``BEiT3.forward``.
+                vision_masked_position: Optional[Tensor] = None,
+                visual_cls: Optional[Tensor] = None) -> Dict[str, object]:
+        """Same inputs/outputs as torchscale ``BEiT3.forward``; ``visual_cls [B, 1, C]`` fills
+        the visual CLS slot when the backbone is built without ``cls_token`` (see :meth:`embed`).
 
         Returns dict: ``encoder_out [B, T, C]`` (vision CLS, patches, then text),
         ``encoder_embedding`` (token embeddings before positions), ``encoder_padding_mask``
@@ -321,7 +323,8 @@ class BEiT3(BaseModule):
         """
         if textual_tokens is None and visual_tokens is None:
             raise ValueError('BEiT3.forward: give textual_tokens and/or visual_tokens')
-        raw, (x_vis, x_txt) = self._embed(textual_tokens, visual_tokens, vision_masked_position)
+        raw, (x_vis, x_txt) = self._embed(textual_tokens, visual_tokens, vision_masked_position,
+                                          visual_cls)
         raw = [r for r in raw if r is not None]
         n_vis = 0 if x_vis is None else x_vis.shape[1]
         n_txt = 0 if x_txt is None else x_txt.shape[1]
