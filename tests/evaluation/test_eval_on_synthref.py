@@ -47,7 +47,7 @@ def test_gres_metric_on_synthref(synthref_root, resolution):
         preds.append(s.pred_mask), pred_nt.append(s.pred_no_target)
         gts.append(gt if resolution == 'input' else s.ori_gt_merged_mask.data[0].bool())
     if resolution == 'original':
-        from mmrefer.structures.rescale import mask_to_original
+        from mmrefer.structures import mask_to_original
         preds = [mask_to_original(p, s.metainfo) for p, s in zip(preds, samples)]
         assert preds[0].shape == tuple(samples[0].ori_shape)
     res = _run(GRESMetric(eval_resolution=resolution), samples)

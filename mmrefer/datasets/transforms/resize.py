@@ -4,7 +4,7 @@ letterboxed (keep the aspect ratio, resize by ``s = min(W / w0, H / h0)``, pad c
 Updates ``img``, ``gt_masks`` / ``gt_merged_mask``, ``gt_bboxes`` / ``gt_ref_bbox``
 (``x * w_scale + left``), and sets ``img_shape = (H, W)``, ``scale_factor = (w_scale,
 h_scale)`` and ``letterbox`` (``None`` or ``dict(pad=(left, top), scale=s)``).
-:mod:`mmrefer.structures.rescale` undoes it.
+:mod:`mmrefer.structures.geometry` undoes it.
 
 The GT masks, which the metrics compare with at the input size, follow one of two protocols
 (``gt_mask_resize``):

@@ -77,7 +77,7 @@ class InstAlign(BaseDetector):
 
     def predict(self, batch_inputs: Tensor, batch_data_samples, rescale: bool = True):
         """Fills the contract's prediction fields at ``img_shape`` (``rescale`` is handled by
-        ``mmrefer.structures.rescale`` in the metrics / inferencer)."""
+        ``mmrefer.structures.geometry`` in the metrics / inferencer)."""
         text = self.encode_text(batch_data_samples)
         words, valid = None, None
         try:
