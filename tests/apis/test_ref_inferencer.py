@@ -206,3 +206,88 @@ def test_bad_inputs(inferencer, cfg_path, tmp_path):
         RefInferencer('no_such_config_name')
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         RefInferencer(cfg_path, weights=str(tmp_path / 'missing.pth'))
+
+
+def shifted_image():
+    """A second scene: the bright block moved to the bottom right."""
+    img = np.zeros((40, 56, 3), np.uint8)
+    img[20:36, 30:52, 0] = 255
+    return img
+
+
+def test_predict_pairs_batches_across_images_in_order(inferencer, tmp_path):
+    """Pairs of two images (array and path) run in batches of batch_size across images, and
+    each answer equals the one the single-image call gives."""
+    img_a = make_image()
+    path_b = str(tmp_path / 'b.png')
+    cv2.imwrite(path_b, shifted_image())
+    pairs = [(img_a, 'a'), (img_a, 'nothing here'), (path_b, 'the block'), (path_b, 'b c'),
+             (img_a, 'd')]
+    FakeRefModel.calls.clear()
+    answers = inferencer.predict_pairs(pairs)
+    assert FakeRefModel.calls == [2, 2, 1]
+    assert [a['text'] for a in answers] == [s for _, s in pairs]
+    alone = inferencer(img_a, ['a', 'nothing here', 'd']) + inferencer(path_b, ['the block',
+                                                                               'b c'])
+    for a, b in zip(answers, [alone[0], alone[1], alone[3], alone[4], alone[2]]):
+        assert a['text'] == b['text'] and a['no_target'] == b['no_target']
+        np.testing.assert_array_equal(a['mask'], b['mask'])
+        assert a['box'] == b['box'] and a['score'] == b['score']
+    assert answers[2]['mask'].shape == (40, 56) and answers[0]['mask'].shape == (H0, W0)
+    FakeRefModel.calls.clear()
+    inferencer.predict_pairs(pairs, batch_size=4)
+    assert FakeRefModel.calls == [4, 1]
+
+
+def test_iter_pairs_reads_lazily_and_once_per_image(inferencer, tmp_path, monkeypatch):
+    """A pair generator is read one batch at a time; consecutive pairs with the same path read
+    the image once."""
+    path_a, path_b = str(tmp_path / 'a.png'), str(tmp_path / 'b.png')
+    cv2.imwrite(path_a, make_image())
+    cv2.imwrite(path_b, shifted_image())
+    reads = []
+    load = RefInferencer.load_image
+    monkeypatch.setattr(RefInferencer, 'load_image',
+                        staticmethod(lambda im, order='bgr': reads.append(im) or load(im, order)))
+    pulled = []
+
+    def pairs():
+        for p in [(path_a, 'a'), (path_a, 'b'), (path_b, 'c'), (path_a, 'd'), (path_a, 'e')]:
+            pulled.append(p)
+            yield p
+
+    it = inferencer.iter_pairs(pairs())  # batch_size 2
+    first = next(it)
+    assert first['text'] == 'a' and len(pulled) == 2
+    assert [a['text'] for a in it] == ['b', 'c', 'd', 'e']
+    assert reads == [path_a, path_b, path_a]
+
+
+def test_predict_pairs_errors_name_the_pair(inferencer, tmp_path):
+    img = make_image()
+    with pytest.raises(FileNotFoundError, match=r'pair 1: image file not found: .*no_such\.jpg'):
+        inferencer.predict_pairs([(img, 'ok'), (str(tmp_path / 'no_such.jpg'), 'x')])
+    with pytest.raises(ValueError, match='pair 0: the sentence must be a non-empty string'):
+        inferencer.predict_pairs([(img, '  ')])
+    with pytest.raises(TypeError, match=r'pair 0 must be an \(image, sentence\) pair'):
+        inferencer.predict_pairs([img])
+    with pytest.raises(ValueError, match='batch_size'):
+        inferencer.predict_pairs([(img, 'x')], batch_size=0)
+
+
+def test_base_inferencer_steps(inferencer):
+    """The BaseInferencer steps compose to the same answers: preprocess -> forward ->
+    postprocess (list form), and nothing is drawn."""
+    from mmengine.infer import BaseInferencer
+    assert isinstance(inferencer, BaseInferencer) and inferencer.visualizer is None
+    img = make_image()
+    batches = list(inferencer.preprocess([(img, 'the block'), (img, 'nothing')], batch_size=2))
+    assert len(batches) == 1 and len(batches[0]['inputs']) == 2
+    preds = inferencer.forward(batches[0])
+    assert inferencer.visualize([img], preds) is None
+    answers = inferencer.postprocess(preds)
+    direct = inferencer(img, ['the block', 'nothing'])
+    for a, b in zip(answers, direct):
+        np.testing.assert_array_equal(a['mask'], b['mask'])
+        assert a['box'] == b['box'] and a['no_target'] == b['no_target']
+    assert inferencer.postprocess(preds, return_datasamples=True) == preds
