@@ -1,3 +1,3 @@
-from mmrefer.utils.misc import import_submodules
+from .beit3 import BEiT3
 
-import_submodules(__name__)
+__all__ = ['BEiT3']

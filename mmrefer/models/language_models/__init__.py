@@ -1,3 +1,4 @@
-from mmrefer.utils.misc import import_submodules
+from .beit3_tokenizer import BEiT3Tokenizer
+from .text_encoder import HFTextEncoder
 
-import_submodules(__name__)
+__all__ = ['BEiT3Tokenizer', 'HFTextEncoder']

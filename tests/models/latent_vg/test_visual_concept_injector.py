@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from mmrefer.models.layers.visual_concept_injector import VisualConceptInjector
+from mmrefer.models.latent_vg.visual_concept_injector import VisualConceptInjector
 
 
 def _reference(x, sizes, concepts, row_normalize):

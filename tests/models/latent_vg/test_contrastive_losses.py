@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from mmrefer.models.losses.contrastive_variants import (ArcFaceContrastiveLoss, InfoNCELoss,
+from mmrefer.models.latent_vg.contrastive_losses import (ArcFaceContrastiveLoss, InfoNCELoss,
                                                         TripletContrastiveLoss)
-from mmrefer.models.losses.positive_margin_contrastive import PositiveMarginContrastiveLoss
+from mmrefer.models.latent_vg.contrastive_losses import PositiveMarginContrastiveLoss
 
 
 def _cos(a, b):

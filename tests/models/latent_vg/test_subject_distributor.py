@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmrefer.models.layers.subject_distributor import SubjectDistributor, group_offsets
+from mmrefer.models.latent_vg.subject_distributor import SubjectDistributor, group_offsets
 
 
 def test_copy_and_gradient():

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrefer.models.layers.phrase_alignment import phrase_object_alignment
-from mmrefer.models.layers.phrase_object_transformer import (PhraseObjectTransformer,
+from mmrefer.models.instalign.phrase_object_transformer import phrase_object_alignment
+from mmrefer.models.instalign.phrase_object_transformer import (PhraseObjectTransformer,
                                                              PhraseObjectTransformerLayer)
 
 

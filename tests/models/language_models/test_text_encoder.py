@@ -89,7 +89,7 @@ def test_bert_variant_builds():
 
 def test_check_text_encoder_dir_tool(tmp_path, roberta_tok_dir):
     import importlib.util
-    path = os.path.join(os.path.dirname(__file__), '..', '..', 'tools', 'model_converters',
+    path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'tools', 'model_converters',
                         'check_text_encoder_dir.py')
     spec = importlib.util.spec_from_file_location('check_dir', path)
     mod = importlib.util.module_from_spec(spec)

@@ -30,9 +30,8 @@ from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmrefer.models.layers.phrase_alignment import phrase_object_alignment
-from mmrefer.models.layers.phrase_object_transformer import PhraseObjectTransformer
 from mmrefer.registry import MODELS, TASK_UTILS
+from .phrase_object_transformer import PhraseObjectTransformer, phrase_object_alignment
 
 
 def _mlp(dims: int, out_dims: int, num_layers: int) -> nn.Sequential:

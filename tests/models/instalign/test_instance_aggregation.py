@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrefer.models.layers.instance_aggregation import AdaptiveInstanceAggregation
+from mmrefer.models.instalign.instance_aggregation import AdaptiveInstanceAggregation
 
 
 def test_aia_equation():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmrefer.models.layers.no_target_predictor import NoTargetPredictor
+from mmrefer.models.instalign.no_target_predictor import NoTargetPredictor
 
 
 def _capture(pred):

@@ -9,16 +9,16 @@ used through mmdet's ``HungarianAssigner``. The mask terms are mmdet's ``CrossEn
   ``pred_instances.score_logits`` [N].
 - :class:`PhraseAlignmentCost`: ``L_phrase(i) = 1 - cos(P_i, Q_i)``, reading
   ``pred_instances.phrase_costs`` [N] (computed by the head with
-  :func:`mmrefer.models.layers.phrase_alignment.phrase_object_alignment`).
+  :func:`~mmrefer.models.instalign.phrase_object_transformer.phrase_object_alignment`).
 """
 from typing import Optional
 
 import torch.nn.functional as F
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmengine.structures import InstanceData
-from torch import Tensor
+from torch import Tensor, nn
 
-from mmrefer.registry import TASK_UTILS
+from mmrefer.registry import MODELS, TASK_UTILS
 
 
 def _query_cost(pred_instances: InstanceData, gt_instances: InstanceData, key: str) -> Tensor:
@@ -48,3 +48,23 @@ class PhraseAlignmentCost(BaseMatchCost):
     def __call__(self, pred_instances: InstanceData, gt_instances: InstanceData,
                  img_meta: Optional[dict] = None, **kwargs) -> Tensor:
         return _query_cost(pred_instances, gt_instances, 'phrase_costs').float() * self.weight
+
+
+@MODELS.register_module()
+class PhraseAlignmentLoss(nn.Module):
+    """``loss_weight * sum_i cost_i / avg_factor`` (``avg_factor`` defaults to the count).
+
+    Args:
+        loss_weight (float): lambda_phrase.
+    """
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, costs: Tensor, avg_factor: Optional[float] = None) -> Tensor:
+        """Args: costs [M] = 1 - cos(P_i, Q_i) of the matched queries."""
+        if costs.numel() == 0:
+            return costs.sum() * 0
+        denom = costs.numel() if avg_factor is None else max(float(avg_factor), 1.0)
+        return self.loss_weight * costs.sum() / denom

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from mmdet.structures import DetDataSample
 from mmengine.structures import PixelData
 
-from mmrefer.models.heads.latentvg_head import LatentVGHead
-from mmrefer.models.losses.positive_margin_contrastive import PositiveMarginContrastiveLoss
+from mmrefer.models.latent_vg.latentvg_head import LatentVGHead
+from mmrefer.models.latent_vg.contrastive_losses import PositiveMarginContrastiveLoss
 from mmrefer.utils import register_all_modules
 
 register_all_modules()
@@ -153,7 +153,7 @@ def test_loss_reads_each_sample_in_its_img_shape_region():
 def test_letterboxed_landscape_and_portrait_batch_trains_on_the_right_pixels():
     """A tiny Latent-VG fits a batch of a landscape and a portrait image padded to one shape:
     its predictions, read back in each image's own region, match that image's ground truth."""
-    from mmrefer.models.detectors.latent_vg import LatentVG
+    from mmrefer.models.latent_vg.latent_vg import LatentVG
     torch.manual_seed(0)
     dims = 32
     model = LatentVG(

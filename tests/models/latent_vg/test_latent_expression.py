@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrefer.models.layers.latent_expression import LatentExpressionInitializer
+from mmrefer.models.latent_vg.latent_expression import LatentExpressionInitializer
 
 
 def _make(mode='latent', **kw):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'quickstart',
+CONFIG = osp.join(osp.dirname(__file__), '..', '..', '..', 'configs', 'quickstart',
                   'instalign_tiny_synthref.py')
 
 

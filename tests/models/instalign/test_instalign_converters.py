@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.config import ConfigDict
 
-PATH = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'model_converters',
+PATH = osp.join(osp.dirname(__file__), '..', '..', '..', 'tools', 'model_converters',
                 'swin_to_mmrefer.py')
 
 

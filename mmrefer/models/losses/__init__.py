@@ -1,3 +1,0 @@
-from mmrefer.utils.misc import import_submodules
-
-import_submodules(__name__)
