@@ -44,6 +44,8 @@ if [ ! -f "$stamp" ]; then
         MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pipq -c "$C" --no-build-isolation mmcv==2.1.0
         python -c "import mmcv.ops" || { echo "[install] mmcv build failed" >&2; exit 1; }
     fi
+    echo "[install] web demo (gradio) and its browser test's driver (selenium): requirements/demo.txt"
+    pipq -c "$C" -r requirements/demo.txt
     echo "[install] mmdet, mmsegmentation, openmim (no deps: their pins fight the stack)"
     pipq --no-deps mmdet==3.3.0 mmsegmentation==1.2.2 openmim==0.3.9
     # reassert the pins other installs may have moved
