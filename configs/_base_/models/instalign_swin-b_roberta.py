@@ -32,6 +32,9 @@ model = dict(
         drop_path_rate=0.3,
         patch_norm=True,
         out_indices=(0, 1, 2, 3),
+        # activation checkpointing of each Swin block in training (less activation memory; the
+        # layers run again in the backward pass): --cfg-options model.backbone.with_cp=True
+        # (docs/benchmarks.md, "Activation checkpointing and memory")
         with_cp=False,
         convert_weights=False,  # the file is pre-converted (backbone.* mmdet keys)
         init_cfg=dict(type='Pretrained', checkpoint=swin_checkpoint)),

@@ -29,7 +29,11 @@ model = dict(
         vocab_size=64010,
         drop_path_rate=0.1,
         num_latent_groups=2,
-        latent_ffn='light'),
+        latent_ffn='light',
+        # activation checkpointing of each encoder layer in training (less activation memory; the
+        # layers run again in the backward pass): --cfg-options model.backbone.with_cp=True
+        # (docs/benchmarks.md, "Activation checkpointing and memory")
+        with_cp=False),
     latent_init=dict(
         type='LatentExpressionInitializer',
         embed_dims=embed_dims,
