@@ -7,10 +7,12 @@
     >>> answers = inferencer.predict_pairs([('a.jpg', 'the red cup'), ('b.jpg', 'the dog')])
 
 :class:`RefInferencer` is an mmengine :class:`~mmengine.infer.BaseInferencer` (as mmdet's
-``DetInferencer``): the config and weights are resolved and loaded by ``BaseInferencer``
-(``_init_model`` / :meth:`RefInferencer._load_weights_to_model`), and one call runs
-``preprocess`` (pipeline + collate, in batches of ``batch_size`` samples) -> ``forward``
-(``model.test_step``) -> ``postprocess`` (:func:`mmrefer.structures.prediction_to_original`).
+``DetInferencer``): the config is found by :func:`resolve_config`, and ``BaseInferencer``'s
+constructor builds the model, loads the weights, the pipeline and the collate function through
+the hooks ``_init_model`` / ``_load_weights_to_model`` / ``_init_pipeline`` / ``_init_collate``;
+one call runs ``preprocess`` (pipeline + collate, in batches of ``batch_size`` samples) ->
+``forward`` (``model.test_step``) -> ``postprocess``
+(:func:`mmrefer.structures.prediction_to_original`).
 It draws nothing: ``visualize`` returns ``None`` and no visualizer is built (pictures are
 drawn by ``mmrefer.visualization.RefLocalVisualizer.draw_ref`` on the answers, as
 ``demo/image_demo.py`` and ``tools/inference.py --show`` do).
@@ -34,7 +36,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.infer import BaseInferencer
 from mmengine.registry import FUNCTIONS, DefaultScope
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
 from mmrefer.structures.geometry import prediction_to_original
 
@@ -161,13 +163,34 @@ class RefInferencer(BaseInferencer):
             raise FileNotFoundError(f'checkpoint file not found: {weights}')
         self.batch_size = batch_size
         self.device = torch.device(device)
-        # BaseInferencer builds with mmengine's root registries: make mmrefer the scope they
-        # resolve names in, whatever default scope the caller created last
+        # BaseInferencer looks names up in mmengine's root registries (collate_fn): make
+        # mmrefer the scope they resolve in, whatever default scope the caller created last
         with DefaultScope.overwrite_default_scope('mmrefer'):
             super().__init__(model=cfg, weights=weights, device=str(self.device),
                              scope='mmrefer', show_progress=show_progress)
 
     # ------------------------------------------------------------------ BaseInferencer hooks
+    def _init_model(self, cfg: ConfigDict, weights: Optional[str],
+                    device: str = 'cpu') -> torch.nn.Module:
+        """Build ``cfg.model`` with mmrefer's ``MODELS``, load ``weights``
+        (:meth:`_load_weights_to_model`), move it to ``device``, eval mode.
+
+        As ``BaseInferencer._init_model``, except that ``model.pretrained`` is kept: building
+        loads nothing (``init_weights`` is not called), but a caller may call
+        ``inferencer.model.init_weights()`` to load the config's pretrained files
+        (``tools/analysis_tools/paper_size_check.py`` does).
+        """
+        from mmrefer.registry import MODELS
+        checkpoint = None
+        if weights is not None:
+            checkpoint = _load_checkpoint(weights, map_location='cpu')
+        model = MODELS.build(cfg.model)
+        model.cfg = cfg
+        self._load_weights_to_model(model, checkpoint, cfg)
+        model.to(device)
+        model.eval()
+        return model
+
     def _load_weights_to_model(self, model: torch.nn.Module, checkpoint: Optional[dict],
                                cfg: Optional[ConfigDict]) -> None:
         """Load ``checkpoint['state_dict']`` (or the checkpoint itself) non-strictly
@@ -187,8 +210,8 @@ class RefInferencer(BaseInferencer):
 
     def _init_collate(self, cfg: ConfigDict):
         """The ``test_dataloader.collate_fn`` of the config (a name or ``dict(type=name)``
-        looked up in mmengine's ``FUNCTIONS``), :func:`~mmengine.dataset.pseudo_collate` when it
-        names none."""
+        looked up in mmengine's ``FUNCTIONS``, as the Runner's dataloader does),
+        :func:`~mmengine.dataset.pseudo_collate` when it names none."""
         loader = cfg.get('test_dataloader') or {}
         spec = loader.get('collate_fn') if isinstance(loader, dict) else None
         if spec is None:
@@ -196,8 +219,8 @@ class RefInferencer(BaseInferencer):
         if callable(spec):
             return spec
         name = spec.get('type') if isinstance(spec, dict) else spec
-        with FUNCTIONS.switch_scope_and_registry(self.scope) as registry:
-            fn = registry.get(name) if isinstance(name, str) else None
+        # mmrefer has no FUNCTIONS registry of its own: mmengine's (``'mmdet.x'`` for mmdet's)
+        fn = FUNCTIONS.get(name) if isinstance(name, str) else None
         if fn is None:
             raise KeyError(f'test_dataloader.collate_fn {spec!r} is not a registered function')
         return fn

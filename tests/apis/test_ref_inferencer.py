@@ -227,8 +227,8 @@ def test_predict_pairs_batches_across_images_in_order(inferencer, tmp_path):
     answers = inferencer.predict_pairs(pairs)
     assert FakeRefModel.calls == [2, 2, 1]
     assert [a['text'] for a in answers] == [s for _, s in pairs]
-    alone = inferencer(img_a, ['a', 'nothing here', 'd']) + inferencer(path_b, ['the block',
-                                                                               'b c'])
+    alone = inferencer(img_a, ['a', 'nothing here', 'd'])
+    alone += inferencer(path_b, ['the block', 'b c'])
     for a, b in zip(answers, [alone[0], alone[1], alone[3], alone[4], alone[2]]):
         assert a['text'] == b['text'] and a['no_target'] == b['no_target']
         np.testing.assert_array_equal(a['mask'], b['mask'])

@@ -71,3 +71,18 @@ def test_tiny_config_answers_and_checkpoint_roundtrip(name, synthref_root, tmp_p
     for a, b in zip(results, again):
         np.testing.assert_array_equal(a['mask'], b['mask'])
         assert a['score'] == pytest.approx(b['score'], abs=1e-5)
+
+
+def test_pretrained_path_is_kept_for_init_weights(synthref_root, tmp_path):
+    """mmengine's BaseInferencer drops ``model.pretrained`` before building; RefInferencer keeps
+    it (``inferencer.model.init_weights()`` then loads it, as paper_size_check does), and it
+    loads nothing by itself."""
+    torch.manual_seed(0)
+    path = str(tmp_path / 'beit3_never_read.pth')  # does not exist: building must not read it
+    inf = RefInferencer('latentvg_tiny_synthref', cfg_options={
+        'model.tokenizer.spm_path': f'{synthref_root}/tokenizers/beit3.spm',
+        'model.pretrained': path})
+    assert inf.cfg.model.pretrained == path and inf.model.pretrained == path
+    assert inf.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=path)
+    with pytest.raises(FileNotFoundError, match='beit3_never_read.pth'):
+        inf.model.init_weights()
