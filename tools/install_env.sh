@@ -4,6 +4,8 @@
 #
 #   bash tools/install_env.sh            # or: make install
 #
+# Also installs the web demo's gradio and its browser test's selenium (requirements/demo.txt);
+# Debian's chromium + chromium-driver for that test come from apt in .ci/run.
 # The first run builds mmcv 2.1.0 from source (CPU ops, ~25 min on 2 cores); pip caches the wheel
 # so later runs on the same machine take seconds. Never installs torchvision, timm or torchscale.
 set -euo pipefail
