@@ -142,6 +142,8 @@ def read_jsonl(path: str) -> List[InputLine]:
         data = f.read()
     base = osp.dirname(osp.abspath(path))
     items = []
+    if data.startswith(b'\xef\xbb\xbf'):  # a UTF-8 byte order mark (some Windows editors)
+        data = data[3:]
     for n, raw in enumerate(data.split(b'\n'), 1):
         raw = raw.rstrip(b'\r')
         if raw.strip():
@@ -444,9 +446,13 @@ def run(args) -> int:
               file=sys.stderr)
     written, errors = 0, []
     if todo:
+        import torch
         from tqdm import tqdm
 
         from mmrefer.apis import RefInferencer
+        if args.device.startswith('cuda') and not torch.cuda.is_available():
+            raise UsageError(f'--device {args.device}: CUDA is not available to this torch '
+                             f'({torch.__version__})')
         try:
             inferencer = RefInferencer(args.config, weights=args.weights, device=args.device,
                                        batch_size=args.batch_size, cfg_options=args.cfg_options)
