@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Usage: tools/dist_test.sh CONFIG CHECKPOINT NGPUS [test.py args]
+# Distributed evaluation with torchrun (--launcher pytorch), as MMDetection's tools/dist_test.sh.
+#   tools/dist_test.sh CONFIG CHECKPOINT NPROC_PER_NODE [test.py args]
+# Several machines: NNODES, NODE_RANK, MASTER_ADDR, PORT as in tools/dist_train.sh.
+# PYTHON picks the interpreter (default: python on PATH).
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -7,7 +10,8 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-python}
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-python -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
+"$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" --nproc_per_node="$GPUS" --master_port="$PORT" \
     "$(dirname "$0")/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
