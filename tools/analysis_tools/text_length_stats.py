@@ -5,8 +5,9 @@
 
 Reads every ``*.csv`` of ``--csv-dir`` (default ``../shared/realdata/refcoco_sentences/data``:
 one file per dataset split, a ``sent`` column with one referring sentence per row) and
-tokenizes the sentences **through** :class:`mmrefer.models.HFTextEncoder.tokenize`, i.e.
-exactly what InstAlign's text encoder feeds RoBERTa/BERT (its ``lower_case`` step included), with
+tokenizes the sentences **through** InstAlign's text encoder (``HFTextEncoder``: its
+``tokenize`` method, or its ``tokenizer`` component where the encoder has one), i.e. exactly
+what it feeds RoBERTa/BERT (its ``lower_case`` step included), with
 the tokenizer of ``--tokenizer`` (default ``../shared/realdata/roberta-base``, the real
 RoBERTa-base BPE; ``bert-base-uncased`` selects the real BERT WordPiece vocabulary). Per file:
 
@@ -17,7 +18,7 @@ RoBERTa-base BPE; ``bert-base-uncased`` selects the real BERT WordPiece vocabula
   ``[<s>] first (text_len - 2) tokens [</s>]``, and ``truncated_pct = 100 * truncated /
   sentences``.
 
-``n_i`` is the attention-mask sum of ``HFTextEncoder.tokenize`` run with a length limit the
+``n_i`` is the attention-mask sum of the encoder's tokenization run with a length limit the
 sentences never reach (512); ``truncated`` is the ``num_truncated`` counter of a second encoder
 built with ``max_length = text_len``, so the share is the encoder's own count. The encoders are
 built with a one-layer, 8-wide architecture (only the tokenizer matters; no weights are read).
@@ -137,35 +138,45 @@ def build_encoder(model_type: str, tokenizer_dir: str, max_length: int, lower_ca
     arch = dict(TINY_ARCH, max_position_embeddings=_ARCHS[model_type]['max_position_embeddings'])
     enc = HFTextEncoder(model_type=model_type, arch=arch, tokenizer_dir=tokenizer_dir,
                         max_length=max_length, lower_case=lower_case)
-    # transformers loads a RoBERTa tokenizer from a BERT folder without an error and then maps
-    # every sentence to the two special tokens: refuse a tokenizer that cannot spell a plain
+    # transformers can load a RoBERTa tokenizer from a BERT folder without an error and then
+    # map every sentence to the two special tokens: refuse a tokenizer that cannot spell a plain
     # English phrase
-    ids = enc.tokenize(['the man on the left'])['input_ids'][0]
-    n = int((ids != enc.tokenizer.pad_token_id).sum())
-    if n <= 2 or enc.tokenizer.unk_token_id in ids.tolist():
+    enc_ids = encode(enc, ['the man on the left'])
+    ids = enc_ids['input_ids'][0][enc_ids['attention_mask'][0].bool()].tolist()
+    hf = getattr(enc.tokenizer, 'tok', enc.tokenizer)  # the transformers tokenizer
+    if len(ids) <= 2 or hf.unk_token_id in ids:
         raise ValueError(f'{tokenizer_dir} does not work as a {model_type} tokenizer: '
-                         f"'the man on the left' -> {ids[:n].tolist()} (vocabulary "
-                         f'{len(enc.tokenizer)}); check --model-type')
+                         f"'the man on the left' -> {ids} (vocabulary {len(hf)}); check "
+                         '--model-type')
     return enc
 
 
+def encode(encoder, sentences: List[str]) -> Dict:
+    """``input_ids`` / ``attention_mask`` ``[B, max_length]`` as ``encoder.forward`` makes
+    them from raw sentences: ``encoder.tokenize`` (mmrefer up to the HFTokenizer component) or
+    ``encoder.tokenizer(...)`` (the HFTokenizer component)."""
+    if hasattr(encoder, 'tokenize'):
+        return encoder.tokenize(sentences)
+    return encoder.tokenizer(sentences)
+
+
 def token_counts(encoder, sentences: List[str], chunk: int = 4096) -> List[int]:
-    """``n_i``: valid positions of ``encoder.tokenize`` per sentence (special tokens included)."""
+    """``n_i``: valid positions of :func:`encode` per sentence (special tokens included)."""
     counts = []
     for start in range(0, len(sentences), chunk):
-        mask = encoder.tokenize(sentences[start:start + chunk])['attention_mask']
+        mask = encode(encoder, sentences[start:start + chunk])['attention_mask']
         counts += mask.sum(1).tolist()
     return counts
 
 
 def count_truncated(encoder, sentences: List[str], chunk: int = 4096) -> int:
-    """Sentences ``encoder.tokenize`` cuts to its ``max_length`` (its ``num_truncated``)."""
+    """Sentences :func:`encode` cuts to the encoder's ``max_length`` (its ``num_truncated``)."""
     import warnings
     before = encoder.num_truncated
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the encoder warns once on the first cut
         for start in range(0, len(sentences), chunk):
-            encoder.tokenize(sentences[start:start + chunk])
+            encode(encoder, sentences[start:start + chunk])
     return encoder.num_truncated - before
 
 
