@@ -336,8 +336,9 @@ def build_ui(demo: WebDemo, examples: Sequence[Sequence[str]] = (), header: str 
             with gr.Column(scale=3):
                 answers = gr.Textbox(label='answers', interactive=False, lines=3,
                                      elem_id='answers')
-                gallery = gr.Gallery(label='mask, box and maps per sentence', columns=1,
-                                     format='png', object_fit='contain', height='auto',
+                # no floating label: it would cover the top of each picture (its own title)
+                gallery = gr.Gallery(label='mask, box and maps per sentence', show_label=False,
+                                     columns=1, format='png', object_fit='contain', height=720,
                                      elem_id='results')
         button.click(run, inputs=[image, text], outputs=[gallery, answers, message],
                      preprocess=False, concurrency_limit=1)
