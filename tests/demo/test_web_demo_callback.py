@@ -211,7 +211,8 @@ def test_tiny_models_on_synthref_example(synthref_root, name, key):
     image, text = wd.load_examples(root)[0]
     pictures, answers, message, ok = demo.predict(image, text)
     sentences = text.splitlines()
-    assert ok and len(pictures) == len(sentences) == len(answers.splitlines())
+    assert ok, message
+    assert len(pictures) == len(sentences) == len(answers.splitlines())
     for k, (line, sentence) in enumerate(zip(answers.splitlines(), sentences), 1):
         assert line.startswith(f'{k}. "{sentence}": ')
         assert ': target found, score ' in line or ': no target, score ' in line
