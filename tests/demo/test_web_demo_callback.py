@@ -252,8 +252,9 @@ def test_cli_defaults_are_local_and_private():
     assert wd.launch_kwargs(wd.parse_args(['x', '--share', '--port', '8000']))['share'] is True
 
 
-def test_import_turns_gradio_analytics_off(monkeypatch):
+def test_import_turns_gradio_analytics_off(monkeypatch, tmp_path):
     monkeypatch.delenv('GRADIO_ANALYTICS_ENABLED', raising=False)
+    monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path))  # importing gradio creates its cache
     load_web_demo()
     import os
     assert os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'
@@ -272,7 +273,8 @@ def test_cli_rejects_bad_paths(tmp_path, capsys):
         assert expected in capsys.readouterr().err
 
 
-def test_page_builds_with_its_elements(fake_demo, synthref_root):
+def test_page_builds_with_its_elements(fake_demo, synthref_root, monkeypatch, tmp_path):
+    monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path))  # gr.Examples copies its images there
     gr = pytest.importorskip('gradio', reason='gradio (the demo extra) is not installed')
     ui = wd.build_ui(fake_demo, wd.load_examples(str(synthref_root))[:2], 'header')
     assert isinstance(ui, gr.Blocks) and ui.analytics_enabled is False
