@@ -50,7 +50,7 @@ REFUSE_PIXELS = 80_000_000
 MAX_SENTENCES = 8
 #: longest side of each answer picture sent to the browser (the drawing itself is full size)
 DISPLAY_SIDE = 1600
-#: upload limit passed to Gradio (its own message above it)
+#: upload limit passed to Gradio ('50mb' is 50 MiB there; its page refuses bigger files)
 MAX_FILE_SIZE = '50mb'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
