@@ -86,7 +86,8 @@ SIZE_KEYS = {
         'latent_init.embed_dims', 'concept_injector.embed_dims', 'concept_injector.num_concepts',
         'head.in_channels', 'head.feat_channels', 'head.embed_dims', 'head.extra_upsamples',
         'head.num_decoder_layers', 'head.decoder_heads', 'head.decoder_ffn_dims',
-        'head.mlp_hidden_dims', 'head.empty_token.embed_dims', 'head.empty_token.num_heads'),
+        'head.mlp_hidden_dims', 'head.no_target_predictor.embed_dims',
+        'head.no_target_predictor.num_heads'),
     'InstAlign': (
         'backbone.embed_dims', 'backbone.depths', 'backbone.num_heads', 'backbone.window_size',
         'backbone.drop_path_rate', 'backbone.init_cfg', 'text_encoder.pretrained',

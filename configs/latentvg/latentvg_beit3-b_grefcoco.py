@@ -9,7 +9,7 @@ _base_ = [
 model = dict(
     subject_distributor=None,
     head=dict(
-        empty_token=dict(_delete_=True, type='EmptyTokenPredictor', embed_dims=768, num_heads=8,
+        no_target_predictor=dict(_delete_=True, type='EmptyTokenPredictor', embed_dims=768, num_heads=8,
                          ffn_ratio=2.0),
         loss_no_target=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=0.5)))
 optim_wrapper = dict(optimizer=dict(lr=5e-5))

@@ -23,7 +23,6 @@ model = dict(
     # from-scratch tokenizer spells letter by letter; the official BEiT-3 one is cased
     tokenizer=dict(type='BEiT3Tokenizer', spm_path='data/synthref/tokenizers/beit3.spm',
                    max_length=text_len, lower_case=True),
-    text_len=text_len,
     backbone=dict(
         type='BEiT3',
         arch=dict(embed_dims=dims, num_layers=4, num_heads=4, ffn_ratio=2),
@@ -49,7 +48,7 @@ model = dict(
         decoder_heads=4,
         decoder_ffn_dims=2 * dims,
         mlp_hidden_dims=dims,
-        empty_token=dict(type='EmptyTokenPredictor', embed_dims=dims, num_heads=4,
+        no_target_predictor=dict(type='EmptyTokenPredictor', embed_dims=dims, num_heads=4,
                          ffn_ratio=2.0),
         loss_mask=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0),
         loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=False, activate=False,

@@ -49,7 +49,7 @@ def test_config_builds_without_files(path):
 def test_paper_setting():
     cfg = _load('latentvg_beit3.py')
     m = cfg.model
-    assert m.backbone.arch == 'base' and m.backbone.img_size == 480 and m.text_len == 20
+    assert m.backbone.arch == 'base' and m.backbone.img_size == 480
     assert m.tokenizer.max_length == 20 and 'indomain' in m.pretrained
     assert tuple(m.latent_init.attr_lengths) == (4, 10)
     assert tuple(m.latent_init.drop_probs) == (0.2, 0.15)
@@ -66,7 +66,7 @@ def test_gres_variant():
     assert cfg.model.subject_distributor is None
     assert cfg.model.head.loss_no_target.loss_weight == 0.5
     model = _build_meta(cfg)
-    assert model.subject_distributor is None and model.head.empty_token is not None
+    assert model.subject_distributor is None and model.head.no_target_predictor is not None
     assert model.concept_injector is not None
 
 

@@ -242,7 +242,7 @@ def test_tokenize_beit3_spm(synthref_beit3_spm):
     n = len(pieces) + 2
     assert out['input_ids'].tolist() == [0] + pieces + [2] + [1] * (20 - n)
     assert out['attention_mask'].tolist() == [1] * n + [0] * (20 - n)
-    short = TokenizeText(tokenizer=dict(type='sentencepiece', path=synthref_beit3_spm),
+    short = TokenizeText(tokenizer=dict(type='BEiT3Tokenizer', spm_path=synthref_beit3_spm),
                          max_length=4)
     r = short(dict(text=text))
     assert r['input_ids'].tolist() == [0, pieces[0], pieces[1], 2]
@@ -251,7 +251,9 @@ def test_tokenize_beit3_spm(synthref_beit3_spm):
 
 
 def test_tokenize_lower_case(synthref_beit3_spm):
-    lower = TokenizeText(tokenizer=synthref_beit3_spm, max_length=12, lower_case=True)
+    # lower_case lives in the tokenizer's config, as in the model config
+    lower = TokenizeText(tokenizer=dict(type='BEiT3Tokenizer', spm_path=synthref_beit3_spm,
+                                        lower_case=True), max_length=12)
     cased = TokenizeText(tokenizer=synthref_beit3_spm, max_length=12)
     ref = cased(dict(text='the red circle'))['input_ids'].tolist()
     assert lower(dict(text='The Red circle'))['input_ids'].tolist() == ref

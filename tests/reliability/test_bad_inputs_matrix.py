@@ -498,16 +498,16 @@ def _text_encoder(roberta_dir):
 
 def test_long_sentence_hf_text_encoder_truncates(synthref_roberta_dir):
     enc = _text_encoder(synthref_roberta_dir)
-    out = enc.tokenize([LONG, 'the red circle'])
+    out = enc.tokenizer([LONG, 'the red circle'])
     assert out['input_ids'].shape == (2, 12)
     assert out['attention_mask'][0].tolist() == [1] * 12
-    assert out['input_ids'][0, -1].item() == enc.tokenizer.eos_token_id
+    assert out['input_ids'][0, -1].item() == enc.tokenizer.tok.eos_token_id
 
 
 def test_long_sentence_hf_text_encoder_warns(synthref_roberta_dir):
     enc = _text_encoder(synthref_roberta_dir)
     with captured_log() as log, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        enc.tokenize([LONG])
+        enc([LONG])
     said = warnings_of(log) + ' '.join(str(w.message) for w in caught)
     assert 'truncat' in said.lower()

@@ -17,9 +17,7 @@ model = dict(
         pad_size_divisor=1),
     pretrained='data/pretrained/beit3_base_indomain_patch16_224.pth',
     tokenizer=dict(type='BEiT3Tokenizer', spm_path='data/pretrained/beit3.spm',
-                   max_length=text_len),
-    text_len=text_len,
-    pad_token_id=1,
+                   max_length=text_len),  # the text length L fed to the encoder
     replace_visual_cls=True,
     backbone=dict(
         type='BEiT3',
@@ -64,12 +62,11 @@ model = dict(
         decoder_heads=12,
         decoder_ffn_dims=3072,
         mlp_hidden_dims=embed_dims,
-        empty_token=None,
+        no_target_predictor=None,  # GRES: the empty token (latentvg_beit3-b_grefcoco.py)
         loss_mask=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0),
         loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=False, activate=False,
                        loss_weight=0.5),
         loss_contrastive=dict(type='PositiveMarginContrastiveLoss', gamma=0.2,
                               temperature=0.07, loss_weight=1.0),
-        loss_no_target=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=0.5),
-        mask_threshold=0.5,
-        no_target_threshold=0.5))
+        loss_no_target=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=0.5)),
+    test_cfg=dict(mask_thr=0.5, nt_thr=0.5))

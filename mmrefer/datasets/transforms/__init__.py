@@ -1,7 +1,7 @@
 from .formatting import PackRefInputs
 from .loading import LoadRefAnnotations, LoadRefImageFromFile, decode_ref_mask
 from .resize import RefResize
-from .tokenize import TokenizeText, build_text_tokenizer
+from .tokenize import TokenizeText
 
 __all__ = ['LoadRefImageFromFile', 'LoadRefAnnotations', 'decode_ref_mask', 'RefResize',
-           'TokenizeText', 'build_text_tokenizer', 'PackRefInputs']
+           'TokenizeText', 'PackRefInputs']

@@ -22,7 +22,7 @@ __all__ = ['PackRefInputs']
 
 DEFAULT_META_KEYS = ('img_path', 'img_id', 'ref_id', 'sent_id', 'text', 'no_target', 'source',
                      'ori_shape', 'img_shape', 'scale_factor', 'letterbox', 'input_ids',
-                     'attention_mask')
+                     'attention_mask', 'token_offsets')
 
 
 def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
@@ -77,7 +77,7 @@ class PackRefInputs(BaseTransform):
         for k in self.meta_keys:
             if k in results:
                 v = results[k]
-                if k in ('input_ids', 'attention_mask'):
+                if k in ('input_ids', 'attention_mask', 'token_offsets'):
                     v = torch.as_tensor(np.asarray(v), dtype=torch.int64)
                 meta[k] = v
         meta.setdefault('img_shape', (h, w))

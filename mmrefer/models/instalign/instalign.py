@@ -13,6 +13,7 @@ from mmdet.models.detectors.base import BaseDetector
 from torch import Tensor
 
 from mmrefer.registry import MODELS
+from ..language_models.text_path import token_words, tokenize_samples
 
 
 @MODELS.register_module()
@@ -41,35 +42,27 @@ class InstAlign(BaseDetector):
         return tuple(self.backbone(batch_inputs))
 
     def encode_text(self, batch_data_samples, allow_dummy: bool = False) -> Dict[str, Tensor]:
-        """Run the text encoder on the samples' ``input_ids`` (if all have them) or ``text``.
+        """Tokenize (the one text path: metainfo ``input_ids`` from ``TokenizeText`` or the
+        samples' ``text``) and run the text encoder. Returns the encoder's dict plus ``offsets``
+        and ``texts`` for the words shown next to a prediction.
 
         ``allow_dummy`` (only for ``_forward``, e.g. FLOPs counting without a tokenizer dir)
         replaces a missing tokenizer by a ``max_length`` sequence of dummy ids."""
-        metas = [s.metainfo for s in batch_data_samples]
-        if metas and all('input_ids' in m for m in metas):
-            ids = torch.stack([torch.as_tensor(m['input_ids']).long() for m in metas])
-            mask = torch.stack([torch.as_tensor(m['attention_mask']).long()
-                                if 'attention_mask' in m else (torch.as_tensor(m['input_ids']) !=
-                                self.text_encoder.model.config.pad_token_id).long()
-                                for m in metas])
-            device = next(self.text_encoder.parameters()).device
-            return self.text_encoder(input_ids=ids.to(device), attention_mask=mask.to(device))
-        missing = [i for i, m in enumerate(metas) if not isinstance(m.get('text'), str)]
-        if missing:
-            raise KeyError(f'InstAlign: data samples {missing} have no str metainfo "text" '
-                           f'(nor input_ids); img_path={metas[missing[0]].get("img_path")}')
-        texts = [m['text'] for m in metas]
+        device = next(self.text_encoder.parameters()).device
         try:
-            return self.text_encoder(texts)
+            tok = tokenize_samples(self.text_encoder.tokenizer, batch_data_samples, device)
         except FileNotFoundError:
             if not allow_dummy:
                 raise
             warnings.warn('InstAlign._forward: no tokenizer dir, using dummy token ids of '
                           'length max_length (fine for FLOPs/shape checks only)')
             n = self.text_encoder.max_length
-            ids = torch.full((len(texts), n), 3, dtype=torch.long,
-                             device=next(self.text_encoder.parameters()).device)
-            return self.text_encoder(input_ids=ids, attention_mask=torch.ones_like(ids))
+            ids = torch.full((len(batch_data_samples), n), 3, dtype=torch.long, device=device)
+            tok = dict(input_ids=ids, attention_mask=torch.ones_like(ids), offsets=None,
+                       texts=[None] * len(ids))
+        out = self.text_encoder(input_ids=tok['input_ids'], attention_mask=tok['attention_mask'])
+        out.update(offsets=tok['offsets'], texts=tok['texts'])
+        return out
 
     def loss(self, batch_inputs: Tensor, batch_data_samples) -> Dict[str, Tensor]:
         return self.head.loss(self.extract_feat(batch_inputs), self.encode_text(batch_data_samples),
@@ -79,14 +72,11 @@ class InstAlign(BaseDetector):
         """Fills the contract's prediction fields at ``img_shape`` (``rescale`` is handled by
         ``mmrefer.structures.geometry`` in the metrics / inferencer)."""
         text = self.encode_text(batch_data_samples)
-        words, valid = None, None
-        try:
-            words = self.text_encoder.id_to_words(text['input_ids'])
-            special = torch.tensor(self.text_encoder.tokenizer.all_special_ids,
-                                   device=text['input_ids'].device)
-            valid = text['attention_mask'].bool() & ~torch.isin(text['input_ids'], special)
-        except FileNotFoundError:  # pre-tokenized ids without a tokenizer dir: no words
-            pass
+        words = token_words(text['texts'], text['offsets'])
+        valid = None
+        if words is not None:
+            valid = torch.tensor([[bool(w) for w in row] for row in words],
+                                 device=text['input_ids'].device) & text['attention_mask'].bool()
         return self.head.predict(self.extract_feat(batch_inputs), text, batch_data_samples,
                                  words=words, word_valid=valid)
 

@@ -5,11 +5,17 @@ Id rule (fairseq dictionary on top of the sentencepiece model, as ``XLMRobertaTo
     <s> = 0, <pad> = 1, </s> = 2, <unk> = 3, piece p -> p + 1 (p != sp.unk_id()), <mask> = |sp| + 1
 
 A sentence becomes ``[<s>] pieces[:max_length - 2] [</s>]`` padded with ``<pad>`` to
-``max_length``; ``padding_mask`` is True at pads (BEiT-3's ``text_padding_position``).
+``max_length``; ``padding_mask`` is True at pads (BEiT-3's ``text_padding_position``),
+``attention_mask`` is its complement (1 = token, the transformers convention) and ``offsets``
+gives each token's ``(start, end)`` character span in the sentence (``(0, 0)`` for ``<s>``,
+``</s>`` and pads), so words for display come from the sentence itself.
+
+This is the one place the BEiT-3 id rule is written: the detector (``LatentVG``) and the
+pipeline (``TokenizeText``) both call it.
 """
 import os.path as osp
 import warnings
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
@@ -67,36 +73,54 @@ class BEiT3Tokenizer:
 
     def encode(self, text: str) -> List[int]:
         """Piece ids of one sentence (fairseq numbering, no ``<s>``/``</s>``)."""
+        return self.encode_with_offsets(text)[0]
+
+    def encode_with_offsets(self, text: str) -> Tuple[List[int], List[Tuple[int, int]]]:
+        """Piece ids (fairseq numbering) and each piece's ``(start, end)`` character span."""
         unk = self.sp.unk_id()
-        return [self.unk_token_id if p == unk else p + self.fairseq_offset
-                for p in self.sp.encode(text.lower() if self.lower_case else text)]
+        proto = self.sp.encode(text.lower() if self.lower_case else text,
+                               out_type='proto')
+        # sentencepiece spans are byte offsets into the UTF-8 text: map them to characters
+        char_of_byte = [i for i, ch in enumerate(text) for _ in ch.encode('utf-8')]
+        char_of_byte.append(len(text))
+        ids, spans = [], []
+        for piece in proto.pieces:
+            ids.append(self.unk_token_id if piece.id == unk else piece.id + self.fairseq_offset)
+            spans.append((char_of_byte[min(piece.begin, len(char_of_byte) - 1)],
+                          char_of_byte[min(piece.end, len(char_of_byte) - 1)]))
+        return ids, spans
 
     def __call__(self, texts: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
-        """Returns ``input_ids`` LongTensor[B, L] and ``padding_mask`` BoolTensor[B, L]."""
+        """Returns ``input_ids`` LongTensor[B, L], ``padding_mask`` BoolTensor[B, L] (True at
+        pads), ``attention_mask`` LongTensor[B, L] (1 at tokens) and ``offsets`` (a list of
+        ``L`` character spans per sentence)."""
         if isinstance(texts, str):
             texts = [texts]
         ids = torch.full((len(texts), self.max_length), self.pad_token_id, dtype=torch.long)
         pad = torch.ones(ids.shape, dtype=torch.bool)
+        offsets = []
         cut = 0
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f'BEiT3Tokenizer: texts[{i}] is {type(text).__name__}, not str')
-            pieces = self.encode(text) if text.strip() else []
+            pieces, spans = self.encode_with_offsets(text) if text.strip() else ([], [])
             if not pieces:
                 raise ValueError(f'BEiT3Tokenizer: texts[{i}] is empty ({text!r})')
             if len(pieces) > self.max_length - 2:
                 cut += 1
-                pieces = pieces[:self.max_length - 2]
+                pieces, spans = pieces[:self.max_length - 2], spans[:self.max_length - 2]
             row = [self.bos_token_id] + pieces + [self.eos_token_id]
             ids[i, :len(row)] = torch.tensor(row)
             pad[i, :len(row)] = False
+            offsets.append([(0, 0)] + spans + [(0, 0)] * (self.max_length - 1 - len(spans)))
         if cut:
             if self.num_truncated == 0:
                 warnings.warn(f'BEiT3Tokenizer: sentences longer than max_length='
                               f'{self.max_length} tokens are truncated (warned once; the count '
                               'is in .num_truncated)')
             self.num_truncated += cut
-        return dict(input_ids=ids, padding_mask=pad)
+        return dict(input_ids=ids, padding_mask=pad, attention_mask=(~pad).long(),
+                    offsets=offsets)
 
 
 MODELS.register_module(module=BEiT3Tokenizer)

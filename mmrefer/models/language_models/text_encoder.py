@@ -3,19 +3,20 @@
 Word features ``T_0`` [B, L, C], the attention mask [B, L] (1 = real token) and a sentence feature
 [B, C] (mean of the valid word features) for a batch of raw sentences.
 
-The architecture is built from an inline config dict, so ``MODELS.build`` needs no file. The
-tokenizer is loaded lazily from ``tokenizer_dir`` on first use and the pretrained weights from
-``pretrained`` in :meth:`init_weights` (both local directories in Hugging Face layout).
+The architecture is built from an inline config dict, so ``MODELS.build`` needs no file. Its
+tokenizer component (:class:`~.hf_tokenizer.HFTokenizer`, ``self.tokenizer``) is loaded lazily from
+``tokenizer_dir`` on first use and the pretrained weights from ``pretrained`` in
+:meth:`init_weights` (both local directories in Hugging Face layout).
 """
 import os
-import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmrefer.registry import MODELS
+from .hf_tokenizer import HFTokenizer
 
 # roberta-base / bert-base-uncased shapes (their hub ``config.json``); any key can be overridden
 # through ``arch``.
@@ -83,10 +84,10 @@ class HFTextEncoder(BaseModule):
         self.tokenizer_dir = tokenizer_dir
         self.pretrained = pretrained
         self.max_length = max_length
-        self.num_truncated = 0  # sentences cut to max_length so far
         self.freeze = freeze
-        self.lower_case = lower_case
-        self._tokenizer = None
+        # the one tokenizer component of this encoder (lazy: building needs no file)
+        self.tokenizer = HFTokenizer(tokenizer_dir, max_length, lower_case, model_type,
+                                     vocab_size=self.model.config.vocab_size)
         if freeze:
             self.model.requires_grad_(False)
 
@@ -95,27 +96,9 @@ class HFTextEncoder(BaseModule):
         return self.model.config.hidden_size
 
     @property
-    def tokenizer(self):
-        """The tokenizer, loaded from ``tokenizer_dir`` the first time it is needed."""
-        if self._tokenizer is None:
-            if not self.tokenizer_dir or not os.path.isdir(self.tokenizer_dir):
-                raise FileNotFoundError(
-                    f'HFTextEncoder: tokenizer_dir={self.tokenizer_dir!r} is not a directory; set '
-                    'model.text_encoder.tokenizer_dir to a local RoBERTa/BERT tokenizer dir '
-                    '(check it with tools/model_converters/check_text_encoder_dir.py)')
-            import transformers
-            # without tokenizer_config.json AutoTokenizer cannot tell the class: use model_type's
-            has_cfg = os.path.isfile(os.path.join(self.tokenizer_dir, 'tokenizer_config.json'))
-            cls = transformers.AutoTokenizer if has_cfg else getattr(
-                transformers, dict(roberta='RobertaTokenizer', bert='BertTokenizer')[
-                    self.model_type])
-            tok = cls.from_pretrained(self.tokenizer_dir, local_files_only=True)
-            if len(tok) > self.model.config.vocab_size:
-                raise ValueError(
-                    f'HFTextEncoder: tokenizer in {self.tokenizer_dir} has {len(tok)} tokens but '
-                    f'arch.vocab_size is {self.model.config.vocab_size}')
-            self._tokenizer = tok
-        return self._tokenizer
+    def num_truncated(self) -> int:
+        """Sentences cut to ``max_length`` so far (by :attr:`tokenizer`)."""
+        return self.tokenizer.num_truncated
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -139,33 +122,6 @@ class HFTextEncoder(BaseModule):
         if missing:
             raise KeyError(f'HFTextEncoder: {self.pretrained} lacks weights {missing[:5]}')
 
-    def tokenize(self, texts: Sequence[str], device=None) -> Dict[str, Tensor]:
-        """Raw sentences -> ``input_ids`` / ``attention_mask`` [B, max_length]."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f'HFTextEncoder.tokenize expects a list of str, got {texts!r}')
-        texts = [t.lower() for t in texts] if self.lower_case else list(texts)
-        ids = self.tokenizer(texts)['input_ids']  # with the special tokens, unpadded
-        # truncation keeps the closing special token: [<s>] first (max_length - 2) words [</s>]
-        cut = sum(len(x) > self.max_length for x in ids)
-        if cut:
-            if self.num_truncated == 0:
-                warnings.warn(f'HFTextEncoder: sentences longer than max_length={self.max_length} '
-                              'tokens are truncated (warned once; the count is in '
-                              '.num_truncated)')
-            self.num_truncated += cut
-            ids = [x if len(x) <= self.max_length else x[:self.max_length - 1] + x[-1:]
-                   for x in ids]
-        enc = self.tokenizer.pad({'input_ids': ids}, padding='max_length',
-                                 max_length=self.max_length, return_tensors='pt')
-        return dict(input_ids=enc['input_ids'].to(device),
-                    attention_mask=enc['attention_mask'].to(device))
-
-    def id_to_words(self, input_ids: Tensor) -> List[List[str]]:
-        """Readable token strings per sentence (for the ``aligned_words`` extras)."""
-        tok = self.tokenizer
-        return [[tok.convert_tokens_to_string([t]).strip()
-                 for t in tok.convert_ids_to_tokens(ids.tolist())] for ids in input_ids]
-
     def forward(self, texts: Optional[Sequence[str]] = None,
                 input_ids: Optional[Tensor] = None,
                 attention_mask: Optional[Tensor] = None) -> Dict[str, Tensor]:
@@ -180,8 +136,11 @@ class HFTextEncoder(BaseModule):
         if input_ids is None:
             if texts is None:
                 raise ValueError('HFTextEncoder.forward needs texts or input_ids')
-            enc = self.tokenize(texts, device)
-            input_ids, attention_mask = enc['input_ids'], enc['attention_mask']
+            if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f'HFTextEncoder expects a list of str, got {texts!r}')
+            enc = self.tokenizer(texts)
+            input_ids = enc['input_ids'].to(device)
+            attention_mask = enc['attention_mask'].to(device)
         elif attention_mask is None:
             attention_mask = (input_ids != self.model.config.pad_token_id).long()
         # A row with no valid token (hand-made all-pad input_ids) would make every attention

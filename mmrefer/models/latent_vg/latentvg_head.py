@@ -23,34 +23,25 @@ tokens ``q = [t_o, z_o^1 .. z_o^N]`` (``[B, Q, C]``, ``Q = N + 1``) and the whol
 * losses on ``p`` against the GT at the input size, over each sample's ``img_shape`` region only:
   ``2 * BCE + 0.5 * Dice`` (mmdet ``CrossEntropyLoss(use_sigmoid)`` on ``logit(p)`` with the
   region as element weight, ``DiceLoss(activate=False)`` on the region), the contrastive loss
-  between ``t_o`` and ``z_o^i`` (when ``Q > 1``) and, for GRES, ``0.5 * BCE`` of the empty-token
-  no-target logit;
-* prediction (at ``img_shape``): ``pred_prob = p``, ``pred_mask = p > mask_threshold`` (all False
-  if the no-target probability is above ``no_target_threshold``), ``pred_box`` = mmdet
-  ``mask2bbox`` of the mask (all zeros for an empty mask).
+  ``loss_contrastive`` between ``t_o`` and ``z_o^i`` (when ``Q > 1``) and, for GRES, ``0.5 * BCE``
+  of the empty-token no-target logit;
+* prediction: :class:`~mmrefer.models.post_processing.RefPostProcessor` (shared with InstAlign)
+  turns ``p`` and the no-target probability into ``pred_prob``, ``pred_mask`` (``p >
+  test_cfg.mask_thr``, cleared when the no-target probability is above ``test_cfg.nt_thr``),
+  ``pred_box`` (all zeros for an empty mask), ``pred_score``; ``pred_extras`` holds the
+  per-expression maps ``expr_maps [Q, h, w]`` and the ``subject_index``.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.structures.mask import mask2bbox
 from mmengine.model import BaseModule
+from torch import Tensor
 
 from mmrefer.registry import MODELS
-
-
-def batch_shape(batch_data_samples: List) -> tuple:
-    """``(H, W)`` of the padded batch the logits were computed on: ``batch_input_shape``
-    (set by the data preprocessor), else the largest ``img_shape``."""
-    meta = batch_data_samples[0].metainfo
-    if meta.get('batch_input_shape') is not None:
-        return tuple(meta['batch_input_shape'][:2])
-    shapes = [ds.metainfo.get('img_shape') for ds in batch_data_samples]
-    if any(s is None for s in shapes):
-        raise KeyError('data samples lack batch_input_shape and img_shape (set by the data '
-                       'preprocessor and RefResize)')
-    return max(s[0] for s in shapes), max(s[1] for s in shapes)
+from ..post_processing import RefPostProcessor
+from ..utils import batch_shape, img_regions, img_shapes, stack_merged_gt
 
 
 class LatentVGPixelDecoder(nn.Module):
@@ -107,13 +98,13 @@ class LatentVGHead(BaseModule):
         num_decoder_layers (int): token-decoder layers (0 disables it).
         decoder_heads (int), decoder_ffn_dims (int), decoder_dropout (float): token decoder.
         mlp_hidden_dims (int): hidden width of every per-token MLP (``C -> hidden -> E``).
-        empty_token (dict, optional): ``EmptyTokenPredictor`` config (GRES variant).
+        no_target_predictor (dict, optional): ``EmptyTokenPredictor`` config (GRES variant).
         loss_mask, loss_dice (dict): mmdet loss configs applied to the averaged map.
         loss_contrastive (dict, optional): text-vs-latent loss (``PositiveMarginContrastiveLoss``
             or a variant); ignored when ``Q == 1``.
-        loss_no_target (dict): no-target BCE (used with ``empty_token``).
-        mask_threshold (float), no_target_threshold (float): test thresholds.
-        return_expr_maps (bool): put the per-expression sigmoid maps in ``pred_extras``.
+        loss_no_target (dict): no-target BCE (used with ``no_target_predictor``).
+        test_cfg (dict): ``mask_thr`` (0.5), ``nt_thr`` (0.5), ``return_expr_maps`` (True: the
+            per-expression maps go to ``pred_extras``).
     """
 
     def __init__(self,
@@ -127,7 +118,7 @@ class LatentVGHead(BaseModule):
                  decoder_ffn_dims: int = 2048,
                  decoder_dropout: float = 0.0,
                  mlp_hidden_dims: int = 768,
-                 empty_token: Optional[dict] = None,
+                 no_target_predictor: Optional[dict] = None,
                  loss_mask: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True,
                                         loss_weight=2.0),
                  loss_dice: dict = dict(type='mmdet.DiceLoss', use_sigmoid=False, activate=False,
@@ -137,9 +128,7 @@ class LatentVGHead(BaseModule):
                                                          loss_weight=1.0),
                  loss_no_target: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True,
                                              loss_weight=0.5),
-                 mask_threshold: float = 0.5,
-                 no_target_threshold: float = 0.5,
-                 return_expr_maps: bool = True,
+                 test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if num_class_tokens < 1:
@@ -159,43 +148,55 @@ class LatentVGHead(BaseModule):
             nn.Sequential(nn.Linear(in_channels, mlp_hidden_dims), nn.GELU(),
                           nn.Linear(mlp_hidden_dims, embed_dims))
             for _ in range(num_class_tokens))
-        self.empty_token = MODELS.build(empty_token) if empty_token is not None else None
+        self.no_target_predictor = (MODELS.build(no_target_predictor)
+                                    if no_target_predictor is not None else None)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
         self.loss_contrastive = (MODELS.build(loss_contrastive)
                                  if loss_contrastive is not None and num_class_tokens > 1 else None)
-        self.loss_no_target = MODELS.build(loss_no_target) if empty_token is not None else None
-        self.mask_threshold = mask_threshold
-        self.no_target_threshold = no_target_threshold
-        self.return_expr_maps = return_expr_maps
+        self.loss_no_target = (MODELS.build(loss_no_target)
+                               if no_target_predictor is not None else None)
+        self.test_cfg = dict(mask_thr=0.5, nt_thr=0.5, return_expr_maps=True)
+        self.test_cfg.update(test_cfg or {})
+        self.post_processor = RefPostProcessor(self.test_cfg['mask_thr'],
+                                               self.test_cfg['nt_thr'])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the no-target modules got one name: 'empty_token.'
+        old = prefix + 'empty_token.'
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + 'no_target_predictor.' + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, patch_feats: torch.Tensor, class_tokens: torch.Tensor,
-                memory: torch.Tensor, memory_mask: Optional[torch.Tensor] = None) -> Dict:
+    def forward(self, x: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """Args:
-            patch_feats: ``[B, C, h, w]`` encoder patch features.
-            class_tokens: ``[B, Q, C]`` original-text CLS then each latent CLS.
-            memory: ``[B, T, C]`` encoder output; ``memory_mask`` ``[B, T]`` True = pad.
+            x: the detector's features: ``patch_feats [B, C, h, w]``, ``class_tokens [B, Q, C]``
+                (original-text CLS then each latent CLS), ``memory [B, T, C]`` (the encoder
+                output) and ``memory_mask [B, T]`` (True = pad).
 
         Returns:
-            dict(mask_logits ``[B, Q, 4h, 4w]``, class_embeds ``[B, Q, C]``,
-            no_target_logits ``[B]`` or None).
+            tuple: ``mask_logits [B, Q, 4h, 4w]``, ``class_embeds [B, Q, C]`` and the no-target
+            logits ``[B]`` (None without ``no_target_predictor``).
         """
+        class_tokens, memory = x['class_tokens'], x['memory']
+        memory_mask = x.get('memory_mask')
         if class_tokens.size(1) != self.num_class_tokens:
             raise ValueError(f'LatentVGHead: got {class_tokens.size(1)} class tokens, configured '
                              f'num_class_tokens={self.num_class_tokens} (= number of latent '
                              'expressions + 1)')
-        pix = self.pixel_decoder(patch_feats)
+        pix = self.pixel_decoder(x['patch_feats'])
         q = class_tokens
         if self.token_decoder is not None:
             q = self.token_decoder(q, memory, memory_key_padding_mask=memory_mask)
         kernels = torch.stack([mlp(q[:, j]) for j, mlp in enumerate(self.token_mlps)], dim=1)
         mask_logits = torch.einsum('bqe,behw->bqhw', kernels, pix)
-        nt = self.empty_token(memory, memory_mask) if self.empty_token is not None else None
-        return dict(mask_logits=mask_logits, class_embeds=q, no_target_logits=nt)
+        nt = (self.no_target_predictor(memory, memory_mask)
+              if self.no_target_predictor is not None else None)
+        return mask_logits, q, nt
 
     @staticmethod
-    def maps_at(mask_logits: torch.Tensor, size) -> torch.Tensor:
+    def maps_at(mask_logits: Tensor, size) -> Tensor:
         """``sigmoid(up_size(m_j))``: per-token probability maps ``[B, Q, H, W]`` at ``size``
         (bilinear on the logits, in fp32); their mean over ``Q`` is the final map ``p``."""
         logits = mask_logits.float()
@@ -204,73 +205,47 @@ class LatentVGHead(BaseModule):
         return logits.sigmoid()
 
     # ------------------------------------------------------------------ loss
-    def loss(self, outs: Dict, batch_data_samples: List) -> Dict[str, torch.Tensor]:
+    def loss(self, x: Dict[str, Tensor], batch_data_samples: List) -> Dict[str, Tensor]:
+        return self.loss_by_feat(*self(x), batch_data_samples)
+
+    def loss_by_feat(self, mask_logits: Tensor, class_embeds: Tensor,
+                     no_target_logits: Optional[Tensor],
+                     batch_data_samples: List) -> Dict[str, Tensor]:
         pad_shape = batch_shape(batch_data_samples)
-        B = len(batch_data_samples)
-        gt = outs['mask_logits'].new_zeros((B, ) + pad_shape, dtype=torch.float32)
-        region = torch.zeros_like(gt)
-        for i, ds in enumerate(batch_data_samples):
-            if 'gt_merged_mask' not in ds:
-                raise KeyError(f'LatentVGHead.loss: data sample {i} has no gt_merged_mask '
-                               '(see docs/contracts.md; PackRefInputs must produce it)')
-            g = ds.gt_merged_mask.data
-            g = g.reshape(g.shape[-2:])
-            h, w = ds.metainfo.get('img_shape', g.shape)[:2]
-            if tuple(g.shape) != (h, w) or h > pad_shape[0] or w > pad_shape[1]:
-                raise ValueError(f'LatentVGHead.loss: data sample {i} '
-                                 f'({ds.metainfo.get("img_path")}): gt_merged_mask '
-                                 f'{tuple(g.shape)} must have the img_shape {(h, w)} inside '
-                                 f'the batch shape {pad_shape}')
-            gt[i, :h, :w] = g.to(gt)
-            region[i, :h, :w] = 1
-        prob = self.maps_at(outs['mask_logits'], pad_shape).mean(dim=1)
-        p = prob.clamp(1e-6, 1 - 1e-6).flatten(1)
-        target, region = (gt > 0).float().flatten(1), region.flatten(1)
+        region = img_regions(img_shapes(batch_data_samples, pad_shape), pad_shape,
+                             mask_logits.device).flatten(1).float()
+        target = (stack_merged_gt(batch_data_samples, pad_shape, mask_logits.device) > 0)
+        target = target.flatten(1).float() * region
+        p = self.maps_at(mask_logits, pad_shape).mean(dim=1).flatten(1).clamp(1e-6, 1 - 1e-6)
         losses = dict(
             loss_mask=self.loss_mask(torch.log(p) - torch.log1p(-p), target, weight=region,
                                      avg_factor=region.sum()),
-            loss_dice=self.loss_dice(p * region, target * region))
+            loss_dice=self.loss_dice(p * region, target))
         if self.loss_contrastive is not None:
-            q = outs['class_embeds']
-            losses['loss_contrast'] = self.loss_contrastive(q[:, 0], q[:, 1:])
+            losses['loss_contrastive'] = self.loss_contrastive(class_embeds[:, 0],
+                                                               class_embeds[:, 1:])
         if self.loss_no_target is not None:
             nt_gt = torch.tensor([float(bool(ds.metainfo.get('no_target', False)))
                                   for ds in batch_data_samples], device=p.device)
-            losses['loss_no_target'] = self.loss_no_target(
-                outs['no_target_logits'][:, None].float(), nt_gt[:, None])
+            losses['loss_no_target'] = self.loss_no_target(no_target_logits[:, None].float(),
+                                                           nt_gt[:, None])
         return losses
 
     # ------------------------------------------------------------------ predict
     @torch.no_grad()
-    def predict(self, outs: Dict, batch_data_samples: List,
-                subject_index: Optional[torch.Tensor] = None) -> List:
-        pad_shape = batch_shape(batch_data_samples)
-        maps = self.maps_at(outs['mask_logits'], pad_shape)
-        prob = maps.mean(dim=1)
-        nt_prob = (outs['no_target_logits'].float().sigmoid()
-                   if outs.get('no_target_logits') is not None else None)
-        for i, ds in enumerate(batch_data_samples):
-            h, w = ds.metainfo.get('img_shape', pad_shape)[:2]
-            p = prob[i, :h, :w]
-            mask = p > self.mask_threshold
-            no_target = bool(nt_prob is not None and nt_prob[i] > self.no_target_threshold)
-            if no_target:
-                ds.pred_mask_ungated = mask  # kept for ReLA's cIoU union (GRESMetric)
-                mask = torch.zeros_like(mask)
-                score = float(nt_prob[i])
-            else:
-                score = float(p[mask].mean()) if mask.any() else float(p.max())
-                if nt_prob is not None:
-                    score *= float(1 - nt_prob[i])
-            ds.pred_prob = p
-            ds.pred_mask_thr = float(self.mask_threshold)
-            ds.pred_mask = mask
-            ds.pred_no_target = no_target
-            ds.pred_box = mask2bbox(mask[None])[0]
-            ds.pred_score = score
-            extras = dict(subject_index=int(subject_index[i]) if subject_index is not None
-                          else -1)
-            if self.return_expr_maps:
-                extras['expr_maps'] = maps[i, :, :h, :w]
-            ds.pred_extras = extras
-        return batch_data_samples
+    def predict(self, x: Dict[str, Tensor], batch_data_samples: List) -> List:
+        return self.predict_by_feat(*self(x), batch_data_samples,
+                                    subject_index=x.get('subject_index'))
+
+    def predict_by_feat(self, mask_logits: Tensor, class_embeds: Tensor,
+                        no_target_logits: Optional[Tensor], batch_data_samples: List,
+                        subject_index: Optional[Tensor] = None) -> List:
+        """Fill the prediction fields of every sample at its ``img_shape``."""
+        maps = self.maps_at(mask_logits, batch_shape(batch_data_samples))
+        nt_prob = no_target_logits.float().sigmoid() if no_target_logits is not None else None
+        if subject_index is None:
+            subject_index = torch.full((len(maps), ), -1, dtype=torch.long)
+        return self.post_processor(
+            batch_data_samples, maps.mean(dim=1), nt_prob,
+            map_extras=dict(expr_maps=maps) if self.test_cfg['return_expr_maps'] else None,
+            extras=[dict(subject_index=i) for i in subject_index])

@@ -14,16 +14,15 @@ shared across layers) and all attribute tokens ``A = [A^1; ..; A^N]`` (``[B, K_a
     A~    = S C^V   (rows renormalised to a weighted mean when ``row_normalize``)
     A    <- A~      (``residual=True``: A <- A + A~)
 
-Computed in fp32 (normalisation eps 1e-6). CLS and subject slots are left unchanged.
+Computed in fp32 (normalisation eps 1e-6). CLS and subject slots are left unchanged. The
+positions of ``V``, ``t_cls`` and every ``A^i`` come from the :class:`~.token_layout.TokenLayout`.
 """
-from typing import Sequence
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrefer.registry import MODELS
-from .subject_distributor import group_offsets
+from .token_layout import as_layout
 
 
 @MODELS.register_module()
@@ -38,8 +37,6 @@ class VisualConceptInjector(nn.Module):
         row_normalize (bool): divide each attribute's assignment by its row sum (slot-attention
             weighted mean) so ``A~`` stays on the scale of ``C^V``.
         residual (bool): add ``A~`` to the attributes instead of replacing them.
-        num_fixed_groups (int): groups before the latent ones (vision, text) (2).
-        attr_start (int): first attribute slot inside a latent group (2: after CLS, subject).
     """
 
     def __init__(self,
@@ -48,9 +45,7 @@ class VisualConceptInjector(nn.Module):
                  concept_temperature: float = 1.0,
                  assign_temperature: float = 1.0,
                  row_normalize: bool = True,
-                 residual: bool = False,
-                 num_fixed_groups: int = 2,
-                 attr_start: int = 2):
+                 residual: bool = False):
         super().__init__()
         if num_concepts < 1:
             raise ValueError(f'VisualConceptInjector: num_concepts must be >= 1, got {num_concepts}')
@@ -60,8 +55,6 @@ class VisualConceptInjector(nn.Module):
         self.assign_temperature = assign_temperature
         self.row_normalize = row_normalize
         self.residual = residual
-        self.num_fixed_groups = num_fixed_groups
-        self.attr_start = attr_start
         self.concepts = nn.Parameter(torch.empty(num_concepts, embed_dims))
         self.reset_parameters()
 
@@ -91,25 +84,18 @@ class VisualConceptInjector(nn.Module):
             new = attrs + new
         return new.to(dtype)
 
-    def forward(self, x: torch.Tensor, group_sizes: Sequence[int]) -> torch.Tensor:
-        """``x [B, T, C]`` joint sequence with ``group_sizes = [1+P, L, n_1..n_N]``."""
-        if x.size(1) != sum(group_sizes):
-            raise ValueError(f'VisualConceptInjector: sequence length {x.size(1)} != '
-                             f'sum(group_sizes) {sum(group_sizes)} ({list(group_sizes)})')
-        if len(group_sizes) <= self.num_fixed_groups:
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        """``x [B, T, C]`` joint sequence, ``layout`` its :class:`TokenLayout` (or group
+        sizes); returns the same shape with the attribute tokens replaced."""
+        layout = as_layout(layout)
+        if x.size(1) != layout.length:
+            raise ValueError(f'VisualConceptInjector: sequence length {x.size(1)} != the '
+                             f"layout's {layout.length} ({layout.group_sizes})")
+        if not layout.num_latents:
             return x
-        offsets = group_offsets(group_sizes)
-        n_vis = group_sizes[0]
-        vis = x[:, 1:n_vis]
-        t_cls = x[:, offsets[1]]
-        spans = [(off + self.attr_start, off + n) for off, n in
-                 zip(offsets[self.num_fixed_groups:], group_sizes[self.num_fixed_groups:])]
-        attrs = torch.cat([x[:, a:b] for a, b in spans], dim=1)
-        new = self.inject(vis, t_cls, attrs)
-        pieces, cursor, used = [], 0, 0
-        for a, b in spans:
-            pieces += [x[:, cursor:a], new[:, used:used + b - a]]
-            used += b - a
-            cursor = b
-        pieces.append(x[:, cursor:])
-        return torch.cat(pieces, dim=1)
+        idx = torch.cat([torch.arange(layout.attrs(i).start, layout.attrs(i).stop,
+                                      device=x.device) for i in range(layout.num_latents)])
+        new = self.inject(x[:, layout.patches], x[:, layout.text_cls], x[:, idx])
+        out = x.clone()
+        out[:, idx] = new
+        return out

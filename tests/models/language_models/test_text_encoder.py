@@ -41,7 +41,7 @@ def test_forward_shapes_and_sentence_mean(roberta_tok_dir):
     out = enc(['the red circle on the left', 'big blue'])
     assert out['word_feats'].shape == (2, 8, 16)
     assert out['attention_mask'].shape == (2, 8)
-    ids = enc.tokenizer('big blue')['input_ids']
+    ids = enc.tokenizer.tok('big blue')['input_ids']  # the transformers tokenizer itself
     assert out['input_ids'][1, :len(ids)].tolist() == ids
     assert out['attention_mask'][1].sum() == len(ids)
     m = out['attention_mask'][1].bool()
@@ -49,8 +49,11 @@ def test_forward_shapes_and_sentence_mean(roberta_tok_dir):
     # pre-tokenized ids give the same features
     again = enc(input_ids=out['input_ids'], attention_mask=out['attention_mask'])
     assert torch.allclose(again['word_feats'], out['word_feats'])
-    words = enc.id_to_words(out['input_ids'][:1])[0]
-    assert words[0] == '<s>' and 'red' in words
+    # words for display come from the tokenizer's offsets into the sentence
+    from mmrefer.models.language_models import token_words
+    texts = ['the red circle on the left', 'big blue']
+    words = token_words(texts, enc.tokenizer(texts)['offsets'])
+    assert words[0][0] == '' and 'red' in words[0] and words[1][1:3] == ['big', 'blue']
 
 
 def test_init_weights_loads_local_dir(tmp_path, roberta_tok_dir):
@@ -78,7 +81,7 @@ def test_bad_args(roberta_tok_dir):
     with pytest.raises(ValueError, match='vocab_size'):
         small(['red'])
     with pytest.raises(ValueError, match='list of str'):
-        _enc(roberta_tok_dir).tokenize('red')
+        _enc(roberta_tok_dir)('red')
 
 
 def test_bert_variant_builds():
@@ -105,9 +108,9 @@ def test_truncation_matches_hf_and_is_counted(synthref_roberta_dir):
                         max_length=8)
     texts = ['the red circle', 'the big yellow circle on the left of the small blue square', 'x']
     with pytest.warns(UserWarning, match='truncated'):
-        ours = enc.tokenize(texts)
-    ref = enc.tokenizer(texts, padding='max_length', truncation=True, max_length=8,
-                        return_tensors='pt')
+        ours = enc.tokenizer(texts)
+    ref = enc.tokenizer.tok(texts, padding='max_length', truncation=True, max_length=8,
+                            return_tensors='pt')
     assert torch.equal(ours['input_ids'], ref['input_ids'])
     assert torch.equal(ours['attention_mask'], ref['attention_mask'])
     assert enc.num_truncated == 1
@@ -128,6 +131,6 @@ def test_lower_case_option(synthref_roberta_dir):
     kw = dict(arch=dict(TINY, vocab_size=400), tokenizer_dir=str(synthref_roberta_dir),
               max_length=8)
     cased, lower = HFTextEncoder(**kw), HFTextEncoder(lower_case=True, **kw)
-    ref = cased.tokenize(['the red circle'])['input_ids']
-    assert torch.equal(lower.tokenize(['The Red circle'])['input_ids'], ref)
-    assert not torch.equal(cased.tokenize(['The Red circle'])['input_ids'], ref)
+    ref = cased.tokenizer(['the red circle'])['input_ids']
+    assert torch.equal(lower.tokenizer(['The Red circle'])['input_ids'], ref)
+    assert not torch.equal(cased.tokenizer(['The Red circle'])['input_ids'], ref)

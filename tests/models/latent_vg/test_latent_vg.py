@@ -8,6 +8,7 @@ import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import PixelData
 
+from mmrefer.models.language_models import tokenize_samples
 from mmrefer.registry import MODELS
 from mmrefer.utils import register_all_modules
 
@@ -17,8 +18,8 @@ TINY = dict(
     type='LatentVG',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
                            bgr_to_rgb=True),
-    tokenizer=None,
-    text_len=8,
+    # samples carry input_ids (as from TokenizeText), so the sentencepiece file is never read
+    tokenizer=dict(type='BEiT3Tokenizer', spm_path=None, max_length=8),
     backbone=dict(type='BEiT3', arch=dict(embed_dims=32, num_layers=2, num_heads=4, ffn_ratio=2),
                   img_size=64, patch_size=16, vocab_size=100, max_text_len=64,
                   num_latent_groups=2),
@@ -34,7 +35,7 @@ TINY = dict(
 def _samples(B=2, size=64):
     out = []
     for i in range(B):
-        ids = torch.tensor([0, 5 + i, 7, 9, 2])  # 5 tokens, padded to text_len=8
+        ids = torch.tensor([0, 5 + i, 7, 9, 2, 1, 1, 1])  # 5 tokens, padded to max_length=8
         gt = torch.zeros(1, size, size, dtype=torch.uint8)
         gt[0, 8:30, 10:40] = 1
         ds = DetDataSample(metainfo=dict(text='x', input_ids=ids, img_shape=(size, size),
@@ -50,19 +51,19 @@ def test_sequence_layout_and_hook():
     calls = []
     orig = model.subject_distributor.forward
 
-    def spy(x, sizes):
-        calls.append(list(sizes))
-        y = orig(x, sizes)
+    def spy(x, layout):
+        calls.append(list(layout.group_sizes))
+        y = orig(x, layout)
         assert torch.equal(y[:, 1 + 16 + 8 + 1], y[:, 0])  # Z^1 subject slot = visual slot
         return y
     model.subject_distributor.forward = spy
     feats = model.extract_feat(torch.randn(2, 3, 64, 64), _samples())
     assert calls == [[17, 8, 4, 5]] * 2  # after each of the 2 layers
-    assert feats['x'].shape == (2, 17 + 8 + 9, 32)
+    assert feats['memory'].shape == (2, 17 + 8 + 9, 32)
     assert feats['patch_feats'].shape == (2, 32, 4, 4)
     # class tokens: text <s> at 17, Z^1 cls at 25, Z^2 cls at 29
-    torch.testing.assert_close(feats['class_tokens'], feats['x'][:, [17, 25, 29]])
-    pad = feats['padding_mask']
+    torch.testing.assert_close(feats['class_tokens'], feats['memory'][:, [17, 25, 29]])
+    pad = feats['memory_mask']
     assert pad[:, 17 + 5:25].all() and not pad[:, :22].any() and not pad[:, 25:].any()
     assert feats['subject_index'].min() >= 1 and feats['subject_index'].max() <= 4  # </s> at 4 is a candidate
 
@@ -78,7 +79,7 @@ def test_subject_replaces_visual_cls():
     model.backbone.forward_layers = grab
     samples = _samples()
     feats = model.extract_feat(torch.randn(2, 3, 64, 64), samples)
-    ids, _ = model.tokenize(samples, 'cpu')
+    ids = tokenize_samples(model.tokenizer, samples)['input_ids']
     word = model.backbone.embed_text_tokens(ids)
     idx = feats['subject_index']
     torch.testing.assert_close(seen['x'][:, 0], word[torch.arange(2), idx])
@@ -93,7 +94,7 @@ def test_loss_backward_and_predict_contract():
                 data_samples=_samples())
     data = model.data_preprocessor(data, True)
     losses = model(**data, mode='loss')
-    assert set(losses) == {'loss_mask', 'loss_dice', 'loss_contrast'}
+    assert set(losses) == {'loss_mask', 'loss_dice', 'loss_contrastive'}
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
@@ -131,8 +132,8 @@ def test_config_errors_and_missing_files(tmp_path):
     samples = _samples()
     long = samples[0]
     long.set_metainfo(dict(input_ids=torch.arange(12)))
-    with pytest.raises(ValueError, match='text_len'):
-        model.tokenize(samples, 'cpu')
+    with pytest.raises(ValueError, match='has 12 input_ids but the model reads 8'):
+        model.extract_feat(torch.randn(2, 3, 64, 64), samples)
 
 
 def test_no_latent_baseline_and_text_tokenizer(synthref_beit3_spm):
@@ -146,11 +147,12 @@ def test_no_latent_baseline_and_text_tokenizer(synthref_beit3_spm):
     for ds, text in zip(samples, ['the red circle', 'all green squares on the left']):
         ds.set_metainfo(dict(text=text))
         del ds.input_ids
-    ids, pad = model.tokenize(samples, 'cpu')
+    text = tokenize_samples(model.tokenizer, samples)
+    ids = text['input_ids']
     assert ids.shape == (2, 8) and ids[:, 0].eq(0).all()
-    assert torch.equal(pad, ids.eq(1))
+    assert torch.equal(text['attention_mask'] == 0, ids.eq(1))
     feats = model.extract_feat(torch.randn(2, 3, 64, 64), samples)
-    assert feats['x'].shape == (2, 17 + 8, 32) and feats['subject_index'] is None
+    assert feats['memory'].shape == (2, 17 + 8, 32) and feats['subject_index'] is None
 
 
 @pytest.mark.slow

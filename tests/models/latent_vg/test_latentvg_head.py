@@ -33,28 +33,29 @@ def _samples(n=2, size=16, no_target=(False, True)):
     return out
 
 
-def _inputs(B=2):
+def _inputs(B=2, Q=3):
     torch.manual_seed(1)
-    return (torch.randn(B, 16, 2, 2), torch.randn(B, 3, 16), torch.randn(B, 7, 16),
-            torch.zeros(B, 7, dtype=torch.bool))
+    return dict(patch_feats=torch.randn(B, 16, 2, 2), class_tokens=torch.randn(B, 3, 16)[:, :Q],
+                memory=torch.randn(B, 7, 16), memory_mask=torch.zeros(B, 7, dtype=torch.bool))
 
 
 def test_forward_shapes():
     head = _head()
-    outs = head(*_inputs())
-    assert outs['mask_logits'].shape == (2, 3, 8, 8)  # 1/16 -> 1/4
-    assert outs['class_embeds'].shape == (2, 3, 16) and outs['no_target_logits'] is None
+    mask_logits, class_embeds, nt = head(_inputs())
+    assert mask_logits.shape == (2, 3, 8, 8)  # 1/16 -> 1/4
+    assert class_embeds.shape == (2, 3, 16) and nt is None
     with pytest.raises(ValueError, match='num_class_tokens'):
-        head(torch.randn(2, 16, 2, 2), torch.randn(2, 2, 16), torch.randn(2, 7, 16))
+        head(_inputs(Q=2))
 
 
 def test_losses_match_hand_computation():
-    head = _head(empty_token=dict(type='EmptyTokenPredictor', embed_dims=16, num_heads=2))
-    outs = head(*_inputs())
+    head = _head(no_target_predictor=dict(type='EmptyTokenPredictor', embed_dims=16,
+                                          num_heads=2))
+    mask_logits, q, nt_logits = head(_inputs())
     samples = _samples()
-    losses = head.loss(outs, samples)
+    losses = head.loss_by_feat(mask_logits, q, nt_logits, samples)
     # the logits are resized to the batch shape first, then sigmoid, then the mean (= predict)
-    p = F.interpolate(outs['mask_logits'], size=(16, 16), mode='bilinear',
+    p = F.interpolate(mask_logits, size=(16, 16), mode='bilinear',
                       align_corners=False).sigmoid().mean(1).flatten(1)
     g = torch.stack([ds.gt_merged_mask.data[0] for ds in samples]).float().flatten(1)
     bce = F.binary_cross_entropy(p, g)
@@ -62,33 +63,30 @@ def test_losses_match_hand_computation():
     eps = 1e-3  # mmdet DiceLoss (naive_dice=False)
     dice = 1 - 2 * (p * g).sum(1) / ((p * p).sum(1) + eps + (g * g).sum(1) + eps)
     torch.testing.assert_close(losses['loss_dice'], 0.5 * dice.mean(), rtol=1e-4, atol=1e-5)
-    q = outs['class_embeds']
-    torch.testing.assert_close(losses['loss_contrast'],
+    torch.testing.assert_close(losses['loss_contrastive'],
                                PositiveMarginContrastiveLoss()(q[:, 0], q[:, 1:]))
-    nt = F.binary_cross_entropy_with_logits(outs['no_target_logits'], torch.tensor([0., 1.]))
+    nt = F.binary_cross_entropy_with_logits(nt_logits, torch.tensor([0., 1.]))
     torch.testing.assert_close(losses['loss_no_target'], 0.5 * nt)
     sum(losses.values()).backward()
-    assert head.empty_token.empty_token.grad is not None
+    assert head.no_target_predictor.empty_token.grad is not None
 
 
 def test_single_token_head_has_no_contrastive_loss():
     head = _head(num_class_tokens=1)
-    inputs = _inputs()
-    outs = head(inputs[0], inputs[1][:, :1], inputs[2], inputs[3])
-    assert set(head.loss(outs, _samples())) == {'loss_mask', 'loss_dice'}
+    assert set(head.loss(_inputs(Q=1), _samples())) == {'loss_mask', 'loss_dice'}
 
 
 def test_predict_mask_box_and_no_target():
-    head = _head(empty_token=dict(type='EmptyTokenPredictor', embed_dims=16, num_heads=2))
+    head = _head(no_target_predictor=dict(type='EmptyTokenPredictor', embed_dims=16,
+                                          num_heads=2))
     logits = torch.full((2, 3, 4, 4), -8.0)
     logits[:, :, 1:3, 0:2] = 8.0      # all three maps agree on a block
     logits[:, 0, 3, 3] = 8.0          # one map alone: mean sigmoid ~ 1/3 < 0.5
-    outs = dict(mask_logits=logits, class_embeds=None,
-                no_target_logits=torch.tensor([-5.0, 5.0]))
     samples = _samples(size=16, no_target=(False, False))
     for ds in samples:
         ds.set_metainfo(dict(img_shape=(12, 16)))
-    head.predict(outs, samples, subject_index=torch.tensor([2, 4]))
+    head.predict_by_feat(logits, None, torch.tensor([-5.0, 5.0]), samples,
+                         subject_index=torch.tensor([2, 4]))
     up = F.interpolate(logits, size=(16, 16), mode='bilinear', align_corners=False).sigmoid()
     expected = up.mean(1)[0, :12] > 0.5
     a, b = samples
@@ -130,7 +128,7 @@ def test_loss_reads_each_sample_in_its_img_shape_region():
     samples = _mixed_batch()
     torch.manual_seed(3)
     logits = torch.randn(2, 1, 16, 16)
-    loss = head.loss(dict(mask_logits=logits, class_embeds=None), samples)
+    loss = head.loss_by_feat(logits, None, None, samples)
     crops_p, crops_g = [], []
     for i, ds in enumerate(samples):
         h, w = ds.metainfo['img_shape']
@@ -145,7 +143,7 @@ def test_loss_reads_each_sample_in_its_img_shape_region():
     garbage = logits.clone()
     garbage[0, :, 10:] = 50.0   # below the landscape image
     garbage[1, :, :, 10:] = 50.0  # right of the portrait image
-    other = head.loss(dict(mask_logits=garbage, class_embeds=None), samples)
+    other = head.loss_by_feat(garbage, None, None, samples)
     for k in loss:
         torch.testing.assert_close(other[k], loss[k])
 
@@ -163,7 +161,7 @@ def test_letterboxed_landscape_and_portrait_batch_trains_on_the_right_pixels():
         head=dict(type='LatentVGHead', in_channels=dims, num_class_tokens=1, feat_channels=16,
                   embed_dims=16, extra_upsamples=1, num_decoder_layers=0, mlp_hidden_dims=dims,
                   loss_contrastive=None),
-        text_len=6,
+        tokenizer=dict(type='BEiT3Tokenizer', spm_path=None, max_length=6),
         data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
                                pad_size_divisor=32))
     imgs, samples = [], []
@@ -202,7 +200,7 @@ def test_empty_mask_box_is_all_zeros():
     box (no fallback to weaker pixels), so RECMetric scores both models alike."""
     head = _head(num_class_tokens=1)
     samples = _samples(n=1, no_target=(False, ))
-    head.predict(dict(mask_logits=torch.full((1, 1, 16, 16), -9.0), class_embeds=None), samples)
+    head.predict_by_feat(torch.full((1, 1, 16, 16), -9.0), None, None, samples)
     assert not samples[0].pred_mask.any() and samples[0].pred_no_target is False
     assert samples[0].pred_box.tolist() == [0.0, 0.0, 0.0, 0.0]
     assert samples[0].pred_prob.max() < 0.5 and samples[0].pred_mask_thr == 0.5
@@ -210,4 +208,4 @@ def test_empty_mask_box_is_all_zeros():
 
 def test_extra_upsamples_doubles_resolution():
     head = _head(extra_upsamples=1)
-    assert head(*_inputs())['mask_logits'].shape == (2, 3, 16, 16)
+    assert head(_inputs())[0].shape == (2, 3, 16, 16)

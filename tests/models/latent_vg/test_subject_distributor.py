@@ -2,25 +2,28 @@
 import pytest
 import torch
 
-from mmrefer.models.latent_vg.subject_distributor import SubjectDistributor, group_offsets
+from mmrefer.models.latent_vg import SubjectDistributor
+from mmrefer.models.latent_vg.token_layout import TokenLayout
 
 
 def test_copy_and_gradient():
-    sizes = [5, 4, 4, 6]  # vis(1+4) | text 4 | Z^1 (k=2) | Z^2 (k=4)
-    x = torch.randn(2, sum(sizes), 3, requires_grad=True)
-    y = SubjectDistributor()(x, sizes)
-    assert group_offsets(sizes) == [0, 5, 9, 13]
+    layout = TokenLayout.build(num_patches=4, text_len=4, attr_lengths=(2, 4))
+    assert layout.group_sizes == [5, 4, 4, 6]  # vis(1+4) | text 4 | Z^1 (k=2) | Z^2 (k=4)
+    x = torch.randn(2, layout.length, 3, requires_grad=True)
+    y = SubjectDistributor()(x, layout)
     expected = x.detach().clone()
-    expected[:, 10] = x[:, 0].detach()
-    expected[:, 14] = x[:, 0].detach()
+    expected[:, 10] = x[:, 0].detach()  # Z^1 starts at 9: [z_cls, s, a, a]
+    expected[:, 14] = x[:, 0].detach()  # Z^2 starts at 13
     assert torch.equal(y.detach(), expected)
     y[:, 10].sum().backward()
     assert torch.equal(x.grad[:, 0], torch.ones(2, 3))  # the copy passes gradient to s^V
     assert x.grad[:, 10].abs().sum() == 0
+    # group sizes work as well as a layout
+    assert torch.equal(SubjectDistributor()(x, [5, 4, 4, 6]), y)
 
 
 def test_no_latent_groups_is_identity_and_errors():
     x = torch.randn(1, 7, 2)
     assert torch.equal(SubjectDistributor()(x, [3, 4]), x)
-    with pytest.raises(ValueError, match='sum'):
+    with pytest.raises(ValueError, match="sequence length 7 != the layout's 6"):
         SubjectDistributor()(x, [3, 3])

@@ -1,0 +1,72 @@
+"""Batch geometry shared by both heads: the padded batch shape, each sample's image region in it,
+and the merged ground truth stacked at that shape.
+
+The data preprocessor pads a batch to ``[H, W]`` at the bottom / right; sample ``b``'s image fills
+``[:h_b, :w_b]`` (its ``img_shape``). Heads compute at ``[H, W]`` and read each sample in its own
+region, in the loss as in the prediction.
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['batch_shape', 'img_shapes', 'img_regions', 'stack_merged_gt']
+
+
+def batch_shape(batch_data_samples: Sequence) -> Tuple[int, int]:
+    """``(H, W)`` of the padded batch the network saw: ``batch_input_shape`` (set by the data
+    preprocessor), else the largest ``img_shape``."""
+    meta = batch_data_samples[0].metainfo
+    if meta.get('batch_input_shape') is not None:
+        return tuple(int(v) for v in meta['batch_input_shape'][:2])
+    shapes = [ds.metainfo.get('img_shape') for ds in batch_data_samples]
+    if any(s is None for s in shapes):
+        raise KeyError('data samples lack batch_input_shape and img_shape (set by the data '
+                       'preprocessor and RefResize)')
+    return max(int(s[0]) for s in shapes), max(int(s[1]) for s in shapes)
+
+
+def img_shapes(batch_data_samples: Sequence, pad_shape: Tuple[int, int]) -> List[Tuple[int, int]]:
+    """Every sample's ``(h, w)`` (``img_shape``, default the batch shape); an ``img_shape`` larger
+    than the batch is an error naming it."""
+    shapes = [tuple(int(v) for v in ds.metainfo.get('img_shape', pad_shape)[:2])
+              for ds in batch_data_samples]
+    for (h, w), ds in zip(shapes, batch_data_samples):
+        if h > pad_shape[0] or w > pad_shape[1]:
+            raise ValueError(f'img_shape {(h, w)} of {ds.metainfo.get("img_path")} exceeds the '
+                             f'padded batch shape {tuple(pad_shape)}')
+    return shapes
+
+
+def img_regions(shapes: Sequence[Tuple[int, int]], pad_shape: Tuple[int, int],
+                device) -> Tensor:
+    """``[B, H, W]`` bool, True inside each sample's ``[:h, :w]`` (no per-sample loop)."""
+    H, W = pad_shape
+    hw = torch.tensor(shapes, device=device).reshape(-1, 2)
+    rows = torch.arange(H, device=device)[None, :, None]
+    cols = torch.arange(W, device=device)[None, None, :]
+    return (rows < hw[:, 0, None, None]) & (cols < hw[:, 1, None, None])
+
+
+def stack_merged_gt(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
+                    device) -> Tensor:
+    """``gt_merged_mask`` of every sample as one float ``[B, H, W]`` tensor at the batch shape
+    (zero outside each image). The mask must have the sample's ``img_shape`` (or already the
+    batch shape, as ``RefDataPreprocessor`` pads it)."""
+    out = []
+    for i, ds in enumerate(batch_data_samples):
+        if 'gt_merged_mask' not in ds:
+            raise KeyError(f'data sample {i} ({ds.metainfo.get("img_path")}) has no '
+                           'gt_merged_mask (see docs/contracts.md; PackRefInputs makes it)')
+        g = ds.gt_merged_mask.data
+        g = g.reshape(g.shape[-2:])
+        if tuple(g.shape) != tuple(pad_shape):
+            h, w = ds.metainfo.get('img_shape', g.shape)[:2]
+            if tuple(g.shape) != (h, w) or h > pad_shape[0] or w > pad_shape[1]:
+                raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
+                                 f'gt_merged_mask {tuple(g.shape)} must have its img_shape '
+                                 f'{(h, w)} inside the batch shape {tuple(pad_shape)}')
+            g = F.pad(g, (0, pad_shape[1] - w, 0, pad_shape[0] - h))
+        out.append(g)
+    return torch.stack(out).to(device=device, dtype=torch.float32)
