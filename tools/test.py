@@ -2,6 +2,8 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
     mim test mmrefer CONFIG -C CHECKPOINT [-l pytorch -G N]
+    tools/dist_test.sh CONFIG CHECKPOINT N    # torchrun; NNODES / NODE_RANK / MASTER_ADDR / PORT
+    tools/slurm_test.sh PARTITION JOB CONFIG CHECKPOINT   # srun, --launcher slurm (CUDA)
 """
 import argparse
 import os
@@ -33,8 +35,19 @@ def parse_args():
     return args
 
 
+def check_launcher(launcher: str) -> None:
+    """mmengine's slurm and mpi launchers call ``torch.cuda.set_device``: refuse them without
+    CUDA with a message naming the CPU alternative (``--launcher pytorch``, gloo)."""
+    import torch
+    if launcher in ('slurm', 'mpi') and not torch.cuda.is_available():
+        raise SystemExit(f'--launcher {launcher} needs CUDA (mmengine calls '
+                         'torch.cuda.set_device); on CPU machines use --launcher pytorch '
+                         '(tools/dist_test.sh with NNODES / NODE_RANK / MASTER_ADDR / PORT)')
+
+
 def main():
     args = parse_args()
+    check_launcher(args.launcher)
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

@@ -1,7 +1,10 @@
 """Train a referring model with an MMEngine runner.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]] [--cfg-options k=v]
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--compile] [--resume [CKPT]]
+        [--cfg-options k=v]
     mim train mmrefer CONFIG [-l pytorch -G N]
+    tools/dist_train.sh CONFIG N          # torchrun; NNODES / NODE_RANK / MASTER_ADDR / PORT
+    tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR   # srun, --launcher slurm (CUDA)
 """
 import argparse
 import os
@@ -20,6 +23,9 @@ def parse_args():
     parser.add_argument('--work-dir', help='directory for logs and checkpoints')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (fp16/bf16 on CUDA, bf16 on CPU)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the training step (mmengine cfg.compile=True; a dict '
+                        'in the config, e.g. compile=dict(backend=...), is kept)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in work_dir if no '
                         'path is given')
@@ -48,8 +54,45 @@ def apply_amp(cfg):
         cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
 
 
+def plain_param_groups(optim_wrapper) -> None:
+    """Make every optimizer param group a plain ``dict`` (in place).
+
+    mmengine's ``DefaultOptimWrapperConstructor`` stores the groups of a ``paramwise_cfg`` as
+    ``ConfigDict`` (a ``dict`` subclass); dynamo (torch 2.13) cannot trace ``optimizer.step``
+    over those (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
+    'items'``), so ``compile=True`` fails on the first step of e.g. Latent-VG. Same entries,
+    same parameters; call it before the param schedulers are built.
+    """
+    wrappers = getattr(optim_wrapper, 'optim_wrappers', None)  # OptimWrapperDict
+    for wrapper in (wrappers.values() if wrappers else [optim_wrapper]):
+        opt = wrapper.optimizer
+        opt.param_groups = [g if type(g) is dict else dict(g) for g in opt.param_groups]
+
+
+class CompileReadyRunner(Runner):
+    """mmengine's Runner whose optimizer has plain-dict param groups when ``cfg.compile`` is
+    set (see :func:`plain_param_groups`); the Runner then compiles ``model.train_step``."""
+
+    def build_optim_wrapper(self, optim_wrapper):
+        optim_wrapper = super().build_optim_wrapper(optim_wrapper)
+        if self.cfg.get('compile'):
+            plain_param_groups(optim_wrapper)
+        return optim_wrapper
+
+
+def check_launcher(launcher: str) -> None:
+    """mmengine's slurm and mpi launchers call ``torch.cuda.set_device``: refuse them without
+    CUDA with a message naming the CPU alternative (``--launcher pytorch``, gloo)."""
+    import torch
+    if launcher in ('slurm', 'mpi') and not torch.cuda.is_available():
+        raise SystemExit(f'--launcher {launcher} needs CUDA (mmengine calls '
+                         'torch.cuda.set_device); on CPU machines use --launcher pytorch '
+                         '(tools/dist_train.sh with NNODES / NODE_RANK / MASTER_ADDR / PORT)')
+
+
 def main():
     args = parse_args()
+    check_launcher(args.launcher)
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -62,13 +105,15 @@ def main():
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         apply_amp(cfg)
+    if args.compile and not isinstance(cfg.get('compile'), dict):
+        cfg.compile = True  # the Runner compiles model.train_step (torch.compile)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    runner = Runner.from_cfg(cfg)
+    runner = (CompileReadyRunner if cfg.get('compile') else Runner).from_cfg(cfg)
     runner.train()
 
 

@@ -94,3 +94,15 @@ def test_slurm_scripts_pass_mmdetection_arguments(script, tmp_path):
         assert osp.basename(entry) == 'test.py' and args[py + 3] == 'ckpt.pth'
     assert osp.samefile(osp.dirname(entry), TOOLS)
     assert osp.samefile(args[-1].split('=', 1)[1].split(os.pathsep)[0], ROOT)
+
+
+@pytest.mark.parametrize('script', ['train.py', 'test.py'])
+def test_slurm_launcher_without_cuda_is_refused_with_the_cpu_alternative(script, tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('CUDA present: the slurm launcher is usable here')
+    args = ['cfg.py'] + (['ckpt.pth'] if script == 'test.py' else []) + ['--launcher', 'slurm']
+    proc = subprocess.run([sys.executable, osp.join(TOOLS, script)] + args, env=_env(),
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert '--launcher slurm needs CUDA' in proc.stderr and 'NNODES' in proc.stderr
