@@ -16,7 +16,7 @@ dims = 64
 
 model = dict(
     type='LatentVG',
-    data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
+    data_preprocessor=dict(type='RefDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
                            bgr_to_rgb=True, pad_size_divisor=1),
     pretrained=None,
     # lower_case: SynthRef's raw sentences start with a capital ("Red circle"), which the tiny

@@ -10,7 +10,7 @@ embed_dims = 768
 model = dict(
     type='LatentVG',
     data_preprocessor=dict(
-        type='DetDataPreprocessor',
+        type='RefDataPreprocessor',
         mean=[127.5, 127.5, 127.5],  # BEiT-3 normalisation: mean = std = 0.5
         std=[127.5, 127.5, 127.5],
         bgr_to_rgb=True,
