@@ -37,7 +37,7 @@ def test_no_forbidden_dependencies():
     names = {_req_name(r) for r in project['dependencies']}
     for extra in project.get('optional-dependencies', {}).values():
         names |= {_req_name(r) for r in extra}
-    for f in ('runtime.txt', 'tests.txt'):
+    for f in ('runtime.txt', 'tests.txt', 'demo.txt'):
         for line in open(osp.join(ROOT, 'requirements', f)):
             if line.strip() and not line.startswith('#'):
                 names.add(_req_name(line))

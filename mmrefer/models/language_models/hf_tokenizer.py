@@ -58,7 +58,15 @@ class HFTokenizer:
                     "config's tokenizer_dir to a local RoBERTa/BERT tokenizer directory (check "
                     'it with tools/model_converters/check_text_encoder_dir.py)')
             import transformers
-            has_cfg = os.path.isfile(os.path.join(self.path, 'tokenizer_config.json'))
+            files = set(os.listdir(self.path))
+            needed = dict(roberta=({'vocab.json', 'merges.txt'}, ), bert=({'vocab.txt'}, ))
+            if self.model_type in needed and 'tokenizer.json' not in files and not any(
+                    req <= files for req in needed[self.model_type]):
+                raise FileNotFoundError(
+                    f'HFTokenizer: {self.path} has no {self.model_type} tokenizer files (needs '
+                    f'{" + ".join(sorted(needed[self.model_type][0]))} or tokenizer.json; found '
+                    f'{sorted(files)})')
+            has_cfg = 'tokenizer_config.json' in files
             if has_cfg or self.model_type is None:
                 cls = transformers.AutoTokenizer
             else:

@@ -52,3 +52,12 @@ def test_beit3_offsets_are_character_spans(synthref_beit3_spm):
     assert spans[0] == (0, 0) and spans[n - 1] == (0, 0)  # <s>, </s>
     inner = spans[1:n - 1]
     assert ''.join(text[a:b] for a, b in inner).replace(' ', '') == text.replace(' ', '')
+
+
+def test_hf_tokenizer_refuses_a_folder_of_the_other_model_type(tmp_path):
+    """A BERT vocabulary given as a RoBERTa tokenizer would load as a 5-token vocabulary and turn
+    every sentence into <s></s>: refused, naming the files it needs."""
+    (tmp_path / 'vocab.txt').write_text('[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n')
+    tok = HFTokenizer(str(tmp_path), max_length=8, model_type='roberta')
+    with pytest.raises(FileNotFoundError, match=r'merges.txt \+ vocab.json or tokenizer.json'):
+        tok(['the'])
