@@ -1,0 +1,170 @@
+"""tools/analysis_tools/gpu_check.sh / gpu_check.py: the prepared GPU check, run here as its CPU
+dry run (``--device cpu --quick``) through every path the GPU run takes (background build killed
+at its deadline, Latent-VG with the stubbed mmcv ops, InstAlign with PyTorch deformable
+attention, the profiler summaries, the overfit, JSON + markdown), and the one-call device command
+of docs/benchmarks.md."""
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCRIPT = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_check.sh')
+DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+import gpu_check  # noqa: E402
+
+FAKE_BUILD = 'sleep 987'  # stands in for the mmcv build; the deadline must kill it
+QUICK_KEYS = ['infer_bf16_b2', 'train_bf16_b2', 'train_bf16_b2_cp', 'infer_bf16_b1',
+              'infer_fp32_b2', 'infer_fp32_b1']
+
+
+def _sleepers():
+    """pids of processes running exactly ``sleep 987`` (the fake build)."""
+    out = []
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                    if f.read().split(b'\0')[:2] == FAKE_BUILD.encode().split():
+                        out.append(int(pid))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(scope='module')
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('gpu_check_out')
+    work = tmp_path_factory.mktemp('gpu_check_work')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               GPU_CHECK_WORK=str(work), GPU_CHECK_BUILD_CMD=FAKE_BUILD)
+    before = set(_sleepers())
+    proc = subprocess.run(['bash', SCRIPT, str(out), '--device', 'cpu', '--quick',
+                           '--build-deadline', '0', '--force-profile'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    with open(out / 'gpu_check.json') as f:
+        data = json.load(f)
+    with open(out / 'gpu_check.md') as f:
+        md = f.read()
+    return dict(out=out, data=data, md=md, stdout=proc.stdout,
+                leftover=set(_sleepers()) - before)
+
+
+@pytest.mark.slow
+def test_dry_run_measures_every_path(dry_run):
+    data = dry_run['data']
+    assert data['status'] == 'complete', json.dumps(data, indent=1)[:4000]
+    assert data['quick'] is True and data['device']['type'] == 'cpu'
+    # the background "build" was killed at its deadline, and nothing of it is left running
+    assert data['setup']['mmcv_build'].startswith('not finished after'), data['setup']
+    assert not dry_run['leftover'], f'fake build still running: {dry_run["leftover"]}'
+    assert set(data['models']) == {'latentvg', 'instalign_msda_pytorch'}
+    lvg, ia = data['models']['latentvg'], data['models']['instalign_msda_pytorch']
+    assert lvg['mmcv_ops'] == ia['mmcv_ops'] == 'stub'
+    assert ia['deform_attn'].startswith('pytorch')
+    for entry in (lvg, ia):
+        assert 'model.init_weights()' in entry['random_init']
+        assert entry['img_size'] == [128, 128]
+        assert list(entry['measurements']) == QUICK_KEYS
+        for key, r in entry['measurements'].items():
+            assert r['iters'] >= 2 and r['peak_mem_mib'] is None, (key, r)
+            # img/s is the batch over the median step time
+            assert r['img_per_s'] == pytest.approx(r['batch'] * 1e3 / r['median_ms'], rel=0.02)
+            assert r['min_ms'] <= r['median_ms'] <= r['max_ms']
+        assert entry['measurements']['train_bf16_b2_cp']['with_cp_modules'] > 0
+        # goals are for the H200 at 480: recorded, not judged on a CPU
+        assert {g['met'] for g in entry['goals'].values()} == {None}
+        assert set(entry['profiles']) == {'infer_bf16_b2', 'train_bf16_b2'}
+        for prof in entry['profiles'].values():
+            ops = prof['top_cpu_ops']
+            assert ops and all(o['ms_per_step'] >= 0 for o in ops)
+            assert sum(o['share_pct'] for o in ops) <= 100.5
+        o = entry['overfit']
+        assert o['iters_done'] == o['iters'] == len(o['curve']) == 3
+        assert o['loss_first'] > 0 and o['loss_ratio'] == pytest.approx(
+            o['loss_last'] / o['loss_first'], abs=1e-3)
+        assert o['target_met'] == (o['loss_ratio'] <= gpu_check.OVERFIT_TARGET)
+
+
+@pytest.mark.slow
+def test_dry_run_markdown_table(dry_run):
+    md, data = dry_run['md'], dry_run['data']
+    rows = [ln for ln in md.splitlines() if ln.startswith('| ') and not ln.startswith('| ---')]
+    header = rows[0]
+    assert header.startswith('| model | measurement | batch | precision | img/s')
+    for entry in data['models'].values():
+        mine = [r for r in rows if r.startswith(f"| {entry['name']} |")]
+        # one row per measurement plus the overfit row
+        assert len(mine) == len(entry['measurements']) + 1, mine
+        for r in entry['measurements'].values():
+            assert any(f"| {r['batch']} | {r['precision']} | {r['img_per_s']:.1f} |" in row
+                       for row in mine), (r, mine)
+    assert 'quick (tiny sizes: a dry run, not a benchmark)' in md
+    # the shell prints the table last (what a device call's output tail shows)
+    assert dry_run['stdout'].rstrip().endswith(md.rstrip().splitlines()[-1])
+    assert sorted(os.listdir(dry_run['out'])) == ['gpu_check.json', 'gpu_check.log',
+                                                  'gpu_check.md', 'mmcv_build.log']
+
+
+def test_paper_configs_lose_every_pretrained_file():
+    """The paper configs name checkpoint files and tokenizer dirs; with the pretrained entries
+    stripped and SynthRef's tokenizers pointed at, no file outside the work dir is read."""
+    from mmengine.config import Config
+
+    from mmrefer.datasets.synthetic import point_config_at_synthref
+    for key, spec in gpu_check.MODELS_TO_CHECK.items():
+        cfg = Config.fromfile(osp.join(ROOT, spec['config']))
+        point_config_at_synthref(cfg, '/work_dir/synthref')
+        removed = gpu_check.strip_pretrained(cfg.model)
+        assert removed, key
+        paths = [v for v in gpu_check_leaves(cfg.model.to_dict())
+                 if isinstance(v, str) and ('/' in v or v.endswith(('.pth', '.spm')))]
+        assert all(p.startswith('/work_dir/synthref/') for p in paths), (key, paths)
+
+
+def gpu_check_leaves(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from gpu_check_leaves(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from gpu_check_leaves(v)
+    else:
+        yield node
+
+
+def test_status_needs_every_measurement_and_one_overfit_per_config():
+    ok = dict(img_per_s=1.0)
+    full = dict(config='a.py', measurements=dict(x=ok), overfit=dict(iters_done=3))
+    speed_only = dict(config='a.py', measurements=dict(x=ok), notes=['--no-overfit'])
+    assert gpu_check.status_of(dict(models=dict(a=full, b=speed_only))) == 'complete'
+    assert gpu_check.status_of(dict(models=dict(b=speed_only))) == 'partial'
+    cut = dict(full, overfit=dict(iters_done=1, stopped='out of time after 1 iterations'))
+    assert gpu_check.status_of(dict(models=dict(a=cut))) == 'partial'
+    skipped = dict(full, measurements=dict(x=dict(skipped='out of time')))
+    assert gpu_check.status_of(dict(models=dict(a=skipped))) == 'partial'
+    assert gpu_check.status_of(dict(models={})) == 'empty'
+
+
+def test_docs_one_call_command_fits_the_device_tool():
+    """docs/benchmarks.md gives the future GPU session's single `run` call: under the tool's
+    2000-character command limit, its timeout inside the 600 s cap and above the script's
+    default budget, carrying the git-ignored wheel folder the script reads."""
+    with open(DOCS) as f:
+        text = f.read()
+    m = re.search(r'<!-- gpu_check run call -->\s*```json\n(.*?)```', text, re.S)
+    assert m, 'docs/benchmarks.md: no json block after <!-- gpu_check run call -->'
+    call = json.loads(m.group(1))
+    assert len(call['command']) < 2000
+    assert 'tools/analysis_tools/gpu_check.sh' in call['command']
+    assert 470 < call['timeout_s'] <= 600
+    assert call['carry'] == ['.gpu_deps']
+    with open(osp.join(ROOT, '.gitignore')) as f:
+        assert '.gpu_deps/' in f.read().split()
+    assert 'not measured' in text[text.index('## GPU check'):]
