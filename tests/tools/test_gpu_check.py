@@ -168,3 +168,76 @@ def test_docs_one_call_command_fits_the_device_tool():
     with open(osp.join(ROOT, '.gitignore')) as f:
         assert '.gpu_deps/' in f.read().split()
     assert 'not measured' in text[text.index('## GPU check'):]
+
+
+def test_time_steps_skips_what_cannot_finish_before_the_deadline():
+    import time
+
+    import torch
+    cpu = torch.device('cpu')
+
+    def step():
+        time.sleep(0.05)
+
+    soon = gpu_check.Clock(time.time() + gpu_check.SAFETY_S + 0.2)
+    with pytest.raises(gpu_check.OutOfTime, match='s left'):
+        gpu_check.time_steps(step, warmup=2, iters=10, device=cpu, clock=soon)
+    r = gpu_check.time_steps(step, warmup=1, iters=3, device=cpu, clock=gpu_check.Clock(None))
+    assert 0.05 <= r['min_s'] <= r['median_s'] <= r['max_s'] and r['peak_mem_mib'] is None
+
+
+def test_bf16_workaround_for_a_deform_attn_kernel_without_bf16(monkeypatch):
+    """mmcv 2.1.0's CUDA kernel dispatches float / double / half only. check_msda_cuda must
+    then route bf16 inputs through the kernel in fp32 and hand bf16 back; emulated here with
+    mmcv's PyTorch version standing in for the kernel."""
+    import torch
+    import mmcv.ops.multi_scale_deform_attn as msda
+
+    class FakeKernel:
+
+        @staticmethod
+        def apply(value, shapes, start, loc, w, step):
+            if value.dtype == torch.bfloat16:
+                raise RuntimeError('"ms_deform_attn_forward_cuda" not implemented for '
+                                   "'BFloat16'")
+            return msda.multi_scale_deformable_attn_pytorch(value, shapes, loc, w)
+
+    monkeypatch.setattr(msda, 'MultiScaleDeformableAttnFunction', FakeKernel)
+    res = gpu_check.check_msda_cuda(torch.device('cpu'))
+    assert res['ok'] and res['rel_err_fp32'] < 1e-6
+    assert res['bf16'].startswith('unsupported') and 'workaround' in res
+    patched = msda.MultiScaleDeformableAttnFunction
+    assert patched is not FakeKernel
+    g = torch.Generator().manual_seed(1)
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    start = torch.tensor([0, 16])
+    value = torch.randn(1, 20, 2, 8, generator=g)
+    loc = torch.rand(1, 5, 2, 2, 3, 2, generator=g)
+    w = torch.rand(1, 5, 2, 2, 3, generator=g)
+    out = patched.apply(value.bfloat16(), shapes, start, loc.bfloat16(), w.bfloat16(), 64)
+    ref = msda.multi_scale_deformable_attn_pytorch(value.bfloat16().float(), shapes,
+                                                   loc.bfloat16().float(), w.bfloat16().float())
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref, rtol=1e-2, atol=1e-2)
+    # fp32 inputs go to the kernel unchanged
+    assert torch.equal(patched.apply(value, shapes, start, loc, w, 64),
+                       FakeKernel.apply(value, shapes, start, loc, w, 64))
+
+
+def test_mmcv_ext_stub_names_the_missing_op():
+    """With the stub, mmcv.ops imports (mmdet needs it) and a compiled op called by mistake
+    fails naming itself; mmengine sees mmcv as not built."""
+    code = ('import gpu_check; gpu_check.install_mmcv_ext_stub()\n'
+            'import mmcv.ops, torch\n'
+            'from mmengine.utils.dl_utils import mmcv_full_available\n'
+            'assert not mmcv_full_available()\n'
+            'try:\n'
+            '    mmcv.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)\n'
+            'except RuntimeError as e:\n'
+            '    print("ERR", e)\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT, osp.join(ROOT, 'tools', 'analysis_tools')]), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'ERR mmcv._ext.nms: mmcv ops are not built' in proc.stdout
