@@ -100,28 +100,39 @@ MEASURE_CPUS=""; BUILD_CPUS=""; JOBS=$NCPU
 if [ "$NCPU" -ge 4 ] && command -v taskset >/dev/null 2>&1; then
     MEASURE_CPUS=0,1; BUILD_CPUS=2-$(( NCPU - 1 )); JOBS=$(( NCPU - 2 ))
 fi
-if [ -n "${GPU_CHECK_BUILD_CMD:-}" ]; then
-    BUILD_CMD=$GPU_CHECK_BUILD_CMD
-    SETUP+=("mmcv_build_cmd=GPU_CHECK_BUILD_CMD: $BUILD_CMD")
-elif "$PY" -c "import mmcv.ops" >/dev/null 2>&1; then
+if [ -z "${GPU_CHECK_BUILD_CMD:-}" ] && "$PY" -c "import mmcv.ops" >/dev/null 2>&1; then
     SETUP+=("mmcv_ops=importable before the run (no build)")
 else
-    SDIST=$(ls "$DEPS"/mmcv-2.1.0.tar.gz 2>/dev/null)
-    [ -n "$SDIST" ] || { log "mmcv is not importable and $DEPS/mmcv-2.1.0.tar.gz is missing"; exit 1; }
-    rm -rf "$WORK/mmcv-2.1.0"
-    tar xzf "$SDIST" -C "$WORK" || { log "cannot unpack $SDIST"; exit 1; }
-    MMCV_SRC=$WORK/mmcv-2.1.0
-    export PYTHONPATH="$PYTHONPATH:$MMCV_SRC"
-    if [ "$DEVICE" = cpu ]; then
-        ARCH=""
-    else
-        ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") || { log "torch sees no GPU"; exit 1; }
-        if ! command -v nvcc >/dev/null 2>&1; then
-            for d in /usr/local/cuda /usr/local/cuda-*; do [ -x "$d/bin/nvcc" ] && { export CUDA_HOME=$d PATH=$d/bin:$PATH; break; }; done
-        fi
+    if ! "$PY" -c "import mmcv" >/dev/null 2>&1; then
+        SDIST=$(ls "$DEPS"/mmcv-2.1.0.tar.gz 2>/dev/null)
+        [ -n "$SDIST" ] || { log "mmcv is not importable and $DEPS/mmcv-2.1.0.tar.gz is missing"; exit 1; }
+        rm -rf "$WORK/mmcv-2.1.0"
+        tar xzf "$SDIST" -C "$WORK" || { log "cannot unpack $SDIST"; exit 1; }
+        MMCV_SRC=$WORK/mmcv-2.1.0
+        export PYTHONPATH="$PYTHONPATH:$MMCV_SRC"
     fi
-    BUILD_CMD="cd '$MMCV_SRC' && MMCV_WITH_OPS=1 $( [ "$DEVICE" = cpu ] || echo "FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH" ) MAX_JOBS=$JOBS '$PY' setup.py build_ext --inplace"
-    SETUP+=("mmcv_build_cmd=MMCV_WITH_OPS=1 ${ARCH:+FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH }MAX_JOBS=$JOBS python setup.py build_ext --inplace (mmcv 2.1.0 sdist; nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p'))")
+    if [ -n "${GPU_CHECK_BUILD_CMD:-}" ]; then
+        BUILD_CMD=$GPU_CHECK_BUILD_CMD
+        SETUP+=("mmcv_build_cmd=GPU_CHECK_BUILD_CMD: $BUILD_CMD")
+    else
+        [ -n "$MMCV_SRC" ] || { log "mmcv is importable without its ops: install mmcv 2.1.0 with ops, or run where it is absent"; exit 1; }
+        if [ "$DEVICE" = cpu ]; then
+            ARCH=""
+        else
+            ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") || { log "torch sees no GPU"; exit 1; }
+            if ! command -v nvcc >/dev/null 2>&1; then
+                for d in /usr/local/cuda /usr/local/cuda-*; do [ -x "$d/bin/nvcc" ] && { export CUDA_HOME=$d PATH=$d/bin:$PATH; break; }; done
+            fi
+        fi
+        # torch compiles the ops in parallel (MAX_JOBS) only through ninja; pip's ninja sits
+        # beside the interpreter
+        PYBIN=$(dirname "$(command -v "$PY")")
+        command -v ninja >/dev/null 2>&1 || export PATH="$PYBIN:$PATH"
+        NINJA=$("$PY" -c "from torch.utils.cpp_extension import is_ninja_available as n; print('yes' if n() else 'NO (serial distutils build)')" 2>/dev/null)
+        SETUP+=("ninja=$NINJA")
+        BUILD_CMD="cd '$MMCV_SRC' && MMCV_WITH_OPS=1 $( [ "$DEVICE" = cpu ] || echo "FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH" ) MAX_JOBS=$JOBS '$PY' setup.py build_ext --inplace"
+        SETUP+=("mmcv_build_cmd=MMCV_WITH_OPS=1 ${ARCH:+FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH }MAX_JOBS=$JOBS python setup.py build_ext --inplace (mmcv 2.1.0 sdist; nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p'))")
+    fi
 fi
 if [ -n "$BUILD_CMD" ]; then
     log "building mmcv ops in the background${BUILD_CPUS:+ on CPUs $BUILD_CPUS}: $BUILD_CMD"
