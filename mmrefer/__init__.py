@@ -1,9 +1,9 @@
-"""mmrefer: referring-expression grounding (RIS / REC / GRES) for OpenMMLab."""
-from .version import __version__
-from .utils.checkpoint_compat import install_checkpoint_shim
+"""mmrefer: referring-expression grounding (RIS / REC / GRES) for OpenMMLab.
 
-# torch>=2.6 loads with weights_only=True; mmengine 0.10.7 calls torch.load bare. Allow-list the
-# globals mmengine checkpoints hold, once, at import (see utils/checkpoint_compat.py).
-install_checkpoint_shim()
+Importing it registers nothing outside mmrefer's own registries and patches nothing in torch,
+mmengine or mmdet; safe checkpoint loading is installed where mmrefer loads checkpoints
+(``mmrefer.utils.safe_checkpoint_loading``).
+"""
+from .version import __version__
 
 __all__ = ['__version__']

@@ -13,7 +13,7 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from mmrefer.utils import register_all_modules
+from mmrefer.utils import register_all_modules, runner_checkpoint_loading
 from mmrefer.utils.setup_env import setup_cpu_distributed
 
 
@@ -51,9 +51,9 @@ def main():
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    setup_cpu_distributed(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    setup_cpu_distributed(cfg, args.launcher)  # after the overrides (find_unused_parameters)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -72,7 +72,9 @@ def main():
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), '--out must end with .pkl'
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    runner.test()
+    # weights_only checkpoint loading for mmengine checkpoints, for this run only
+    with runner_checkpoint_loading(cfg.get('load_from')):
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -13,7 +13,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmrefer.utils import register_all_modules
+from mmrefer.utils import register_all_modules, runner_checkpoint_loading
 from mmrefer.utils.setup_env import setup_cpu_distributed
 
 
@@ -96,9 +96,9 @@ def main():
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    setup_cpu_distributed(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    setup_cpu_distributed(cfg, args.launcher)  # after the overrides (find_unused_parameters)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -114,7 +114,9 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
     runner = (CompileReadyRunner if cfg.get('compile') else Runner).from_cfg(cfg)
-    runner.train()
+    # weights_only checkpoint loading for mmengine checkpoints, for this run only
+    with runner_checkpoint_loading(cfg.get('load_from')):
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -26,8 +26,9 @@ log_level = 'INFO'
 load_from = None
 resume = False
 
-# Random generator states travel in checkpoints, so --resume reproduces an uninterrupted run.
-custom_hooks = [dict(type='RNGStateHook')]
+# Random generator states travel in checkpoints, so --resume reproduces an uninterrupted run;
+# every loaded checkpoint is reported by module (missing / unexpected / mis-shaped keys).
+custom_hooks = [dict(type='RNGStateHook'), dict(type='CheckpointReportHook')]
 
 # DDP: every parameter of every config gets a gradient (what no config uses is not built: the
 # MIM mask token, the visual CLS the subject token replaces, RoBERTa's pooler, modules an

@@ -27,6 +27,7 @@ images for :meth:`RefInferencer.predict_pairs`.
 import copy
 import glob
 import os.path as osp
+import re
 import warnings
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -36,9 +37,11 @@ from mmengine.config import Config, ConfigDict
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.infer import BaseInferencer
 from mmengine.registry import FUNCTIONS, DefaultScope
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mmrefer.structures.geometry import prediction_to_original
+from mmrefer.utils.checkpoint import safe_torch_load
+from mmrefer.utils.checkpoint_report import checkpoint_report
 
 ImageType = Union[str, np.ndarray]
 PairType = Tuple[ImageType, str]
@@ -129,9 +132,9 @@ class RefInferencer(BaseInferencer):
     Args:
         model (str | Config | dict): config file, or a config basename under ``configs/``
             (e.g. ``'latentvg_tiny_synthref'``, see :func:`resolve_config`).
-        weights (str, optional): checkpoint path, loaded non-strictly by ``BaseInferencer``
-            (mmengine ``_load_checkpoint``, weights-only safe through mmrefer's checkpoint
-            shim). ``None`` = random initialisation (a warning says so).
+        weights (str, optional): checkpoint path, read with ``weights_only=True``
+            (:func:`mmrefer.utils.safe_torch_load`) and loaded non-strictly; keys that do not
+            fit are reported by module. ``None`` = random initialisation (a warning says so).
         device (str): ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
         batch_size (int): samples (sentences) per forward pass.
         cfg_options (dict, optional): overrides merged into the config (a copy of it).
@@ -183,7 +186,9 @@ class RefInferencer(BaseInferencer):
         from mmrefer.registry import MODELS
         checkpoint = None
         if weights is not None:
-            checkpoint = _load_checkpoint(weights, map_location='cpu')
+            if not osp.isfile(weights):
+                raise FileNotFoundError(f'checkpoint file not found: {weights}')
+            checkpoint = safe_torch_load(weights, map_location='cpu')
         model = MODELS.build(cfg.model)
         model.cfg = cfg
         self._load_weights_to_model(model, checkpoint, cfg)
@@ -199,6 +204,12 @@ class RefInferencer(BaseInferencer):
         if checkpoint is None:
             warnings.warn('RefInferencer: no weights given, the model is randomly initialised')
             return
+        report = checkpoint_report(
+            model, {re.sub(r'^module\.', '', k): v
+                    for k, v in checkpoint.get('state_dict', checkpoint).items()},
+            source='the checkpoint')
+        if report:
+            warnings.warn(report.format())
         _load_checkpoint_to_model(model, checkpoint)
         meta = checkpoint.get('meta') or {}
         if isinstance(meta, dict) and isinstance(meta.get('dataset_meta'), dict):

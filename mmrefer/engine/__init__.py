@@ -1,5 +1,6 @@
 """Runner hooks (the visualisation hook lives in mmrefer.visualization)."""
 from .autocast_optim_wrapper import AutocastOptimWrapper
+from .checkpoint_report_hook import CheckpointReportHook
 from .rng_state_hook import RNGStateHook
 
-__all__ = ['AutocastOptimWrapper', 'RNGStateHook']
+__all__ = ['AutocastOptimWrapper', 'CheckpointReportHook', 'RNGStateHook']

@@ -16,11 +16,10 @@ or at ``max_depth`` names; numeric parts then become ``*`` so that layers 2 and 
 share one line. ``(of N)`` counts the model's keys (for unexpected keys the checkpoint's) in the
 group, so a line ``(of N)`` with equal counts means that whole module is absent.
 
-:func:`load_state_dict_with_report` replaces ``mmengine.runner.checkpoint.load_state_dict``
-(installed by :func:`mmrefer.utils.install_checkpoint_shim`), so ``load_from``,
-``mmengine.runner.load_checkpoint`` and ``Pretrained`` init all log this report. Behaviour is
-unchanged otherwise: every matching tensor is loaded, ``strict=True`` raises (now with the
-grouped report), ``num_batches_tracked`` buffers are never reported missing.
+:class:`~mmrefer.engine.CheckpointReportHook` logs it after the runner loads a checkpoint
+(``load_from``, ``resume``, ``mim test -C``), ``RefInferencer`` after loading its weights and
+``BEiT3.load_checkpoint`` for an official BEiT-3 file (mmengine's own loader is left as it is).
+``num_batches_tracked`` buffers are never reported missing.
 """
 import logging
 import re
@@ -29,10 +28,9 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from mmengine.dist import get_dist_info
 from mmengine.logging import print_log
 
-__all__ = ['CheckpointReport', 'checkpoint_report', 'group_keys', 'load_state_dict_with_report']
+__all__ = ['CheckpointReport', 'checkpoint_report', 'group_keys', 'format_groups']
 
 _NUM = re.compile(r'^\d+$')
 
@@ -96,6 +94,11 @@ def group_keys(keys: Iterable[str], others: Iterable[str], max_depth: int = 3,
         total = sum(_matches(k, g) for k in population)
         out[g] = dict(count=len(members), total=max(total, len(members)), example=members[0])
     return out
+
+
+def format_groups(groups: 'OrderedDict[str, dict]') -> str:
+    """``'encoder.layers.*.latent (24 of 24), ...'``: a one-line summary of :func:`group_keys`."""
+    return ', '.join(f'{name} ({g["count"]} of {g["total"]})' for name, g in groups.items())
 
 
 @dataclass
@@ -198,62 +201,4 @@ def checkpoint_report(model: torch.nn.Module,
         source=source)
     if logger is not None and report:
         print_log(report.format(), logger=logger, level=logging.WARNING)
-    return report
-
-
-class _Capture(logging.Handler):
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-_KNOWN = ('The model and loaded state dict do not match', 'unexpected key in source',
-          'missing keys in source', 'size mismatch for')
-
-
-def load_state_dict_with_report(module, state_dict, strict: bool = False, logger=None):
-    """Drop-in for ``mmengine.runner.checkpoint.load_state_dict`` that reports by module.
-
-    Loads every matching tensor (mmengine's loader runs unchanged, with its flat key list
-    silenced), then logs the grouped :class:`CheckpointReport` on rank 0 (to ``logger``, or
-    mmengine's current logger). With ``strict=True`` a mismatch raises ``RuntimeError`` holding
-    the report, on every rank.
-    """
-    from mmengine.runner import checkpoint as ckpt_mod
-    original = getattr(load_state_dict_with_report, 'original', None)
-    if original is None:  # shim not installed: use mmengine's function as defined there
-        original = ckpt_mod.load_state_dict
-    target = _unwrap(module)
-    lists = {}
-
-    def grab(mod, incompatible):
-        lists['missing'] = list(incompatible.missing_keys)
-        lists['unexpected'] = list(incompatible.unexpected_keys)
-
-    handle = target.register_load_state_dict_post_hook(grab)
-    capture = logging.getLogger('mmrefer.checkpoint_report.capture')
-    capture.propagate = False
-    capture.setLevel(logging.DEBUG)
-    handler = _Capture()
-    capture.addHandler(handler)
-    try:
-        original(module, state_dict, strict=False, logger=capture)
-    finally:
-        handle.remove()
-        capture.removeHandler(handler)
-    other = [line.strip() for msg in handler.messages for line in msg.splitlines()
-             if line.strip() and not line.strip().startswith(_KNOWN)]
-    report = checkpoint_report(target, state_dict, missing=lists.get('missing'),
-                               unexpected=lists.get('unexpected'), source='the checkpoint')
-    report.other_errors = other
-    if report:
-        if strict:
-            raise RuntimeError(report.format())
-        if get_dist_info()[0] == 0:
-            print_log(report.format(), logger=logger if logger is not None else 'current',
-                      level=logging.WARNING)
     return report

@@ -68,10 +68,26 @@ def test_group_keys_hand_computed():
     assert list(g) == ['a.b']
 
 
-# ---------------------------------------------------------------- through mmengine's loader
+# ------------------------------------------- through the runner (load_from, mim test -C)
+def _runner(model_cfg, tmp_path, load_from, name):
+    """A Runner as tools/train.py and tools/test.py build it from the shared runtime: with the
+    CheckpointReportHook."""
+    from mmengine.runner import Runner
+    return Runner(model=model_cfg, work_dir=str(tmp_path / name), load_from=load_from,
+                  default_scope='mmrefer', experiment_name=name,
+                  custom_hooks=[dict(type='CheckpointReportHook')],
+                  env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')))
+
+
+def _load(runner, path):
+    from mmrefer.utils import runner_checkpoint_loading
+    with captured_log() as log, runner_checkpoint_loading(path):
+        runner.load_or_resume()
+    return log
+
+
 def test_partial_checkpoint_reports_groups_and_loads_the_rest(model_cfg, source_state,
                                                               tmp_path):
-    from mmengine.runner import load_checkpoint
     dropped = set(_layers(source_state, '2|3')) | {k for k in source_state
                                                    if k.startswith('head.')}
     partial = {k: v for k, v in source_state.items() if k not in dropped}
@@ -79,18 +95,18 @@ def test_partial_checkpoint_reports_groups_and_loads_the_rest(model_cfg, source_
     path = str(tmp_path / 'partial.pth')
     torch.save({'state_dict': partial, 'meta': {}}, path)
 
-    model = _build(model_cfg, seed=0)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with captured_log() as log:
-        load_checkpoint(model, path, map_location='cpu')
-    after = model.state_dict()
+    torch.manual_seed(0)
+    runner = _runner(model_cfg, tmp_path, path, 'partial')
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    log = _load(runner, path)
+    after = runner.model.state_dict()
     # what matched was loaded, what was missing kept its initial value
     for k in after:
         expected = before[k] if k in dropped else source_state[k]
         assert torch.equal(after[k], expected), k
-    warnings = [m for lvl, m in log if lvl == logging.WARNING and 'do not match' in m]
-    assert len(warnings) == 1
-    text = warnings[0]
+    reports = [m for lvl, m in log if lvl == logging.WARNING and 'do not match:' in m]
+    assert len(reports) == 1
+    text = reports[0]
     n_layers = len(_layers(before, r'\d+'))
     n_lost = len(_layers(before, '2|3'))
     n_head = sum(k.startswith('head.') for k in before)
@@ -104,49 +120,31 @@ def test_partial_checkpoint_reports_groups_and_loads_the_rest(model_cfg, source_
 
 
 def test_shape_mismatch_names_key_and_both_shapes(model_cfg, source_state, tmp_path):
-    from mmengine.runner import load_checkpoint
     bad = dict(source_state)
     key = 'backbone.text_embed.weight'
     rows, cols = source_state[key].shape
     bad[key] = torch.zeros(rows + 7, cols)
     path = str(tmp_path / 'shape.pth')
     torch.save(bad, path)  # a bare state dict (no 'state_dict' wrapper) works too
-    model = _build(model_cfg, seed=0)
-    before = model.state_dict()[key].clone()
-    with captured_log() as log:
-        load_checkpoint(model, path, map_location='cpu')
-    text = '\n'.join(m for _, m in log)
+    torch.manual_seed(0)
+    runner = _runner(model_cfg, tmp_path, path, 'shape')
+    before = runner.model.state_dict()[key].clone()
+    text = '\n'.join(m for _, m in _load(runner, path))
     assert f'{key}: ({rows + 7}, {cols}) vs ({rows}, {cols})' in text
     assert '0 missing, 0 unexpected, 1 shape mismatch' in text
-    assert torch.equal(model.state_dict()[key], before)  # not loaded
+    assert torch.equal(runner.model.state_dict()[key], before)  # not loaded
     other = 'backbone.vision_embed.proj.bias'
-    assert torch.equal(model.state_dict()[other], source_state[other])
-
-
-def test_strict_raises_with_the_grouped_report(model_cfg, source_state, tmp_path):
-    from mmengine.runner import load_checkpoint
-    partial = {k: v for k, v in source_state.items() if not k.startswith('head.')}
-    path = str(tmp_path / 'nohead.pth')
-    torch.save({'state_dict': partial}, path)
-    model = _build(model_cfg, seed=0)
-    n_head = sum(k.startswith('head.') for k in model.state_dict())
-    with pytest.raises(RuntimeError, match=rf'head: {n_head} missing \(of {n_head}\)'):
-        load_checkpoint(model, path, map_location='cpu', strict=True)
-    # mmengine's semantics: the matching tensors were loaded before the error
-    k = 'backbone.vision_embed.proj.bias'
-    assert torch.equal(model.state_dict()[k], source_state[k])
+    assert torch.equal(runner.model.state_dict()[other], source_state[other])
 
 
 def test_exact_checkpoint_is_silent(model_cfg, source_state, tmp_path):
-    from mmengine.runner import load_checkpoint
     path = str(tmp_path / 'full.pth')
     torch.save({'state_dict': source_state}, path)
-    model = _build(model_cfg, seed=0)
-    with captured_log() as log:
-        load_checkpoint(model, path, map_location='cpu', strict=True)
-    assert not [m for _, m in log if 'do not match' in m]
-    assert all(torch.equal(v, source_state[k]) for k, v in model.state_dict().items())
-    assert not checkpoint_report(model, source_state)
+    runner = _runner(model_cfg, tmp_path, path, 'full')
+    log = _load(runner, path)
+    assert not [m for _, m in log if 'do not match:' in m]
+    assert all(torch.equal(v, source_state[k]) for k, v in runner.model.state_dict().items())
+    assert not checkpoint_report(runner.model, source_state)
 
 
 def test_unconverted_checkpoint_is_reported_per_top_level_module(model_cfg, source_state):
@@ -166,33 +164,12 @@ def test_unconverted_checkpoint_is_reported_per_top_level_module(model_cfg, sour
     assert sorted(report.missing) == sorted(own)
 
 
-# ------------------------------------------------------------------------- Runner load_from
-def _runner(model_cfg, tmp_path, load_from, name):
-    from mmengine.runner import Runner
-    return Runner(model=model_cfg, work_dir=str(tmp_path / name), load_from=load_from,
-                  default_scope='mmrefer', experiment_name=name,
-                  env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')))
-
-
-def test_load_from_in_a_runner_reports_groups(model_cfg, source_state, tmp_path):
-    partial = {k: v for k, v in source_state.items() if not k.startswith('concept_injector.')}
-    path = str(tmp_path / 'partial.pth')
-    torch.save({'state_dict': partial, 'meta': {}}, path)
-    runner = _runner(model_cfg, tmp_path, path, 'load_from_partial')
-    with captured_log() as log:
-        runner.load_or_resume()
-    text = '\n'.join(m for _, m in log)
-    assert 'concept_injector: 1 missing (of 1)' in text
-    k = 'backbone.vision_embed.proj.bias'
-    assert torch.equal(runner.model.state_dict()[k], source_state[k])
-
-
 def test_load_from_refuses_a_non_allow_listed_global(model_cfg, source_state, tmp_path):
-    from mmrefer.utils.checkpoint_compat import UnsafeCheckpointError
+    from mmrefer.utils import UnsafeCheckpointError
     marker = tmp_path / 'marker.txt'
     path = str(tmp_path / 'evil.pth')
     torch.save({'state_dict': source_state, 'meta': {'x': WritesMarker(str(marker))}}, path)
     runner = _runner(model_cfg, tmp_path, path, 'load_from_evil')
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*allow-list"):
-        runner.load_or_resume()
+        _load(runner, path)
     assert not marker.exists()

@@ -20,7 +20,6 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from mmdet.structures.mask import BitmapMasks
 
 from mmrefer.utils import register_all_modules
 
@@ -72,9 +71,9 @@ def _batch(model, ds, want_no_target):
 
 def _empty_masks(samples):
     for s in samples:
-        masks = s.gt_instances.masks
+        masks = s.gt_instances.masks  # a device tensor after RefDataPreprocessor
         assert len(masks) > 0 and not s.metainfo['no_target']
-        s.gt_instances.masks = BitmapMasks(np.zeros_like(masks.masks), masks.height, masks.width)
+        s.gt_instances.masks = torch.zeros_like(masks)
         s.gt_merged_mask.data = torch.zeros_like(s.gt_merged_mask.data)
     return samples
 
@@ -83,7 +82,7 @@ def _all_pad_text(samples, model):
     if hasattr(model, 'text_encoder'):  # InstAlign: RoBERTa ids
         n, pad = model.text_encoder.max_length, model.text_encoder.model.config.pad_token_id
     else:  # Latent-VG: BEiT-3 ids
-        n, pad = model.text_len, model.pad_token_id
+        n, pad = model.tokenizer.max_length, model.tokenizer.pad_token_id
     for s in samples:
         s.set_metainfo(dict(input_ids=np.full(n, pad, np.int64),
                             attention_mask=np.zeros(n, np.int64)))

@@ -40,8 +40,9 @@ def test_resume_reproduces_straight_run(synthref_root, tmp_path):
     _train(tmp_path, split, synthref_root, k)
     _train(tmp_path, split, synthref_root, n, resume=osp.join(split, f'iter_{k}.pth'))
 
-    a = torch.load(osp.join(straight, f'iter_{n}.pth'), map_location='cpu', weights_only=True)
-    b = torch.load(osp.join(split, f'iter_{n}.pth'), map_location='cpu', weights_only=True)
+    from mmrefer.utils import safe_torch_load  # weights_only=True with mmengine's globals
+    a = safe_torch_load(osp.join(straight, f'iter_{n}.pth'), map_location='cpu')
+    b = safe_torch_load(osp.join(split, f'iter_{n}.pth'), map_location='cpu')
     assert a['state_dict'].keys() == b['state_dict'].keys()
     for key, value in a['state_dict'].items():
         torch.testing.assert_close(value, b['state_dict'][key], rtol=0, atol=1e-6, msg=key)

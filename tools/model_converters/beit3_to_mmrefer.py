@@ -35,8 +35,9 @@ def parse_args(argv=None):
 def convert(src: str, dst: str, img_size=(480, ), patch_size: int = 16,
             prefix: str = 'backbone.', src_prefix=None) -> dict:
     """Convert ``src`` and save to ``dst``; returns the written state dict."""
-    from mmrefer.models.backbones._beit3_checkpoint import POS_KEY, convert_official, group_keys
+    from mmrefer.models.backbones._beit3_checkpoint import POS_KEY, convert_official
     from mmrefer.utils import safe_torch_load
+    from mmrefer.utils.checkpoint_report import format_groups, group_keys
     hw = tuple(img_size) * 2 if len(img_size) == 1 else tuple(img_size)
     if len(hw) != 2 or hw[0] % patch_size or hw[1] % patch_size:
         raise ValueError(f'--img-size {img_size} must be 1 or 2 ints divisible by '
@@ -52,7 +53,8 @@ def convert(src: str, dst: str, img_size=(480, ), patch_size: int = 16,
     print(f'{src} -> {dst}: {len(out)} tensors, vision positions '
           f'{tuple(sd[POS_KEY].shape)} for grid {grid}')
     if dropped:
-        print(f'dropped {len(dropped)} keys outside the backbone: {group_keys(dropped)}')
+        print(f'dropped {len(dropped)} keys outside the backbone: '
+              f'{format_groups(group_keys(dropped, others=[]))}')
     return out
 
 

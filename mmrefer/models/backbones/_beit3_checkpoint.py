@@ -4,9 +4,7 @@ Shared by ``BEiT3.init_weights`` and ``tools/model_converters/beit3_to_mmrefer.p
 Official files (microsoft/unilm ``beit3``) are ``torch.save({'model': sd, ...})`` with keys
 ``beit3.<our key>`` plus task heads (``vision_head``, ``language_head``, ``logit_scale``, ...).
 """
-import re
-from collections import Counter
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -80,12 +78,6 @@ def convert_official(sd: Dict[str, Tensor], grid: Sequence[int], prefix: Optiona
     if POS_KEY in sd:
         sd[POS_KEY] = interpolate_pos_embed(sd[POS_KEY], grid)
     return sd, dropped
-
-
-def group_keys(keys: Iterable[str]) -> str:
-    """``'encoder.layers.*.latent.*.ffn.fc.weight x24, ...'``: keys with indices folded."""
-    cnt = Counter(re.sub(r'\.\d+(?=\.|$)', '.*', k) for k in keys)
-    return ', '.join(f'{k} x{n}' if n > 1 else k for k, n in sorted(cnt.items()))
 
 
 def check_shapes(sd: Dict[str, Tensor], model_sd: Dict[str, Tensor], filename: str) -> None:

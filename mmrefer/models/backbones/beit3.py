@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
-from ._beit3_checkpoint import check_shapes, convert_official, group_keys
+from ._beit3_checkpoint import check_shapes, convert_official
 from ._beit3_layers import EncoderLayer, Multiway, VisionEmbedding, route
 
 ARCH_SETTINGS = {
@@ -180,6 +180,7 @@ class BEiT3(BaseModule):
         and logs missing/unexpected keys grouped by module. Returns ``(missing, unexpected)``.
         """
         from mmrefer.utils import safe_torch_load
+        from mmrefer.utils.checkpoint_report import format_groups, group_keys
         sd, dropped = convert_official(safe_torch_load(filename, map_location=map_location),
                                        self.patch_grid, prefix, filename)
         check_shapes(sd, self.state_dict(), filename)
@@ -194,7 +195,8 @@ class BEiT3(BaseModule):
                                    logging.INFO),
                                   ('outside the backbone prefix (ignored)', dropped, logging.INFO)):
             if keys:
-                print_log(f'BEiT3: {len(keys)} keys {what}: {group_keys(keys)}', logger='current',
+                groups = format_groups(group_keys(keys, others=sd, population=keys))
+                print_log(f'BEiT3: {len(keys)} keys {what}: {groups}', logger='current',
                           level=level)
         if self.num_latent_groups and self.latent_init_from_text:
             self.init_latent_from_text()
