@@ -1,3 +1,3 @@
 # Ablation (InstAlign Table 3, gRefCOCO val): no-target predictor from Q_global only.
 _base_ = './instalign_swin-b_roberta_grefcoco.py'
-model = dict(head=dict(no_target=dict(inputs='qglobal')))
+model = dict(head=dict(no_target_predictor=dict(inputs='qglobal')))

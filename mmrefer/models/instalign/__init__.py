@@ -4,8 +4,9 @@
 section                                module
 =====================================  ===================================================
 3.3 Phrase-Object Transformer (+3.3.1)  ``phrase_object_transformer.PhraseObjectTransformer``
-3.4 phrase-aligned instance supervision ``instance_supervision`` (match costs, assignment,
-                                        ``L_inst``)
+3.4 phrase-aligned instance supervision ``instance_supervision`` (match costs, GT instances,
+                                        assignment, ``L_inst``:
+                                        ``PhraseAlignedInstanceSupervision``)
 3.5 adaptive instance aggregation       ``instance_aggregation.AdaptiveInstanceAggregation``
 3.6 no-target predictor                 ``no_target_predictor.NoTargetPredictor``
 3.2-3.7 head                            ``instalign_head.InstAlignHead``
@@ -15,12 +16,13 @@ section                                module
 from .instalign import InstAlign
 from .instalign_head import InstAlignHead
 from .instance_aggregation import AdaptiveInstanceAggregation
-from .instance_supervision import PhraseAlignmentCost, PhraseAlignmentLoss, ScoreBCECost
+from .instance_supervision import (PhraseAlignedInstanceSupervision, PhraseAlignmentCost,
+                                   PhraseAlignmentLoss, ScoreBCECost)
 from .no_target_predictor import NoTargetPredictor
 from .phrase_object_transformer import PhraseObjectTransformer, phrase_object_alignment
 
 __all__ = [
     'InstAlign', 'InstAlignHead', 'PhraseObjectTransformer', 'phrase_object_alignment',
     'AdaptiveInstanceAggregation', 'NoTargetPredictor', 'ScoreBCECost', 'PhraseAlignmentCost',
-    'PhraseAlignmentLoss'
+    'PhraseAlignmentLoss', 'PhraseAlignedInstanceSupervision'
 ]

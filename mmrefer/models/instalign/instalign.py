@@ -1,8 +1,13 @@
-"""InstAlign detector (section 3.1): Swin backbone -> text encoder -> :class:`InstAlignHead`.
+"""InstAlign detector (section 3.1): Swin backbone + text encoder -> :class:`InstAlignHead`.
 
-Thin glue in the style of mmdet's ``MaskFormer``: ``loss`` / ``predict`` / ``_forward`` take the
-normalised image batch from ``DetDataPreprocessor`` and ``DetDataSample``s whose metainfo holds
-``text`` (or pre-tokenized ``input_ids`` / ``attention_mask`` from ``TokenizeText``).
+    x = extract_feat(images [B, 3, H, W], samples)
+      = dict(img_feats  = Swin features, tuple of [B, C_i, H_i, W_i] (1/4 .. 1/32),
+             word_feats = T_0 [B, L, C_t], word_mask [B, L] (1 = token),
+             words      = per sample and token position the text ('' for specials / pads))
+    loss / predict / _forward: the head on x.
+
+The text path is the shared one (``tokenize_samples``: metainfo ``input_ids`` from
+``TokenizeText`` or the samples' ``text``).
 """
 import copy
 import warnings
@@ -23,7 +28,7 @@ class InstAlign(BaseDetector):
         text_encoder (dict): :class:`HFTextEncoder` config.
         head (dict): :class:`InstAlignHead` config (``text_channels`` is filled in).
         train_cfg, test_cfg (dict, optional): passed to the head.
-        data_preprocessor (dict, optional): mmdet ``DetDataPreprocessor`` config.
+        data_preprocessor (dict, optional): ``RefDataPreprocessor`` config.
     """
 
     def __init__(self, backbone: dict, text_encoder: dict, head: dict,
@@ -38,56 +43,41 @@ class InstAlign(BaseDetector):
                     test_cfg=test_cfg)
         self.head = MODELS.build(head)
 
-    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
-        return tuple(self.backbone(batch_inputs))
-
-    def encode_text(self, batch_data_samples, allow_dummy: bool = False) -> Dict[str, Tensor]:
-        """Tokenize (the one text path: metainfo ``input_ids`` from ``TokenizeText`` or the
-        samples' ``text``) and run the text encoder. Returns the encoder's dict plus ``offsets``
-        and ``texts`` for the words shown next to a prediction.
-
-        ``allow_dummy`` (only for ``_forward``, e.g. FLOPs counting without a tokenizer dir)
-        replaces a missing tokenizer by a ``max_length`` sequence of dummy ids."""
-        device = next(self.text_encoder.parameters()).device
+    def extract_feat(self, inputs: Tensor, data_samples: List,
+                     allow_dummy: bool = False) -> Dict:
+        """The head's input ``x`` (see the module docstring). ``allow_dummy`` (``_forward``
+        only: FLOPs counting without a tokenizer directory) replaces a missing tokenizer by
+        ``max_length`` dummy ids."""
         try:
-            tok = tokenize_samples(self.text_encoder.tokenizer, batch_data_samples, device)
+            tok = tokenize_samples(self.text_encoder.tokenizer, data_samples, inputs.device)
         except FileNotFoundError:
             if not allow_dummy:
                 raise
             warnings.warn('InstAlign._forward: no tokenizer dir, using dummy token ids of '
                           'length max_length (fine for FLOPs/shape checks only)')
-            n = self.text_encoder.max_length
-            ids = torch.full((len(batch_data_samples), n), 3, dtype=torch.long, device=device)
+            ids = torch.full((len(data_samples), self.text_encoder.max_length), 3,
+                             dtype=torch.long, device=inputs.device)
             tok = dict(input_ids=ids, attention_mask=torch.ones_like(ids), offsets=None,
                        texts=[None] * len(ids))
-        out = self.text_encoder(input_ids=tok['input_ids'], attention_mask=tok['attention_mask'])
-        out.update(offsets=tok['offsets'], texts=tok['texts'])
-        return out
+        text = self.text_encoder(input_ids=tok['input_ids'], attention_mask=tok['attention_mask'])
+        return dict(img_feats=tuple(self.backbone(inputs)), word_feats=text['word_feats'],
+                    word_mask=text['attention_mask'],
+                    words=token_words(tok['texts'], tok['offsets']))
 
-    def loss(self, batch_inputs: Tensor, batch_data_samples) -> Dict[str, Tensor]:
-        return self.head.loss(self.extract_feat(batch_inputs), self.encode_text(batch_data_samples),
-                              batch_data_samples)
+    def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
+        return self.head.loss(self.extract_feat(inputs, data_samples), data_samples)
 
-    def predict(self, batch_inputs: Tensor, batch_data_samples, rescale: bool = True):
-        """Fills the contract's prediction fields at ``img_shape`` (``rescale`` is handled by
-        ``mmrefer.structures.geometry`` in the metrics / inferencer)."""
-        text = self.encode_text(batch_data_samples)
-        words = token_words(text['texts'], text['offsets'])
-        valid = None
-        if words is not None:
-            valid = torch.tensor([[bool(w) for w in row] for row in words],
-                                 device=text['input_ids'].device) & text['attention_mask'].bool()
-        return self.head.predict(self.extract_feat(batch_inputs), text, batch_data_samples,
-                                 words=words, word_valid=valid)
+    def predict(self, inputs: Tensor, data_samples: List, rescale: bool = True) -> List:
+        """Fill the prediction fields at ``img_shape`` (docs/contracts.md section 3; the way
+        back to the original image is ``mmrefer.structures.geometry``)."""
+        return self.head.predict(self.extract_feat(inputs, data_samples), data_samples)
 
-    def _forward(self, batch_inputs: Tensor, batch_data_samples=None) -> Tuple[List[Tensor], Tensor]:
-        """Tensor mode (FLOPs counting, export): merged logits of every block and the no-target
-        logit. Without data samples a one-word dummy text is used."""
-        if batch_data_samples is None:
+    def _forward(self, inputs: Tensor, data_samples: Optional[List] = None
+                 ) -> Tuple[List[Tensor], Tensor]:
+        """Tensor mode (FLOPs counting, export): the merged logits of every layer and the
+        no-target logit. Without data samples a one-word dummy text is used."""
+        if data_samples is None:
             from mmdet.structures import DetDataSample
-            batch_data_samples = [DetDataSample(metainfo=dict(text='object'))
-                                  for _ in range(batch_inputs.shape[0])]
-        text = self.encode_text(batch_data_samples, allow_dummy=True)
-        outs, nt_logit = self.head(self.extract_feat(batch_inputs), text['word_feats'],
-                                   text['attention_mask'])
-        return [o['merged'] for o in outs], nt_logit
+            data_samples = [DetDataSample(metainfo=dict(text='object')) for _ in inputs]
+        outs = self.head(self.extract_feat(inputs, data_samples, allow_dummy=True), data_samples)
+        return outs[2], outs[-1]

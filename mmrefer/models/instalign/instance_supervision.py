@@ -1,30 +1,51 @@
-"""Match costs of InstAlign's Phrase-Aligned Instance Supervision (section 3.4, Eq. 6).
+"""Phrase-Aligned Instance Supervision of InstAlign (section 3.4, Eq. 5-7): the match costs, the
+assignment and the instance loss ``L_inst``, all in this file.
 
-    L_match(i, j) = 2 * BCE(p_i, 1) + 5 * [BCE(s_i, s_j) + Dice(s_i, s_j)] + 1 * L_phrase(i)
+Per image, with N queries, M ground-truth instances and the mask-prediction size h x w:
 
-used through mmdet's ``HungarianAssigner``. The mask terms are mmdet's ``CrossEntropyLossCost`` and
-``DiceCost``; this file adds the two query-only terms (constant along the GT axis):
+    p_i         = sigmoid(score_logits_i)              [N]       relevance of query i
+    s_hat_i     = instance mask logits                 [N, h, w] (Eq. 4)
+    L_phrase(i) = 1 - cos(P_i, Q_i)                    [N]       (Eq. 3, from the head)
+    s_j         = GT instance masks at h x w           [M, h, w]
 
-- :class:`ScoreBCECost`: ``BCE(sigmoid(score_logit_i), 1) = softplus(-score_logit_i)``, reading
-  ``pred_instances.score_logits`` [N].
-- :class:`PhraseAlignmentCost`: ``L_phrase(i) = 1 - cos(P_i, Q_i)``, reading
-  ``pred_instances.phrase_costs`` [N] (computed by the head with
-  :func:`~mmrefer.models.instalign.phrase_object_transformer.phrase_object_alignment`).
+    (Eq. 6)  L_match(i, j) = 2 BCE(p_i, 1) + 5 [BCE(s_hat_i, s_j) + Dice(s_hat_i, s_j)]
+                             + 1 L_phrase(i)                       cost matrix [N, M]
+    (Eq. 5)  omega* = argmin_omega sum_j L_match(omega_j, j)       min(N, M) pairs
+    (Eq. 7)  L_inst = sum_j L_match(omega*_j, j) + sum_{i not in omega*} BCE(p_i, 0)
+
+The assignment is mmdet's ``HungarianAssigner`` (``train_cfg.assigner``) with the two query-only
+costs below plus mmdet's ``CrossEntropyLossCost`` / ``DiceCost``. ``L_inst`` is normalised as in
+Mask2Former: ``2 * BCE(p, 1[matched])`` averaged over the B x N queries, ``5 * BCE`` over the
+matched pixels, ``5 * Dice`` and ``1 * L_phrase`` over the matched instances (their count
+all-reduced across ranks and kept as a tensor).
+
+Host transfers: the cost matrix goes to the host for scipy (one transfer per image, in the
+assigner). Everything else stays on the device: the number of matched pairs is known from the
+shapes (``min(N, M)``), so the matched queries are read off the assignment with a stable sort of
+known length instead of a data-dependent ``nonzero`` (mmdet's ``MaskPseudoSampler`` would add one).
 """
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn.functional as F
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
+from mmdet.models.utils import multi_apply
+from mmdet.utils import reduce_mean
+from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS, TASK_UTILS
 
+__all__ = ['ScoreBCECost', 'PhraseAlignmentCost', 'PhraseAlignmentLoss',
+           'PhraseAlignedInstanceSupervision']
+
 
 def _query_cost(pred_instances: InstanceData, gt_instances: InstanceData, key: str) -> Tensor:
     if key not in pred_instances:
-        raise KeyError(f'{key!r} missing from pred_instances (fields: {list(pred_instances.keys())})'
-                       ' - the InstAlign head must provide it for this match cost')
+        raise KeyError(f'{key!r} missing from pred_instances (fields: '
+                       f'{list(pred_instances.keys())}) - the InstAlign head must provide it for '
+                       'this match cost')
     values = pred_instances.get(key)
     if values.dim() != 1:
         raise ValueError(f'pred_instances.{key} must be [num_queries], got {tuple(values.shape)}')
@@ -33,7 +54,8 @@ def _query_cost(pred_instances: InstanceData, gt_instances: InstanceData, key: s
 
 @TASK_UTILS.register_module()
 class ScoreBCECost(BaseMatchCost):
-    """``weight * BCE(sigmoid(score_logits), 1)``, shape [num_queries, num_gts]."""
+    """``weight * BCE(sigmoid(score_logits_i), 1) = weight * softplus(-score_logits_i)``, read
+    from ``pred_instances.score_logits`` [N]; returns [N, M] (constant along M)."""
 
     def __call__(self, pred_instances: InstanceData, gt_instances: InstanceData,
                  img_meta: Optional[dict] = None, **kwargs) -> Tensor:
@@ -43,7 +65,8 @@ class ScoreBCECost(BaseMatchCost):
 
 @TASK_UTILS.register_module()
 class PhraseAlignmentCost(BaseMatchCost):
-    """``weight * (1 - cos(P_i, Q_i))``, shape [num_queries, num_gts]."""
+    """``weight * L_phrase(i) = weight * (1 - cos(P_i, Q_i))``, read from
+    ``pred_instances.phrase_costs`` [N]; returns [N, M] (constant along M)."""
 
     def __call__(self, pred_instances: InstanceData, gt_instances: InstanceData,
                  img_meta: Optional[dict] = None, **kwargs) -> Tensor:
@@ -52,7 +75,7 @@ class PhraseAlignmentCost(BaseMatchCost):
 
 @MODELS.register_module()
 class PhraseAlignmentLoss(nn.Module):
-    """``loss_weight * sum_i cost_i / avg_factor`` (``avg_factor`` defaults to the count).
+    """``loss_weight * sum_i L_phrase(i) / avg_factor`` over the matched queries.
 
     Args:
         loss_weight (float): lambda_phrase.
@@ -62,9 +85,129 @@ class PhraseAlignmentLoss(nn.Module):
         super().__init__()
         self.loss_weight = loss_weight
 
-    def forward(self, costs: Tensor, avg_factor: Optional[float] = None) -> Tensor:
-        """Args: costs [M] = 1 - cos(P_i, Q_i) of the matched queries."""
+    def forward(self, costs: Tensor, avg_factor: Union[Tensor, float, None] = None) -> Tensor:
+        """Args: costs [M] = ``1 - cos(P_i, Q_i)`` of the matched queries; avg_factor (number or
+        0-dim tensor, clamped to >= 1; default M). A tensor stays on the device (no host sync)."""
         if costs.numel() == 0:
             return costs.sum() * 0
-        denom = costs.numel() if avg_factor is None else max(float(avg_factor), 1.0)
+        if avg_factor is None:
+            denom = costs.numel()
+        elif isinstance(avg_factor, Tensor):
+            denom = avg_factor.clamp(min=1)
+        else:
+            denom = max(float(avg_factor), 1.0)
         return self.loss_weight * costs.sum() / denom
+
+
+class PhraseAlignedInstanceSupervision(BaseModule):
+    """Assignment (Eq. 5-6) and ``L_inst`` (Eq. 7) for one prediction layer of the head.
+
+    Args:
+        assigner (dict): ``HungarianAssigner`` config with the Eq. 6 costs.
+        loss_score (dict): BCE on the relevance logits (weight 2).
+        loss_mask (dict): BCE on the matched mask logits (weight 5).
+        loss_dice (dict): Dice on the matched masks (weight 5).
+        loss_phrase (dict, optional): :class:`PhraseAlignmentLoss` (weight 1); None drops the
+            term (ablation "w/o phrase alignment").
+    """
+
+    def __init__(self, assigner: dict, loss_score: dict, loss_mask: dict, loss_dice: dict,
+                 loss_phrase: Optional[dict] = None):
+        super().__init__()
+        self.assigner = TASK_UTILS.build(assigner)
+        self.loss_score = MODELS.build(loss_score)
+        self.loss_mask = MODELS.build(loss_mask)
+        self.loss_dice = MODELS.build(loss_dice)
+        self.loss_phrase = MODELS.build(loss_phrase) if loss_phrase is not None else None
+
+    @staticmethod
+    def gt_instances(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
+                     mask_size: Tuple[int, int], device) -> List[InstanceData]:
+        """Per image ``InstanceData(masks [M_b, h, w] float, labels zeros [M_b])``: the GT
+        instance masks zero-padded (bottom / right) to the batch shape ``pad_shape`` [H, W] and
+        bilinearly resized to the mask size, in one call for the whole batch.
+
+        ``gt_instances.masks`` are tensors already padded on the device (``RefDataPreprocessor``)
+        or, in hand-made samples, ``BitmapMasks`` / tensors at ``img_shape``."""
+        H, W = pad_shape
+        masks = []
+        for i, ds in enumerate(batch_data_samples):
+            if 'gt_instances' not in ds or 'masks' not in ds.gt_instances:
+                raise KeyError(f'data sample {i} ({ds.metainfo.get("img_path")}) has no '
+                               'gt_instances.masks (needed by the instance supervision)')
+            m = ds.gt_instances.masks
+            m = (m.to_tensor(torch.float32, device) if hasattr(m, 'to_tensor')  # BitmapMasks
+                 else torch.as_tensor(m, device=device).float())
+            h, w = m.shape[-2:]
+            if h > H or w > W:
+                raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
+                                 f'gt_instances.masks {(h, w)} exceed the batch shape {(H, W)}')
+            masks.append(F.pad(m.reshape(-1, h, w), (0, W - w, 0, H - h)))
+        counts = [len(m) for m in masks]
+        masks = torch.cat(masks)
+        masks = (F.interpolate(masks[None], tuple(mask_size), mode='bilinear',
+                               align_corners=False)[0] if len(masks)
+                 else masks.new_zeros((0, ) + tuple(mask_size)))
+        labels = torch.zeros(len(masks), dtype=torch.long, device=device)
+        return [InstanceData(masks=m, labels=lb)
+                for m, lb in zip(masks.split(counts), labels.split(counts))]
+
+    def get_targets(self, score_logits: Tensor, mask_logits: Tensor, phrase_costs: Tensor,
+                    batch_gt_instances: List[InstanceData],
+                    batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, int]:
+        """Match every image (``multi_apply`` of :meth:`_get_targets_single`).
+
+        Args:
+            score_logits [B, N], mask_logits [B, N, h, w], phrase_costs [B, N]: one layer.
+            batch_gt_instances: per image ``InstanceData(masks [M_b, h, w], labels [M_b])``.
+
+        Returns:
+            tuple: ``score_targets`` [B, N] (1 = matched), ``pos_inds`` [P] (matched queries as
+            indices into the flattened B x N), ``mask_targets`` [P, h, w] (their GT masks) and
+            ``num_pos`` = P (a Python int, from the shapes).
+        """
+        score_targets, pos_inds, pos_gt_inds = multi_apply(
+            self._get_targets_single, score_logits, mask_logits, phrase_costs,
+            batch_gt_instances, batch_img_metas)
+        n = score_logits.shape[1]
+        flat = torch.cat([inds + b * n for b, inds in enumerate(pos_inds)])
+        mask_targets = torch.cat([gt.masks[inds] for gt, inds in
+                                  zip(batch_gt_instances, pos_gt_inds)])
+        return torch.stack(score_targets), flat, mask_targets, len(flat)
+
+    def _get_targets_single(self, score_logits: Tensor, mask_logits: Tensor,
+                            phrase_costs: Tensor, gt_instances: InstanceData,
+                            img_meta: dict) -> Tuple[Tensor, Tensor, Tensor]:
+        """One image: ``score_logits`` [N], ``mask_logits`` [N, h, w], ``phrase_costs`` [N].
+        Returns ``score_target`` [N], ``pos_inds`` [K] (ascending) and ``pos_gt_inds`` [K],
+        ``K = min(N, M)``."""
+        pred = InstanceData(score_logits=score_logits.detach().float(),
+                            masks=mask_logits.detach().float(),
+                            phrase_costs=phrase_costs.detach().float())
+        gt_inds = self.assigner.assign(pred, gt_instances, img_meta=img_meta).gt_inds  # 0 = none
+        num_pos = min(len(gt_inds), len(gt_instances))
+        # matched queries first, in query order (stable sort; length known, no nonzero)
+        pos_inds = torch.sort((gt_inds <= 0).int(), stable=True).indices[:num_pos]
+        return (gt_inds > 0).float(), pos_inds, gt_inds[pos_inds] - 1
+
+    def loss(self, score_logits: Tensor, mask_logits: Tensor, phrase_costs: Tensor,
+             batch_gt_instances: List[InstanceData],
+             batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """``L_inst`` terms of one layer (shapes as :meth:`get_targets`): ``loss_score``,
+        ``loss_mask``, ``loss_dice``, ``loss_phrase`` (None without ``loss_phrase``)."""
+        score_targets, pos, mask_targets, num_pos = self.get_targets(
+            score_logits, mask_logits, phrase_costs, batch_gt_instances, batch_img_metas)
+        loss_score = self.loss_score(score_logits.flatten().float(), score_targets.flatten())
+        if num_pos == 0:  # nothing matched (all no-target): zeros that keep the graph connected
+            zero = mask_logits.sum() * 0
+            phrase = phrase_costs.sum() * 0 if self.loss_phrase is not None else None
+            return loss_score, zero, zero, phrase
+        num = reduce_mean(score_logits.new_full((), float(num_pos), dtype=torch.float32))
+        num = num.clamp(min=1)
+        preds = mask_logits.flatten(0, 1)[pos].flatten(1).float()  # [P, h*w]
+        targets = mask_targets.flatten(1).to(preds)
+        loss_mask = self.loss_mask(preds, targets, avg_factor=num * preds.shape[1])
+        loss_dice = self.loss_dice(preds, targets, avg_factor=num)
+        phrase = (self.loss_phrase(phrase_costs.flatten()[pos].float(), avg_factor=num)
+                  if self.loss_phrase is not None else None)
+        return loss_score, loss_mask, loss_dice, phrase

@@ -22,10 +22,10 @@ block (:func:`phrase_object_alignment`)::
     L_phrase(i) = 1 - cos(P_i, Q_i)     [B, N]
 
 No parser is involved: ``R`` picks, per query, the words that describe it; its largest entries
-give the ``aligned_words`` shown for visualisation.
+give the ``aligned_words`` shown for visualisation (:func:`aligned_words`).
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,35 @@ def phrase_object_alignment(queries: Tensor, words: Tensor,
     cost = 1 - F.cosine_similarity(phrases, queries, dim=-1)
     return relevance, phrases, cost
 
+
+
+def aligned_words(relevance: Tensor, words: Optional[List[List[str]]],
+                  topk: int) -> List[List[List[str]]]:
+    """The words each query aligns to: per image and query its ``topk`` non-empty words of
+    highest relevance, best first.
+
+    Args:
+        relevance (Tensor): R of the queries to describe, [B, k, L].
+        words (list[list[str]], optional): per image and token position the word
+            (``token_words``: ``''`` for special tokens and pads, which never count).
+        topk (int): words per query.
+
+    Returns:
+        list: ``[B][k]`` lists of at most ``topk`` words; ``[]`` per image without ``words``.
+    """
+    if words is None:
+        return [[] for _ in range(len(relevance))]
+    L = relevance.shape[-1]
+    bad = [i for i, row in enumerate(words) if len(row) != L]
+    if bad:
+        raise ValueError(f'aligned_words: words of sample {bad[0]} have '
+                         f'{len(words[bad[0]])} positions, the text has {L} tokens')
+    valid = torch.tensor([[bool(w) for w in row] for row in words], dtype=torch.bool)
+    n_valid = valid.sum(1).tolist()  # a host tensor: no device sync
+    rel = relevance.masked_fill(~valid.to(relevance.device)[:, None], -1)
+    idx = rel.topk(min(topk, L), dim=-1).indices.cpu()
+    return [[[words[b][j] for j in row[:n_valid[b]].tolist()] for row in idx[b]]
+            for b in range(len(words))]
 
 class PhraseObjectTransformerLayer(nn.Module):
     """One POT block. Args: embed_dims C, num_heads, ffn_dims, dropout, text_mode."""
@@ -134,6 +163,12 @@ class PhraseObjectTransformer(nn.Module):
         self.layers = nn.ModuleList(
             PhraseObjectTransformerLayer(embed_dims, num_heads, ffn_dims, dropout, text_mode)
             for _ in range(num_layers))
+
+    def init_weights(self) -> None:
+        """Xavier-uniform on every weight matrix (called by the head's ``init_weights``)."""
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
 
     def level_of(self, k: int) -> int:
         """Scale index read by block k (0-based)."""

@@ -124,21 +124,22 @@ def test_gt_masks_reach_matcher_padded_not_zeroed(tok_dir):
 def test_no_target_samples_match_nothing(tok_dir):
     model = _model(tok_dir)
     results = []
-    orig = model.head.match
+    orig = model.head.instance_loss._get_targets_single
 
-    def spy(out, gts):
-        r = orig(out, gts)
-        results.append(r)
+    def spy(*args):
+        r = orig(*args)
+        results.append(r)  # (score_target [N], matched queries, their GT indices)
         return r
 
-    model.head.match = spy
+    model.head.instance_loss._get_targets_single = spy
     s1 = make_sample('the red circle', [(0, 8, 0, 8)])
     s2 = make_sample('all green squares', [])
     inputs, samples = batch([s1, s2])
     model.loss(inputs, samples)
-    for pairs in results:
-        assert len(pairs[0][0]) == 1 and pairs[0][1].tolist() == [0]
-        assert len(pairs[1][0]) == 0
+    assert len(results) == 2 * (model.head.decoder.num_layers + 1)  # 2 images, every layer
+    for (t0, q0, g0), (t1, q1, g1) in zip(results[::2], results[1::2]):
+        assert len(q0) == 1 and g0.tolist() == [0] and t0.sum() == 1 and t0[q0] == 1
+        assert len(q1) == 0 and len(g1) == 0 and t1.sum() == 0
 
 
 def test_losses_finite_all_no_target_and_backward(tok_dir):
@@ -151,7 +152,7 @@ def test_losses_finite_all_no_target_and_backward(tok_dir):
         assert name in losses and torch.isfinite(losses[name]), name
     assert losses['loss_mask'] == 0 and losses['loss_phrase'] == 0
     sum(losses.values()).backward()
-    assert model.head.no_target.mlp[0].weight.grad is not None
+    assert model.head.no_target_predictor.mlp[0].weight.grad is not None
 
 
 def test_loss_values_follow_the_formulas(tok_dir):
@@ -160,15 +161,16 @@ def test_loss_values_follow_the_formulas(tok_dir):
     model = _model(tok_dir).eval()
     s = make_sample('the red circle', [(4, 12, 8, 20)])
     x, samples = batch([s])
-    text = model.encode_text(samples)
-    feats = model.extract_feat(x)
-    outs, nt = model.head(feats, text['word_feats'], text['attention_mask'])
-    losses = model.head.loss_by_feat(outs, nt, samples)
-    out = outs[-1]
+    outs = model.head(model.extract_feat(x, samples), samples)
+    losses = model.head.loss_by_feat(*outs, samples)
+    out = dict(zip(('score_logits', 'masks', 'merged', 'phrase_cost', 'relevance'),
+                   (o[-1] for o in outs[:5])))
+    nt = outs[-1]
     gt_small = torch.zeros(1, 8, 8)
     gt_small[0, 1:3, 2:5] = 1
-    q, _ = model.head.match(out, [type(s.gt_instances)(masks=gt_small, labels=torch.zeros(
-        1, dtype=torch.long))])[0]
+    _, q, _ = model.head.instance_loss._get_targets_single(
+        out['score_logits'][0], out['masks'][0], out['phrase_cost'][0],
+        InstanceData(masks=gt_small, labels=torch.zeros(1, dtype=torch.long)), {})
     t = torch.zeros(1, 5)
     t[0, q] = 1
     score = F.binary_cross_entropy_with_logits(out['score_logits'], t)
@@ -200,7 +202,7 @@ def test_loss_values_follow_the_formulas(tok_dir):
     dict(aggregation=dict(type='AdaptiveInstanceAggregation', mode='threshold')),
     dict(decoder=dict(num_layers=2, num_heads=2, ffn_dims=32, text_mode='none')),
     dict(decoder=dict(num_layers=2, num_heads=2, ffn_dims=32, text_mode='query_only')),
-    dict(no_target=dict(type='NoTargetPredictor', inputs='qmean')),
+    dict(no_target_predictor=dict(type='NoTargetPredictor', inputs='qmean')),
     dict(deep_supervision=False, masked_attention=False),
 ])
 def test_ablation_switches_train(tok_dir, overrides):
@@ -239,21 +241,21 @@ def test_predict_contract(tok_dir):
         if s.pred_no_target:
             assert not s.pred_mask.any()
     # forcing the no-target decision empties the mask and keeps the segmentation aside
-    model.head.test_cfg['mask_thr'] = -1.0  # every pixel above threshold
-    model.head.test_cfg['nt_thr'] = -1.0
+    model.head.post_processor.mask_thr = -1.0  # every pixel above threshold
+    model.head.post_processor.nt_thr = -1.0
     with torch.no_grad():
         out = model.predict(*batch([s1]))
     assert out[0].pred_no_target and not out[0].pred_mask.any()
     assert out[0].pred_box.tolist() == [0, 0, 0, 0]
     assert out[0].pred_mask_ungated.shape == (20, 24) and out[0].pred_mask_ungated.all()
-    model.head.test_cfg['nt_thr'] = 2.0  # never fires: no ungated copy
+    model.head.post_processor.nt_thr = 2.0  # never fires: no ungated copy
     with torch.no_grad():
         out = model.predict(*batch([s1]))
     assert not out[0].pred_no_target and out[0].pred_mask.all()
     assert 'pred_mask_ungated' not in out[0]
     # a targeted answer with an empty mask: the shared box rule (mmdet mask2bbox) gives zeros,
     # as for Latent-VG (test_latentvg_head.test_empty_mask_box_is_all_zeros)
-    model.head.test_cfg['mask_thr'] = 2.0
+    model.head.post_processor.mask_thr = 2.0
     with torch.no_grad():
         out = model.predict(*batch([s1]))
     assert not out[0].pred_no_target and not out[0].pred_mask.any()
@@ -275,7 +277,8 @@ def test_missing_text_is_a_clear_error(tok_dir):
     from mmdet.structures import DetDataSample
     model = _model(tok_dir)
     with pytest.raises(KeyError, match='text'):
-        model.encode_text([DetDataSample(metainfo=dict(img_path='x.jpg'))])
+        model.extract_feat(torch.zeros(1, 3, 32, 32),
+                           [DetDataSample(metainfo=dict(img_path='x.jpg'))])
 
 
 def test_initial_prediction_instance_supervision_switch(tok_dir):

@@ -1,7 +1,6 @@
 """Adaptive Instance Aggregation (Eq. 8) and the ablation modes."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmrefer.models.instalign.instance_aggregation import AdaptiveInstanceAggregation
 

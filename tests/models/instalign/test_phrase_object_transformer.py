@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmrefer.models.instalign.phrase_object_transformer import phrase_object_alignment
 from mmrefer.models.instalign.phrase_object_transformer import (PhraseObjectTransformer,
