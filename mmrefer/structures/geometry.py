@@ -24,7 +24,7 @@ from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 __all__ = [
-    'content_region', 'maps_to_original', 'mask_to_original', 'box_to_original', 'box_to_input',
+    'content_region', 'maps_to_original', 'mask_to_original', 'box_to_original',
     'pred_mask_to_original', 'prediction_to_original', 'to_numpy'
 ]
 
@@ -184,18 +184,6 @@ def box_to_original(box: Tensor, metainfo: Mapping) -> Tensor:
         raise ValueError(f'box_to_original: box shape {tuple(b.shape)} is not [4] or [n, 4]')
     b[..., 0::2] = ((b[..., 0::2] - left) / w_scale).clamp(0, w0)
     b[..., 1::2] = ((b[..., 1::2] - top) / h_scale).clamp(0, h0)
-    return b
-
-
-def box_to_input(box: Tensor, metainfo: Mapping) -> Tensor:
-    """Inverse of :func:`box_to_original`: ``x_in = x0 * w_scale + left`` (no clipping)."""
-    w_scale, h_scale = _scale(metainfo)
-    left, top = _pad(metainfo)
-    b = _as_tensor(box).float().clone()
-    if b.shape[-1:] != (4, ):
-        raise ValueError(f'box_to_input: box shape {tuple(b.shape)} is not [4] or [n, 4]')
-    b[..., 0::2] = b[..., 0::2] * w_scale + left
-    b[..., 1::2] = b[..., 1::2] * h_scale + top
     return b
 
 

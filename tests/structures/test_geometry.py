@@ -9,7 +9,7 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 
 from mmrefer.datasets.transforms import RefResize
-from mmrefer.structures import (box_to_input, box_to_original, content_region, maps_to_original,
+from mmrefer.structures import (box_to_original, content_region, maps_to_original,
                                 mask_to_original, pred_mask_to_original, prediction_to_original)
 
 PLAIN = dict(ori_shape=(4, 6), img_shape=(8, 12), scale_factor=(2.0, 2.0), letterbox=None)
@@ -168,9 +168,15 @@ def test_boxes():
     torch.testing.assert_close(box_to_original(torch.zeros(4), LETTER), torch.zeros(4))
     many = torch.tensor([[0., 2., 12., 10.], [2., 4., 10., 8.]])
     assert box_to_original(many, LETTER).shape == (2, 4)
-    for meta in (PLAIN, LETTER):
-        x = torch.tensor([0.5, 1., 3., 2.5])
-        torch.testing.assert_close(box_to_original(box_to_input(x, meta), meta), x)
+    # RefResize's own forward map (non-integer scales, stretched and letterboxed) is undone
+    box0 = np.array([[37.5, 12.25, 301.0, 240.5]], np.float32)
+    for letterbox in (False, True):
+        out = RefResize(scale=(480, 480), letterbox=letterbox)(
+            dict(img=np.zeros((333, 500, 3), np.uint8), gt_bboxes=box0.copy()))
+        meta = dict(ori_shape=(333, 500), img_shape=out['img_shape'],
+                    scale_factor=out['scale_factor'], letterbox=out['letterbox'])
+        torch.testing.assert_close(box_to_original(torch.from_numpy(out['gt_bboxes']), meta),
+                                   torch.from_numpy(box0), atol=1e-3, rtol=0)
 
 
 def test_errors_name_the_key_or_the_shapes():

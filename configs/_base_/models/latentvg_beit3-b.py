@@ -27,7 +27,6 @@ model = dict(
         vocab_size=64010,
         drop_path_rate=0.1,
         num_latent_groups=2,
-        latent_ffn='light',
         # activation checkpointing of each encoder layer in training (less activation memory; the
         # layers run again in the backward pass): --cfg-options model.backbone.with_cp=True
         # (docs/benchmarks.md, "Activation checkpointing and memory")
@@ -38,7 +37,6 @@ model = dict(
         text_len=text_len,
         attr_lengths=(4, 10),
         drop_probs=(0.2, 0.15),
-        drop_mode='element',
         temperature=0.07,
         learnable_temperature=True,
         mode='latent',

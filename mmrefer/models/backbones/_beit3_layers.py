@@ -82,11 +82,11 @@ class LightFFN(nn.Module):
 class LatentBranch(nn.Module):
     """Per-layer parameters owned by one latent-expression group."""
 
-    def __init__(self, dims: int, eps: float, light_ffn: bool):
+    def __init__(self, dims: int, eps: float):
         super().__init__()
         self.self_attn_layer_norm = nn.LayerNorm(dims, eps=eps)
         self.final_layer_norm = nn.LayerNorm(dims, eps=eps)
-        self.ffn = LightFFN(dims, eps) if light_ffn else None
+        self.ffn = LightFFN(dims, eps)
 
 
 class MultiwayAttention(nn.Module):
@@ -142,8 +142,7 @@ class EncoderLayer(nn.Module):
     """
 
     def __init__(self, dims: int, num_heads: int, ffn_dims: int, eps: float, drop_path: float,
-                 num_latent_groups: int = 0, latent_ffn: str = 'light', drop: float = 0.0,
-                 attn_drop: float = 0.0):
+                 num_latent_groups: int = 0, drop: float = 0.0, attn_drop: float = 0.0):
         super().__init__()
         self.self_attn = MultiwayAttention(dims, num_heads, eps, attn_drop)
         self.self_attn_layer_norm = Multiway(lambda: nn.LayerNorm(dims, eps=eps))
@@ -153,17 +152,13 @@ class EncoderLayer(nn.Module):
         self.drop_path = drop_path
         if num_latent_groups:
             self.latent = nn.ModuleList(
-                LatentBranch(dims, eps, latent_ffn == 'light') for _ in range(num_latent_groups))
+                LatentBranch(dims, eps) for _ in range(num_latent_groups))
         else:
             self.latent = None
 
     def _group_fns(self, which: str, n_groups: int) -> List[Callable[[Tensor], Tensor]]:
         main = getattr(self, which)
-        fns = [main.A, main.B]
-        for j in range(n_groups - 2):
-            own = getattr(self.latent[j], which)
-            fns.append(main.B if own is None else own)  # latent_ffn='shared' -> B's FFN
-        return fns
+        return [main.A, main.B] + [getattr(self.latent[j], which) for j in range(n_groups - 2)]
 
     def forward(self, x: Tensor, sizes: Sequence[int],
                 key_padding_mask: Optional[Tensor] = None) -> Tensor:

@@ -64,8 +64,8 @@ class BEiT3(BaseModule):
         attn_drop_rate (float): dropout on attention probabilities (official 0).
         drop_path_rate (float): stochastic depth, linear from 0 at layer 0 to this value.
         layer_norm_eps (float): LayerNorm epsilon (1e-5).
-        num_latent_groups (int): extra token groups with own LayerNorms and FFN branch.
-        latent_ffn (str): ``'light'`` (``gelu(LN(Linear(C, C)))``) or ``'shared'`` (B's FFN).
+        num_latent_groups (int): extra token groups with own LayerNorms and a light FFN branch
+            ``gelu(LN(Linear(C, C)))`` (Latent-VG's latent expressions).
         latent_init_from_text (bool): after loading a pretrained checkpoint, copy the language
             expert's LayerNorms into the latent groups' LayerNorms.
         with_cp (bool): gradient checkpointing of each layer in training.
@@ -93,7 +93,6 @@ class BEiT3(BaseModule):
                  drop_path_rate: float = 0.0,
                  layer_norm_eps: float = 1e-5,
                  num_latent_groups: int = 0,
-                 latent_ffn: str = 'light',
                  latent_init_from_text: bool = True,
                  with_cp: bool = False,
                  with_cls_token: bool = True,
@@ -112,8 +111,6 @@ class BEiT3(BaseModule):
         missing = {'embed_dims', 'num_layers', 'num_heads', 'ffn_ratio'} - set(arch)
         if missing:
             raise KeyError(f'BEiT3: arch dict lacks {sorted(missing)}')
-        if latent_ffn not in ('light', 'shared'):
-            raise ValueError(f"BEiT3: latent_ffn must be 'light' or 'shared', got {latent_ffn!r}")
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if len(img_size) != 2 or img_size[0] % patch_size or img_size[1] % patch_size:
             raise ValueError(f'BEiT3: img_size {img_size} must be (H, W) divisible by '
@@ -131,7 +128,7 @@ class BEiT3(BaseModule):
         dpr = np.linspace(0, drop_path_rate, depth) if depth > 1 else [0.0]
         layers = [
             EncoderLayer(dims, int(arch['num_heads']), int(dims * arch['ffn_ratio']),
-                         layer_norm_eps, float(dpr[i]), num_latent_groups, latent_ffn,
+                         layer_norm_eps, float(dpr[i]), num_latent_groups,
                          drop_rate, attn_drop_rate) for i in range(depth)
         ]
         self.encoder = _Encoder(self.vision_embed.num_patches + 1 + 2, max_text_len, dims,

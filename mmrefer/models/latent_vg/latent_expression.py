@@ -42,8 +42,6 @@ class LatentExpressionInitializer(nn.Module):
             ``L - 1`` slots to ``k_i``.
         attr_lengths (Sequence[int]): ``k_i`` per expression (paper: (4, 10)).
         drop_probs (Sequence[float]): dropout ``p_i`` per expression (paper: (0.2, 0.15)).
-        drop_mode (str): ``'element'`` (F.dropout on every element) or ``'token'`` (drop whole
-            semantic tokens, rescaled by ``1/(1-p)``).
         temperature (float): initial Gumbel temperature ``tau`` (0.07).
         learnable_temperature (bool): learn ``log tau`` (``mode='latent'`` only: the naive
             ablation has no subject selection, so no temperature is built).
@@ -56,7 +54,6 @@ class LatentExpressionInitializer(nn.Module):
                  text_len: int = 20,
                  attr_lengths: Sequence[int] = (4, 10),
                  drop_probs: Sequence[float] = (0.2, 0.15),
-                 drop_mode: str = 'element',
                  temperature: float = 0.07,
                  learnable_temperature: bool = True,
                  mode: str = 'latent',
@@ -68,9 +65,6 @@ class LatentExpressionInitializer(nn.Module):
         if mode not in ('latent', 'naive'):
             raise ValueError(f"LatentExpressionInitializer: mode must be 'latent' or 'naive', "
                              f'got {mode!r}')
-        if drop_mode not in ('element', 'token'):
-            raise ValueError(f"LatentExpressionInitializer: drop_mode must be 'element' or "
-                             f"'token', got {drop_mode!r}")
         if text_len < 2:
             raise ValueError(f'LatentExpressionInitializer: text_len must be >= 2, got {text_len}')
         if temperature <= 0:
@@ -80,7 +74,6 @@ class LatentExpressionInitializer(nn.Module):
         self.text_len = text_len
         self.attr_lengths = tuple(int(k) for k in attr_lengths)
         self.drop_probs = tuple(float(p) for p in drop_probs)
-        self.drop_mode = drop_mode
         self.mode = mode
         self.num_expressions = len(self.attr_lengths)
         self.subject_selector = nn.Linear(embed_dims, 1) if mode == 'latent' else None
@@ -129,14 +122,6 @@ class LatentExpressionInitializer(nn.Module):
         subject = torch.einsum('bm,bmc->bc', weights.to(sem.dtype), sem)[:, None]
         return subject, weights, index
 
-    def _dropout(self, sem: torch.Tensor, p: float) -> torch.Tensor:
-        if not self.training or p == 0:
-            return sem
-        if self.drop_mode == 'element':
-            return F.dropout(sem, p, training=True)
-        keep = torch.rand(sem.shape[:2], device=sem.device) >= p
-        return sem * keep[..., None].to(sem.dtype) / (1.0 - p)
-
     def forward(self, text_embeds: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                 noise: Optional[torch.Tensor] = None) -> Dict:
         """Args:
@@ -174,7 +159,7 @@ class LatentExpressionInitializer(nn.Module):
         expressions = []
         for i in range(self.num_expressions):
             p = self.drop_probs[i] if self.mode == 'latent' else 0.0
-            dropped = self._dropout(sem, p)
+            dropped = F.dropout(sem, p, training=self.training)  # element-wise, off at test
             attrs = self.length_transforms[i](dropped.transpose(1, 2)).transpose(1, 2)
             z = torch.cat([t_cls, subject_slot, attrs], dim=1)
             expressions.append(self.norms[i](z))

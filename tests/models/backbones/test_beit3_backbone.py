@@ -142,12 +142,10 @@ def test_bad_config_errors():
         BEiT3('huge')
     with pytest.raises(ValueError, match='divisible'):
         BEiT3(arch=TINY, img_size=30, patch_size=PATCH)
-    with pytest.raises(ValueError, match='latent_ffn'):
-        BEiT3(arch=TINY, latent_ffn='wide')
 
 
 # --------------------------------------------------------------------------- independent reference
-def reference(sd, ids, img, pad, heads, latents=(), latent_ffn='light', eps=1e-5):
+def reference(sd, ids, img, pad, heads, latents=(), eps=1e-5):
     """Equations of backbones.md 1.3 / latentvg_spec 1.3, written with functional ops over the
     official key names. ``latents``: list of [B, n_j, C] latent-group inputs (already embedded)."""
     ln = lambda x, k: F.layer_norm(x, x.shape[-1:], sd[k + '.weight'], sd[k + '.bias'], eps)  # noqa
@@ -184,7 +182,7 @@ def reference(sd, ids, img, pad, heads, latents=(), latent_ffn='light', eps=1e-5
                       f'{p}self_attn.out_proj.{exp(g)}')
             x = x + a_g
             h = ln(x, own(g, 'final_layer_norm'))
-            if g < 2 or latent_ffn == 'shared':
+            if g < 2:
                 e = f'{p}ffn.{exp(g)}'
                 h = lin(ln(F.gelu(lin(h, e + '.fc1')), e + '.ffn_layernorm'), e + '.fc2')
             else:
@@ -207,9 +205,8 @@ def test_forward_equals_reference():
     torch.testing.assert_close(out[keep], ref[keep], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('latent_ffn', ['light', 'shared'])
-def test_latent_groups_equal_reference(latent_ffn):
-    m = tiny(num_latent_groups=2, latent_ffn=latent_ffn)
+def test_latent_groups_equal_reference():
+    m = tiny(num_latent_groups=2)
     ids, img, pad = inputs()
     g = torch.Generator().manual_seed(5)
     lat = [torch.randn(3, 3, 32, generator=g), torch.randn(3, 5, 32, generator=g)]
@@ -219,8 +216,7 @@ def test_latent_groups_equal_reference(latent_ffn):
         mask = torch.cat([torch.zeros(3, 17, dtype=torch.bool), pad,
                           torch.zeros(3, 8, dtype=torch.bool)], 1)
         out = m.forward_layers(x, [17, 7, 3, 5], padding_mask=mask)
-        ref = reference(m.state_dict(), ids, img, pad, heads=4, latents=lat,
-                        latent_ffn=latent_ffn)
+        ref = reference(m.state_dict(), ids, img, pad, heads=4, latents=lat)
     assert out.shape == (3, 17 + 7 + 8, 32)
     torch.testing.assert_close(out[~mask], ref[~mask], atol=1e-5, rtol=1e-5)
 
@@ -361,9 +357,6 @@ def test_latent_param_names_and_init_from_text():
     extra = set(m.state_dict()) - set(official_keys(2))
     assert extra and all('.latent.' in k or 'latent_layer_norm' in k for k in extra)
     assert 'encoder.layers.1.latent.1.ffn.fc.weight' in extra
-    shared = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB,
-                   num_latent_groups=1, latent_ffn='shared')
-    assert not any('.latent.0.ffn' in k for k in shared.state_dict())
     randomize(m)
     m.init_latent_from_text()
     lay = m.encoder.layers[1]
