@@ -4,7 +4,7 @@
 # in one call on one GPU. docs/benchmarks.md ("GPU check") gives the one-call command.
 #
 #   bash tools/analysis_tools/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--deps DIR]
-#        [--budget SECONDS] [--build-deadline SECONDS] [--force-profile]
+#        [--budget SECONDS] [--build-deadline SECONDS] [--force-profile] [--sizes "K=V ..."]
 #
 #   --device         cuda (default) or cpu
 #   --quick          tiny sizes, a few iterations: the CPU dry run (tests/tools/test_gpu_check.py)
@@ -13,6 +13,8 @@
 #   --build-deadline S  seconds after the start by which the mmcv build must be done (default
 #                    budget - 100: the time kept for InstAlign's speed with the built ops)
 #   --force-profile  profiler summaries even when no goal is missed
+#   --sizes "K=V ..."  batch sizes / iteration counts for gpu_check.py --sizes (e.g. a shorter
+#                    run: "train_iters=20 overfit_iters=100")
 #
 # Steps (their times are recorded under "setup" in OUT_DIR/gpu_check.json):
 #  1. when mmengine / mmdet are not importable: pip-installs the wheels of DIR into
@@ -32,11 +34,11 @@
 # machine where mmcv is already installed.
 set -uo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
 case "$OUT" in -*) usage ;; esac
-DEVICE=cuda; QUICK=0; DEPS=""; BUDGET=""; BUILD_DEADLINE=""; FORCE_PROFILE=0
+DEVICE=cuda; QUICK=0; DEPS=""; BUDGET=""; BUILD_DEADLINE=""; FORCE_PROFILE=0; SIZES=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
         --budget) BUDGET=${2:?--budget needs seconds}; shift 2 ;;
         --build-deadline) BUILD_DEADLINE=${2:?--build-deadline needs seconds}; shift 2 ;;
         --force-profile) FORCE_PROFILE=1; shift ;;
+        --sizes) SIZES=${2:?--sizes needs \"KEY=VALUE ...\"}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -77,6 +80,8 @@ SETUP=("budget_s=$BUDGET")
 DRIVER=(tools/analysis_tools/gpu_check.py "$OUT" --device "$DEVICE" --work-dir "$WORK")
 [ "$QUICK" = 1 ] && DRIVER+=(--quick)
 [ "$FORCE_PROFILE" = 1 ] && DRIVER+=(--force-profile)
+# shellcheck disable=SC2206
+[ -n "$SIZES" ] && DRIVER+=(--sizes $SIZES)
 log "python: $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
 
 # ---- 1. the carried wheels
