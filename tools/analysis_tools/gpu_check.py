@@ -735,8 +735,9 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
             r.update(img_per_s=round(n / tm['median_s'], 2),
                      median_ms=round(tm['median_s'] * 1e3, 2),
                      min_ms=round(tm['min_s'] * 1e3, 2), max_ms=round(tm['max_s'] * 1e3, 2),
-                     first_step_ms=round(tm['first_s'] * 1e3, 1), warmup=max(warm, 1), iters=iters,
-                     peak_mem_mib=tm['peak_mem_mib'], wall_s=round(time.time() - t, 1))
+                     first_step_ms=round(tm['first_s'] * 1e3, 1), warmup=max(warm, 1),
+                     iters=iters, peak_mem_mib=tm['peak_mem_mib'],
+                     wall_s=round(time.time() - t, 1))
             log(f"{key} {mk}: {r['img_per_s']} img/s (median {r['median_ms']} ms/step, "
                 f"peak {r['peak_mem_mib']} MiB)")
             gk = goal_keys.get(mk)
