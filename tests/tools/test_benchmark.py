@@ -91,6 +91,7 @@ def test_pipeline_only_paper_config_on_coco_size_jpegs(method, coco_synthref, tm
         'ConcatDataset' if method == 'latentvg' else 'GRefCOCODataset')
     assert res['pipeline_samples'] == '12'
     assert float(res['pipeline_samples_per_s_per_worker']) > 0
+    assert float(res['pipeline_samples_per_cpu_s']) > 0
     assert float(res['pipeline_decode_ms']) > 0
     # the timed samples are COCO-size photos (333-640 px sides), not the 96-160 px default
     w, h = px(res['pipeline_image_px'])

@@ -17,9 +17,11 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   decoding, ``RefResize`` incl. polygon re-rasterisation, tokenisation when the pipeline has it,
   packing), in this process, over ``--data-iters`` samples drawn in a seeded random order:
   ``pipeline_samples_per_s_per_worker``; ``pipeline_image_px`` (mean decoded width x height:
-  proof of real-size JPEGs); with ``--workers N`` also the config's own train dataloader
-  (``Runner.build_dataloader``: its sampler, batch size and collate) with ``N`` worker
-  processes: ``dataloader_samples_per_s`` (total) and ``dataloader_samples_per_s_per_worker``.
+  proof of real-size JPEGs), ``pipeline_samples_per_cpu_s`` (per CPU-second of the process: one
+  dedicated core's rate), ``pipeline_decode_ms``; with ``--workers N`` also the config's own
+  train dataloader (``Runner.build_dataloader``: its sampler, batch size and collate) with ``N``
+  worker processes: ``dataloader_samples_per_s`` (total) and
+  ``dataloader_samples_per_s_per_worker`` (wall-clock).
   The train dataset must be on disk: there is no synthetic fallback. ``--make-synthref DIR``
   writes SynthRef at COCO photo sizes (``make_synthref(image_sizes=SYNTHREF_COCO_IMAGE_SIZES)``,
   with ``refcoco+/`` and ``refcocog/`` aliases for the combined-RefCOCO config) and points the
@@ -28,19 +30,23 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   ``images_per_s_bN`` of ``model(..., mode='predict')`` (data preprocessing done once
   beforehand), ``backbone_bN_ms`` / ``full_to_backbone_ratio`` (:func:`backbone_call`),
   ``peak_rss_mb``, ``cuda_max_allocated_mb``; with ``--compile`` also
-  ``compiled_latency_bN_ms``, ``compile_first_call_s`` and ``compile_speedup_bN`` (eager /
-  compiled, ``torch.compile`` of ``model.forward``; ``--compile-backend``, default inductor).
+  ``compiled_latency_bN_ms``, ``compile_first_call_s``, ``compile_speedup_bN`` (eager /
+  compiled wall time) and ``compile_speedup_bN_cpu`` (the same from the process's CPU time,
+  steadier on a shared machine); ``torch.compile`` of ``model.forward``, ``--compile-backend``
+  (default inductor).
   The model's inputs come from the config's
   test dataset when it is on disk, else from random images through the inference pipeline
   (``data_source`` says which: this only feeds the network, no data rate is measured on it);
 * **train step** (``--train-step``): ``model.train_step`` (data preprocessor, loss, backward,
   the config's optimizer step) on one fixed batch of ``--batch-size`` train samples, ``--warmup``
-  + ``--iters`` times: ``train_step_s`` (median), ``rss_before_step_mb`` (resident memory with
+  + ``--iters`` times: ``train_step_s`` (median wall), ``train_step_cpu_s`` (median CPU time of
+  the process, all threads), ``rss_before_step_mb`` (resident memory with
   the model, the optimizer and the batch built), ``peak_rss_mb`` (``ru_maxrss``: the process's
   peak, i.e. the peak of the training step; run one measurement per fresh process), ``with_cp``;
   with ``--compile``: ``compiled_train_step_s`` (``torch.compile(model.train_step)``, as
   ``tools/train.py --compile`` has mmengine do it, param groups made plain dicts),
-  ``compile_first_call_s``, ``compile_train_speedup``; with
+  ``compiled_train_step_cpu_s``, ``compile_first_call_s``, ``compile_train_speedup`` and
+  ``compile_train_speedup_cpu``; with
   ``--explain``: ``torch._dynamo.explain`` of the loss forward: ``dynamo_graphs``,
   ``dynamo_graph_breaks`` and ``dynamo_break_reasons`` (each distinct reason with the first
   mmrefer / mmdet source line it was hit at, and its count).
@@ -160,16 +166,20 @@ class Bench:
                     leave=False, dynamic_ncols=True)
 
     def time(self, fn, iters, warmup, desc, grad=False):
-        """Median seconds per call of ``fn`` (``warmup`` untimed calls first)."""
-        times = []
+        """Median wall seconds per call of ``fn`` (``warmup`` untimed calls first); the median
+        CPU seconds of this process per call (``time.process_time``, all its threads) are left
+        in ``self.last_cpu``."""
+        times, cpu = [], []
         for i in self.bar(warmup + iters, desc):
             self.sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.set_grad_enabled(grad), self.autocast():
                 fn()
             self.sync()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+        self.last_cpu = statistics.median(cpu)
         return statistics.median(times)
 
 
@@ -288,20 +298,25 @@ def _image_px(sample) -> tuple:
 def measure_pipeline(dataset, n: int, seed: int, bench: 'Bench', warmup: int = 3) -> dict:
     """Samples/s of ``dataset[i]`` in this process (one worker), and the mean decoded size.
 
-    ``warmup`` samples are loaded untimed first (imports, lazy tokenizers, file cache).
+    ``pipeline_samples_per_s_per_worker`` is wall-clock; ``pipeline_samples_per_cpu_s`` divides
+    by the CPU time this process used (``time.process_time``), i.e. the rate of one dedicated
+    core, which stays meaningful on a machine shared with other jobs. ``pipeline_decode_ms``:
+    :func:`decode_ms` of up to 20 of the timed images. ``warmup`` samples are loaded untimed
+    first (imports, lazy tokenizers, file cache).
     """
     order = sample_order(len(dataset), n + warmup, seed)
     for i in order[:warmup]:
         dataset[i]
     sizes = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for k in bench.bar(n, 'train pipeline'):
         sizes.append(_image_px(dataset[order[warmup + k]]))
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     w, h = np.mean(sizes, axis=0)
     paths = list(dict.fromkeys(dataset[i]['data_samples'].metainfo['img_path']
                                for i in order[warmup:warmup + 40]))[:20]
     out = dict(pipeline_samples=n, pipeline_samples_per_s_per_worker=round(n / dt, 2),
+               pipeline_samples_per_cpu_s=round(n / dc, 2),
                pipeline_image_px=f'{w:.0f}x{h:.0f}',
                pipeline_decode_ms=round(decode_ms(paths), 2))
     if min(w, h) < REAL_SIZE_MIN_SIDE:
@@ -312,8 +327,9 @@ def measure_pipeline(dataset, n: int, seed: int, bench: 'Bench', warmup: int = 3
 
 
 def decode_ms(paths, repeats: int = 5) -> float:
-    """Mean milliseconds of ``mmcv.imfrombytes`` (the loader's JPEG decoding, BGR) over the
-    files ``paths`` (read into memory first; one untimed pass, then ``repeats`` timed ones)."""
+    """Mean CPU milliseconds (``time.process_time``) of ``mmcv.imfrombytes`` (the loader's JPEG
+    decoding, BGR) over the files ``paths`` (read into memory first; one untimed pass, then
+    ``repeats`` timed ones)."""
     import mmcv
     bufs = []
     for p in paths:
@@ -323,11 +339,11 @@ def decode_ms(paths, repeats: int = 5) -> float:
         raise DataUnavailable('no JPEG file to decode')
     for b in bufs:
         mmcv.imfrombytes(b)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(repeats):
         for b in bufs:
             mmcv.imfrombytes(b)
-    return (time.perf_counter() - t0) / (repeats * len(bufs)) * 1e3
+    return (time.process_time() - t0) / (repeats * len(bufs)) * 1e3
 
 
 def photo_decode(folder: str) -> dict:
@@ -550,6 +566,7 @@ def run_inference(cfg, args, bench, device, res):
     dn = prep(samples[:args.batch_size])
     tn = bench.time(lambda: model(**dn, mode='predict'), args.iters, args.warmup,
                     f'model b={args.batch_size}')
+    tn_cpu = bench.last_cpu
     res['latency_bN_ms'] = round(tn * 1e3, 2)
     res['images_per_s_bN'] = round(args.batch_size / tn, 2)
 
@@ -570,6 +587,7 @@ def run_inference(cfg, args, bench, device, res):
                         f'compiled b={args.batch_size}')
         res['compiled_latency_bN_ms'] = round(tc * 1e3, 2)
         res['compile_speedup_bN'] = round(tn / tc, 3)
+        res['compile_speedup_bN_cpu'] = round(tn_cpu / bench.last_cpu, 3)
     if device.type == 'cuda':
         res['cuda_max_allocated_mb'] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
@@ -597,6 +615,8 @@ def run_train_step(cfg, args, bench, device, res, dataset):
     ts = bench.time(lambda: step(batch, optim_wrapper), args.iters, args.warmup, 'train step',
                     grad=True)
     res['train_step_s'] = round(ts, 3)
+    ts_cpu = bench.last_cpu
+    res['train_step_cpu_s'] = round(ts_cpu, 3)
     res['peak_rss_mb'] = peak_rss_mb()  # before compiling: compilation has its own footprint
     if args.explain:  # after the eager steps: lazy set-up (tokenizer files) is done by then
         with torch.no_grad():
@@ -613,7 +633,9 @@ def run_train_step(cfg, args, bench, device, res, dataset):
         tc = bench.time(lambda: compiled(batch, optim_wrapper), args.iters, args.warmup,
                         'compiled train step', grad=True)
         res['compiled_train_step_s'] = round(tc, 3)
+        res['compiled_train_step_cpu_s'] = round(bench.last_cpu, 3)
         res['compile_train_speedup'] = round(ts / tc, 3)
+        res['compile_train_speedup_cpu'] = round(ts_cpu / bench.last_cpu, 3)
     if device.type == 'cuda':
         res['cuda_max_allocated_mb'] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
