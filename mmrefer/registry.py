@@ -28,7 +28,7 @@ from mmengine.registry import Registry
 
 RUNNERS = Registry('runner', parent=MMDET_RUNNERS)
 RUNNER_CONSTRUCTORS = Registry('runner constructor', parent=MMDET_RUNNER_CONSTRUCTORS)
-LOOPS = Registry('loop', parent=MMDET_LOOPS)
+LOOPS = Registry('loop', parent=MMDET_LOOPS, locations=['mmrefer.engine'])
 HOOKS = Registry('hook', parent=MMDET_HOOKS, locations=['mmrefer.engine', 'mmrefer.visualization'])
 LOG_PROCESSORS = Registry('log_processor', parent=MMDET_LOG_PROCESSORS)
 

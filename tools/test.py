@@ -25,7 +25,11 @@ def parse_args():
     parser.add_argument('--out', help='dump raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw predictions next to ground truth into '
                         'WORK_DIR/TIMESTAMP/SHOW_DIR')
-    parser.add_argument('--amp', action='store_true', help='autocast inference')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed-precision inference (bf16 autocast by default, with the '
+                        "models' fp32 islands)")
+    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16',
+                        help='autocast dtype with --amp (fp16 on CUDA only)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -60,8 +64,8 @@ def main():
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.amp:
-        cfg.test_cfg = cfg.get('test_cfg', dict(type='TestLoop'))
-        cfg.test_cfg.fp16 = True
+        cfg.test_cfg = dict(type='AmpTestLoop',
+                            dtype=dict(bf16='bfloat16', fp16='float16')[args.amp_dtype])
     if args.show_dir:
         hooks = cfg.default_hooks
         if 'visualization' not in hooks:

@@ -22,7 +22,11 @@ def parse_args():
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints')
     parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision (fp16/bf16 on CUDA, bf16 on CPU)')
+                        help='mixed precision: bf16 autocast by default (CUDA and CPU), with the '
+                        "models' fp32 islands (docs/get_started.md)")
+    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16',
+                        help='autocast dtype with --amp on CUDA (fp16 adds dynamic loss scaling; '
+                        'CPU is bf16 only)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the training step (mmengine cfg.compile=True; a dict '
                         'in the config, e.g. compile=dict(backend=...), is kept)')
@@ -39,19 +43,26 @@ def parse_args():
     return args
 
 
-def apply_amp(cfg):
-    """Mixed precision: mmengine's AmpOptimWrapper (fp16 + dynamic loss scale) on CUDA,
-    mmrefer's AutocastOptimWrapper (bf16 autocast) elsewhere."""
+def apply_amp(cfg, dtype: str = 'bf16'):
+    """Mixed precision for training and the validation loop. On CUDA: mmengine's
+    AmpOptimWrapper in bf16 (no loss scaling needed: bf16 has fp32's exponent range) or fp16
+    (dynamic loss scaling); elsewhere mmrefer's AutocastOptimWrapper (bf16 autocast). The
+    validation loop becomes AmpValLoop with the same dtype."""
     import torch
-    if cfg.optim_wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper',
-                                                          'AutocastOptimWrapper'):
-        return
-    if torch.cuda.is_available():
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    else:
-        cfg.optim_wrapper.type = 'AutocastOptimWrapper'
-        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    name = dict(bf16='bfloat16', fp16='float16')[dtype]
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') not in ('AmpOptimWrapper',
+                                                              'AutocastOptimWrapper'):
+        if torch.cuda.is_available():
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('dtype', name)
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic' if dtype == 'fp16' else 1.0)
+        else:
+            if dtype != 'bf16':
+                raise SystemExit('--amp-dtype fp16 needs CUDA: mixed precision on CPU is bf16')
+            cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    if cfg.get('val_cfg') is not None:
+        cfg.val_cfg = dict(type='AmpValLoop', dtype=name)
 
 
 def plain_param_groups(optim_wrapper) -> None:
@@ -104,7 +115,7 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        apply_amp(cfg)
+        apply_amp(cfg, args.amp_dtype)
     if args.compile and not isinstance(cfg.get('compile'), dict):
         cfg.compile = True  # the Runner compiles model.train_step (torch.compile)
     if args.resume == 'auto':

@@ -1,6 +1,7 @@
 """Runner hooks (the visualisation hook lives in mmrefer.visualization)."""
+from .amp_loops import AmpTestLoop, AmpValLoop
 from .autocast_optim_wrapper import AutocastOptimWrapper
 from .checkpoint_report_hook import CheckpointReportHook
 from .rng_state_hook import RNGStateHook
 
-__all__ = ['AutocastOptimWrapper', 'CheckpointReportHook', 'RNGStateHook']
+__all__ = ['AmpTestLoop', 'AmpValLoop', 'AutocastOptimWrapper', 'CheckpointReportHook', 'RNGStateHook']

@@ -24,8 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
 
+@fp32_island
 def pairwise_cosine(text_embeds: torch.Tensor, latent_embeds: torch.Tensor) -> torch.Tensor:
     """``[B, C]``, ``[B, N, C]`` -> ``[N, B, B]`` with ``[i, b, b'] = cos(t^b, z^{i,b'})``."""
     if text_embeds.dim() != 2 or latent_embeds.dim() != 3 or \
@@ -39,6 +41,7 @@ def pairwise_cosine(text_embeds: torch.Tensor, latent_embeds: torch.Tensor) -> t
     return torch.einsum('bc,xnc->nbx', t, z)
 
 
+@fp32_island
 def margin_cross_entropy(sim: torch.Tensor, positive: torch.Tensor,
                          temperature: float) -> torch.Tensor:
     """Cross-entropy over in-batch logits ``sim`` (``[N,B,B]``) whose diagonal is replaced by

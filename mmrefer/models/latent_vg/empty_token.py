@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
 
 @MODELS.register_module()
@@ -55,4 +56,9 @@ class EmptyTokenPredictor(nn.Module):
                                   need_weights=False)
         e = self.norm1(q + attn)
         e = self.norm2(e + self.ffn(e))
+        return self._logit(e)
+
+    @fp32_island
+    def _logit(self, e: torch.Tensor) -> torch.Tensor:
+        """The no-target logit ``w^T e'' + b`` in fp32."""
         return self.classifier(e)[:, 0, 0]

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
 
 @MODELS.register_module()
@@ -96,6 +97,7 @@ class LatentExpressionInitializer(nn.Module):
         """Token count of every latent expression (``k_i + 2``)."""
         return [k + 2 for k in self.attr_lengths]
 
+    @fp32_island
     def select_subject(self, sem: torch.Tensor, sem_pad: torch.Tensor,
                        noise: Optional[torch.Tensor] = None):
         """Return ``(s [B,1,C], weights [B,m], index [B])``.

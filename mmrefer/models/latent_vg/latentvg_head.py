@@ -40,6 +40,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 from ..post_processing import RefPostProcessor
 from ..utils import batch_shape, img_regions, img_shapes, stack_merged_gt
 
@@ -196,6 +197,7 @@ class LatentVGHead(BaseModule):
         return mask_logits, q, nt
 
     @staticmethod
+    @fp32_island
     def maps_at(mask_logits: Tensor, size) -> Tensor:
         """``sigmoid(up_size(m_j))``: per-token probability maps ``[B, Q, H, W]`` at ``size``
         (bilinear on the logits, in fp32); their mean over ``Q`` is the final map ``p``."""
@@ -216,20 +218,26 @@ class LatentVGHead(BaseModule):
                              mask_logits.device).flatten(1).float()
         target = (stack_merged_gt(batch_data_samples, pad_shape, mask_logits.device) > 0)
         target = target.flatten(1).float() * region
-        p = self.maps_at(mask_logits, pad_shape).mean(dim=1).flatten(1).clamp(1e-6, 1 - 1e-6)
-        losses = dict(
-            loss_mask=self.loss_mask(torch.log(p) - torch.log1p(-p), target, weight=region,
-                                     avg_factor=region.sum()),
-            loss_dice=self.loss_dice(p * region, target))
+        losses = self._mask_losses(mask_logits, target, region, pad_shape)
         if self.loss_contrastive is not None:
             losses['loss_contrastive'] = self.loss_contrastive(class_embeds[:, 0],
                                                                class_embeds[:, 1:])
         if self.loss_no_target is not None:
             nt_gt = torch.tensor([float(bool(ds.metainfo.get('no_target', False)))
-                                  for ds in batch_data_samples], device=p.device)
+                                  for ds in batch_data_samples], device=mask_logits.device)
             losses['loss_no_target'] = self.loss_no_target(no_target_logits[:, None].float(),
                                                            nt_gt[:, None])
         return losses
+
+    @fp32_island
+    def _mask_losses(self, mask_logits: Tensor, target: Tensor, region: Tensor,
+                     pad_shape) -> Dict[str, Tensor]:
+        """``2 * BCE + 0.5 * Dice`` of ``p`` (in fp32) over each sample's region."""
+        p = self.maps_at(mask_logits, pad_shape).mean(dim=1).flatten(1).clamp(1e-6, 1 - 1e-6)
+        return dict(
+            loss_mask=self.loss_mask(torch.log(p) - torch.log1p(-p), target, weight=region,
+                                     avg_factor=region.sum()),
+            loss_dice=self.loss_dice(p * region, target))
 
     # ------------------------------------------------------------------ predict
     @torch.no_grad()

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 from .token_layout import as_layout
 
 
@@ -62,6 +63,7 @@ class VisualConceptInjector(nn.Module):
         # orthonormal rows when Nc <= C (orthonormal columns otherwise)
         nn.init.orthogonal_(self.concepts)
 
+    @fp32_island
     def inject(self, vis: torch.Tensor, t_cls: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
         """``vis [B,P,C]``, ``t_cls [B,C]``, ``attrs [B,Ka,C]`` -> new attributes ``[B,Ka,C]``."""
         dtype = attrs.dtype

@@ -1,0 +1,60 @@
+"""fp32 islands inside mixed-precision (bf16 / fp16 autocast) training and inference.
+
+Under ``torch.autocast`` matrix products run in the low-precision dtype. A few computations of
+both methods are numerically sensitive and run in fp32 instead: :func:`fp32_island` wraps a
+function so that, when autocast is on, its floating tensor arguments are cast to fp32 and
+autocast is off inside (outside autocast it is a plain call). Where it is applied and why:
+
+==============================================  =================================================
+computation                                     why fp32
+==============================================  =================================================
+visual concept injector (similarities, patch    cosine similarities of 768-d vectors and two
+softmax, column-normalised assignment)          softmaxes; bf16's 8-bit mantissa flattens them
+Gumbel-softmax subject selection                logits divided by a temperature of 0.07
+contrastive losses (cosine logits / tau)        logits scaled by 1 / 0.07 before a softmax
+mask BCE + Dice (both heads), merged mask       sums over 480 x 480 pixels
+matching costs (Hungarian assignment)           ties decided by small cost differences
+adaptive aggregation ``sum_i p_i PReLU(s_i)``   a sum over N = 100 queries before the sigmoid
+no-target logits                                the decision threshold sits on one logit
+==============================================  =================================================
+
+BEiT-3 already runs its GELU in fp32 (as torchscale does); softmax, layer norm and
+``binary_cross_entropy_with_logits`` are fp32 under autocast by torch's own policy.
+"""
+import contextlib
+import functools
+from typing import Callable
+
+import torch
+
+__all__ = ['fp32_island', 'autocast_enabled']
+
+
+def autocast_enabled() -> bool:
+    """Whether any autocast (CPU or CUDA) is on in this thread."""
+    return torch.is_autocast_enabled('cpu') or torch.is_autocast_enabled('cuda')
+
+
+def _to_fp32(x):
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_fp32(v) for v in x)
+    return x
+
+
+def fp32_island(fn: Callable) -> Callable:
+    """Run ``fn`` in fp32 when autocast is on: floating tensor arguments (also inside lists and
+    tuples) are cast to fp32 and autocast is off for its duration."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        on = [d for d in ('cpu', 'cuda') if torch.is_autocast_enabled(d)]
+        if not on:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for device_type in on:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            return fn(*_to_fp32(args), **{k: _to_fp32(v) for k, v in kwargs.items()})
+
+    return wrapper
