@@ -633,9 +633,19 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     log(f'{key}: {n_needed} samples prepared in {time.time() - t:.1f}s')
 
     t = time.time()
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.to(device)
+    try:
+        # parameters created and initialised on the device: initialising 270 M parameters on
+        # the 2 CPU cores left beside the mmcv build would take a minute
+        with torch.device(device):
+            model = MODELS.build(cfg.model)
+        model.to(device)
+        model.init_weights()
+    except Exception as e:  # noqa: BLE001
+        entry['notes'].append(f'model built on the CPU: building on {device} failed '
+                              f'({type(e).__name__}: {str(e)[:200]})')
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        model.to(device)
     entry['params_m'] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
     entry['weights_mib'] = round(sum(p.numel() * p.element_size()
                                      for p in model.parameters()) / 2**20, 1)
