@@ -8,8 +8,11 @@ short still leaves its figures) and ``OUT_DIR/gpu_check.md``::
 
     python tools/analysis_tools/gpu_check.py OUT_DIR --models latentvg instalign \
         [--device cuda|cpu] [--quick] [--deadline EPOCH_S] [--mmcv-ops built|stub] \
-        [--force-profile] [--setup KEY=VALUE ...] [--work-dir DIR]
+        [--no-overfit] [--force-profile] [--sizes KEY=VALUE ...] [--setup KEY=VALUE ...] \
+        [--work-dir DIR]
     python tools/analysis_tools/gpu_check.py OUT_DIR --finalize [--setup KEY=VALUE ...]
+
+Exit code 0, or 3 when a measurement or the overfit of this call was cut by ``--deadline``.
 
 Per model (``configs/latentvg_beit3.py``, ``configs/instalign/
 instalign_swin-b_roberta_grefcoco.py``; every ``pretrained`` file and ``Pretrained`` init_cfg
@@ -40,10 +43,10 @@ loading is not timed.
 
 ``--mmcv-ops stub`` replaces ``mmcv._ext`` by a module whose functions raise (mmdet imports
 ``mmcv.ops``, Latent-VG calls none of them) and sends mmcv's ``MultiScaleDeformableAttention``
-down its pure-PyTorch path (``multi_scale_deformable_attn_pytorch``): what runs while, or
-instead of when it failed, mmcv's CUDA ops are built. ``--quick`` shrinks both configs to
-tiny sizes (128 px input, batches of 1 and 2, a few iterations) so that every path runs in about a
-minute on a CPU: the dry run of ``gpu_check.sh OUT --device cpu --quick``.
+down its pure-PyTorch path (``multi_scale_deformable_attn_pytorch``): the mode used while
+mmcv's ops are being built, or after their build failed. ``--quick`` shrinks both configs to
+tiny sizes (128 px input, batches of 1 and 2, a few iterations) so that every path runs in
+about a minute on a CPU: the dry run of ``gpu_check.sh OUT --device cpu --quick``.
 """
 import argparse
 import contextlib
