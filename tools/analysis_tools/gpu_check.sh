@@ -66,6 +66,7 @@ mkdir -p "$OUT" "$WORK" || exit 1
 OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT/gpu_check.json" "$OUT/gpu_check.md" "$OUT/mmcv_build.log"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
+TEE_PID=$!
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
@@ -223,3 +224,5 @@ fi
     --setup "mmcv_build=$BUILD_STATE" "wall_s=$(( $(date +%s) - T0 ))"
 log "done in $(( $(date +%s) - T0 )) s: $OUT/gpu_check.json, $OUT/gpu_check.md"
 cat "$OUT/gpu_check.md"
+exec 1>&- 2>&-  # let tee write the last lines before the script ends
+wait "$TEE_PID" 2>/dev/null || true
