@@ -15,6 +15,7 @@ Input, for a batch padded to ``[H, W]`` (each sample's image fills ``[:h, :w]`` 
                                                                   without a no-target head)
     pred_mask_ungated = pred_prob > mask_thr                      (only when no_target_b: the
                   segmentation the flag cleared, for ReLA's cIoU union in GRESMetric)
+    pred_extras['no_target_score'] = nt_b                        (with a no-target head)
 
 Everything is computed on the whole batch on the device; the per-sample decisions and scores
 cross to the host in one transfer.
@@ -101,7 +102,8 @@ class RefPostProcessor:
             score = torch.where(is_nt, nt_prob, score)
         masks = fg & ~is_nt[:, None, None]
         boxes = masks_to_boxes(masks)
-        host = torch.stack([is_nt.float(), score]).cpu()  # the one device -> host transfer
+        nt_host = nt_prob if nt_prob is not None else torch.zeros_like(score)
+        host = torch.stack([is_nt.float(), score, nt_host]).cpu()  # the one device -> host copy
         for b, ds in enumerate(batch_data_samples):
             h, w = shapes[b]
             no_target = bool(host[0, b])
@@ -114,6 +116,8 @@ class RefPostProcessor:
             ds.pred_box = boxes[b]
             ds.pred_score = float(host[1, b])
             sample_extras = {} if extras is None else dict(extras[b])
+            if nt_prob is not None:
+                sample_extras['no_target_score'] = float(host[2, b])
             for name, maps in (map_extras or {}).items():
                 sample_extras[name] = maps[b, :, :h, :w]
             ds.pred_extras = sample_extras

@@ -81,7 +81,7 @@ def test_child_configs_build(path, paper_model):
         assert built.aggregation.mode == 'aia_no_prelu' and built.aggregation.prelu is None
     for nt in ('qglobal', 'tsen', 'qmean'):
         if name.endswith(f'nt-{nt}.py'):
-            assert built.no_target.inputs == nt
+            assert built.no_target_predictor.inputs == nt
     for n in (20, 50, 100, 200):
         if name.endswith(f'_n{n}.py'):
             assert built.query_feat.num_embeddings == n

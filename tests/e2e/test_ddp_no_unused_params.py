@@ -46,7 +46,7 @@ SWITCHES = {
                     'subject_distributor.type': 'SubjectDistributor', 'latent_init.mode': 'latent'},
     'instalign_no-inst-sup': {'head.instance_supervision': False},
     'instalign_m2f-decoder': {'head.decoder.text_mode': 'none'},
-    'instalign_nt-qglobal': {'head.no_target.inputs': 'qglobal'},
+    'instalign_nt-qglobal': {'head.no_target_predictor.inputs': 'qglobal'},
     'instalign_n20': {'head.num_queries': 20},
     'instalign_n100': {'head.num_queries': 100},  # the base's N, set again by the ablation
 }

@@ -6,6 +6,7 @@
 * tiny models: a bf16 training run tracks the fp32 loss curve (stated tolerance below).
 """
 import copy
+import itertools
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def _model_and_batch(config, data_root, batch_size, paper):
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
-    batches = iter(Runner.build_dataloader(loader, seed=0))
+    batches = itertools.cycle(Runner.build_dataloader(loader, seed=0))
     return model, batches
 
 

@@ -294,7 +294,6 @@ class InstAlignHead(BaseModule):
         rel = all_relevance[-1]
         aligned = aligned_words(rel.gather(1, top[..., None].expand(-1, -1, rel.shape[-1])),
                                 words, self.test_cfg['words_topk'])
-        extras = [dict(inst_scores=s, aligned_words=a, no_target_score=float(p))
-                  for s, a, p in zip(inst_scores, aligned, nt_prob.cpu())]
+        extras = [dict(inst_scores=s, aligned_words=a) for s, a in zip(inst_scores, aligned)]
         return self.post_processor(batch_data_samples, prob, nt_prob,
                                    map_extras=dict(inst_masks=up(masks).sigmoid()), extras=extras)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
 _MODES = ('aia', 'aia_no_prelu', 'threshold')
 
@@ -38,6 +39,7 @@ class AdaptiveInstanceAggregation(nn.Module):
         self.threshold = threshold
         self.prelu = nn.PReLU(num_parameters=1, init=prelu_init) if mode == 'aia' else None
 
+    @fp32_island
     def forward(self, mask_logits: Tensor, scores: Tensor) -> Tensor:
         """Args: mask_logits [B, N, h, w], scores p [B, N] in [0, 1]. Returns logits [B, h, w]."""
         if mask_logits.shape[:2] != scores.shape:

@@ -36,6 +36,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS, TASK_UTILS
+from ..mixed_precision import fp32_island
 
 __all__ = ['ScoreBCECost', 'PhraseAlignmentCost', 'PhraseAlignmentLoss',
            'PhraseAlignedInstanceSupervision']
@@ -175,6 +176,7 @@ class PhraseAlignedInstanceSupervision(BaseModule):
                                   zip(batch_gt_instances, pos_gt_inds)])
         return torch.stack(score_targets), flat, mask_targets, len(flat)
 
+    @fp32_island
     def _get_targets_single(self, score_logits: Tensor, mask_logits: Tensor,
                             phrase_costs: Tensor, gt_instances: InstanceData,
                             img_meta: dict) -> Tuple[Tensor, Tensor, Tensor]:
@@ -190,6 +192,7 @@ class PhraseAlignedInstanceSupervision(BaseModule):
         pos_inds = torch.sort((gt_inds <= 0).int(), stable=True).indices[:num_pos]
         return (gt_inds > 0).float(), pos_inds, gt_inds[pos_inds] - 1
 
+    @fp32_island
     def loss(self, score_logits: Tensor, mask_logits: Tensor, phrase_costs: Tensor,
              batch_gt_instances: List[InstanceData],
              batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:

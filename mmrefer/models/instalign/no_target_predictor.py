@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
 _INPUTS = ('qglobal_tsen', 'qglobal', 'tsen', 'qmean')
 
@@ -39,6 +40,7 @@ class NoTargetPredictor(nn.Module):
                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, 1))
 
+    @fp32_island
     def forward(self, queries: Tensor, scores: Tensor, words: Tensor,
                 word_mask: Optional[Tensor] = None) -> Tensor:
         """Args: queries Q_K [B, N, C], scores p [B, N], words T_K [B, L, C], word_mask [B, L]."""

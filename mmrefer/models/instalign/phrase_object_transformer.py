@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
 TEXT_MODES = ('bidirectional', 'query_only', 'none')
 
 
+@fp32_island
 def phrase_object_alignment(queries: Tensor, words: Tensor,
                             word_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Compute ``R``, ``P`` and the per-query alignment cost ``1 - cos(P_i, Q_i)``.

@@ -145,10 +145,10 @@ class HFTextEncoder(BaseModule):
             attention_mask = (input_ids != self.model.config.pad_token_id).long()
         # A row with no valid token (hand-made all-pad input_ids) would make every attention
         # over words a softmax over nothing (NaN) downstream: keep its first position valid.
-        empty = attention_mask.sum(1) == 0
-        if empty.any():
-            attention_mask = attention_mask.clone()
-            attention_mask[empty, 0] = 1
+        # (no branch on the data: no device -> host read)
+        empty = (attention_mask.sum(1) == 0).to(attention_mask.dtype)
+        attention_mask = torch.cat([attention_mask[:, :1] | empty[:, None],
+                                    attention_mask[:, 1:]], dim=1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             words = self.model(input_ids=input_ids,
                                attention_mask=attention_mask).last_hidden_state
