@@ -176,8 +176,9 @@ def test_train_step_tiny_latentvg(with_cp, coco_synthref, tmp_path, capsys):
     args = ['latentvg_tiny_synthref', '--train-step', '--make-synthref', coco_synthref,
             '--skip-pipeline', '--batch-size', '2', '--iters', '1', '--warmup', '1',
             '--no-progress']
-    if with_cp:
-        args += ['--explain', '--cfg-options', 'model.backbone.with_cp=True']
+    if with_cp:  # + graph breaks, and the compiled loss forward (eager backend: no C++ build)
+        args += ['--explain', '--compile', '--compile-backend', 'eager', '--compile-target',
+                 'forward', '--cfg-options', 'model.backbone.with_cp=True']
     proc = run_bench(args, tmp_path, capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = parse(proc.stdout)
@@ -192,6 +193,8 @@ def test_train_step_tiny_latentvg(with_cp, coco_synthref, tmp_path, capsys):
         reasons = json.loads(res['dynamo_break_reasons'])
         assert int(res['dynamo_graph_breaks']) >= 1 and reasons
         assert any('SentencePieceProcessor' in r for r in reasons), reasons
+        assert res['compile'] == 'eager (forward)'
+        assert float(res['compiled_train_step_s']) > 0
 
 
 def test_bad_arguments_are_named(tmp_path, capsys):

@@ -28,15 +28,15 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   config at it;
 * **inference** (default): ``latency_b1_ms`` / ``images_per_s_b1`` and ``latency_bN_ms`` /
   ``images_per_s_bN`` of ``model(..., mode='predict')`` (data preprocessing done once
-  beforehand), ``backbone_bN_ms`` / ``full_to_backbone_ratio`` (:func:`backbone_call`),
-  ``peak_rss_mb``, ``cuda_max_allocated_mb``; with ``--compile`` also
-  ``compiled_latency_bN_ms``, ``compile_first_call_s``, ``compile_speedup_bN`` (eager /
+  beforehand; ``latency_b*_cpu_ms``: the process's CPU time per call, all threads),
+  ``backbone_bN_ms`` / ``full_to_backbone_ratio`` (:func:`backbone_call`), ``peak_rss_mb``,
+  ``cuda_max_allocated_mb``; with ``--compile`` also ``compiled_latency_bN_ms`` /
+  ``compiled_latency_bN_cpu_ms``, ``compile_first_call_s``, ``compile_speedup_bN`` (eager /
   compiled wall time) and ``compile_speedup_bN_cpu`` (the same from the process's CPU time,
   steadier on a shared machine); ``torch.compile`` of ``model.forward``, ``--compile-backend``
-  (default inductor).
-  The model's inputs come from the config's
-  test dataset when it is on disk, else from random images through the inference pipeline
-  (``data_source`` says which: this only feeds the network, no data rate is measured on it);
+  (default inductor). The model's inputs come from the config's test dataset when it is on
+  disk, else from random images through the inference pipeline (``data_source`` says which:
+  this only feeds the network, no data rate is measured on it);
 * **train step** (``--train-step``): ``model.train_step`` (data preprocessor, loss, backward,
   the config's optimizer step) on one fixed batch of ``--batch-size`` train samples, ``--warmup``
   + ``--iters`` times: ``train_step_s`` (median wall), ``train_step_cpu_s`` (median CPU time of
@@ -44,7 +44,8 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   the model, the optimizer and the batch built), ``peak_rss_mb`` (``ru_maxrss``: the process's
   peak, i.e. the peak of the training step; run one measurement per fresh process), ``with_cp``;
   with ``--compile``: ``compiled_train_step_s`` (``torch.compile(model.train_step)``, as
-  ``tools/train.py --compile`` has mmengine do it, param groups made plain dicts),
+  ``tools/train.py --compile`` has mmengine do it, param groups made plain dicts; with
+  ``--compile-target forward`` only the loss forward is compiled),
   ``compiled_train_step_cpu_s``, ``compile_first_call_s``, ``compile_train_speedup`` and
   ``compile_train_speedup_cpu``; with
   ``--explain``: ``torch._dynamo.explain`` of the loss forward: ``dynamo_graphs``,
@@ -111,6 +112,9 @@ def parse_args(argv=None):
     p.add_argument('--compile-backend', default='inductor',
                    help='torch.compile backend for --compile (inductor; eager / aot_eager '
                    'check dynamo / autograd tracing only)')
+    p.add_argument('--compile-target', choices=['train_step', 'forward'], default='train_step',
+                   help='with --train-step --compile: the whole model.train_step (as mmengine '
+                   'compile=True does) or only the loss forward (optimizer step eager)')
     p.add_argument('--explain', action='store_true',
                    help='with --train-step: torch._dynamo.explain of the loss forward')
     p.add_argument('--amp', action='store_true', help='autocast (bf16 on CPU, fp16 on CUDA)')
@@ -562,11 +566,13 @@ def run_inference(cfg, args, bench, device, res):
     d1 = prep(samples[:1])
     t1 = bench.time(lambda: model(**d1, mode='predict'), args.iters, args.warmup, 'model b=1')
     res['latency_b1_ms'] = round(t1 * 1e3, 2)
+    res['latency_b1_cpu_ms'] = round(bench.last_cpu * 1e3, 2)
     res['images_per_s_b1'] = round(1.0 / t1, 2)
     dn = prep(samples[:args.batch_size])
     tn = bench.time(lambda: model(**dn, mode='predict'), args.iters, args.warmup,
                     f'model b={args.batch_size}')
     tn_cpu = bench.last_cpu
+    res['latency_bN_cpu_ms'] = round(tn_cpu * 1e3, 2)
     res['latency_bN_ms'] = round(tn * 1e3, 2)
     res['images_per_s_bN'] = round(args.batch_size / tn, 2)
 
@@ -586,6 +592,7 @@ def run_inference(cfg, args, bench, device, res):
         tc = bench.time(lambda: compiled(**dn, mode='predict'), args.iters, args.warmup,
                         f'compiled b={args.batch_size}')
         res['compiled_latency_bN_ms'] = round(tc * 1e3, 2)
+        res['compiled_latency_bN_cpu_ms'] = round(bench.last_cpu * 1e3, 2)
         res['compile_speedup_bN'] = round(tn / tc, 3)
         res['compile_speedup_bN_cpu'] = round(tn_cpu / bench.last_cpu, 3)
     if device.type == 'cuda':
@@ -626,7 +633,18 @@ def run_train_step(cfg, args, bench, device, res, dataset):
         sys.path.insert(0, TOOLS)
         from train import plain_param_groups  # what tools/train.py --compile does
         plain_param_groups(optim_wrapper)
-        compiled = torch.compile(model.train_step, backend=args.compile_backend)
+        if args.compile_target == 'train_step':
+            compiled = torch.compile(model.train_step, backend=args.compile_backend)
+        else:  # the loss forward only; data preprocessor, backward, optimizer step eager
+            forward = torch.compile(model.forward, backend=args.compile_backend)
+
+            def compiled(data, optim_wrapper):
+                with optim_wrapper.optim_context(model):
+                    data = model.data_preprocessor(data, True)
+                    losses = forward(**data, mode='loss')
+                parsed, log_vars = model.parse_losses(losses)
+                optim_wrapper.update_params(parsed)
+                return log_vars
         t0 = time.perf_counter()
         compiled(batch, optim_wrapper)
         res['compile_first_call_s'] = round(time.perf_counter() - t0, 2)
@@ -655,7 +673,8 @@ def run(args):
     mode = 'pipeline' if args.pipeline_only else 'train_step' if args.train_step else 'inference'
     res = dict(config=name, mode=mode, device=str(device),
                amp=(str(bench.dtype).replace('torch.', '') if args.amp else 'off'),
-               compile=(args.compile_backend if args.compile else 'off'),
+               compile=(f'{args.compile_backend} ({args.compile_target})' if args.compile and
+                        args.train_step else args.compile_backend if args.compile else 'off'),
                batch_size=args.batch_size, iters=args.iters, threads=torch.get_num_threads())
 
     # as the Runner does (env_cfg.mp_cfg): OpenCV single-threaded (0), fork start method, so
