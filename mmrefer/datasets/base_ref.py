@@ -21,42 +21,55 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
   ReLA, LAVT and DMMI feed their tokenizers, falling back to ``sent``);
 * an unknown split raises a ``ValueError`` listing the splits the file holds.
 """
+import contextlib
 import copy
+import io
 import json
 import logging
 import os.path as osp
 from collections import Counter
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-import pycocotools.mask as mask_utils
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
+from pycocotools.coco import COCO
 
+from .masks import segm_area, valid_polygons
 from .safe_pickle import load_refs, read_annotation_file
 
 __all__ = ['BaseRefDataset', 'load_coco_instances']
 
 
-def load_coco_instances(path: str) -> Tuple[Dict[int, dict], Dict[int, dict]]:
-    """Read a COCO ``instances.json``; return ``(images_by_id, annotations_by_id)``."""
+def load_coco_instances(path: str) -> COCO:
+    """Read a COCO ``instances.json`` into a :class:`pycocotools.coco.COCO` index (``imgs``,
+    ``anns``, ``getAnnIds``, ...), quietly (``COCO.createIndex`` prints to stdout).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` / ``KeyError`` naming the file when it is
+    missing, empty, not JSON, not a COCO dict, without ``images`` / ``annotations`` (or with
+    none of them), or when an entry lacks a field the index needs.
+    """
     raw = read_annotation_file(path, 'instances')
     try:
-        coco = json.loads(raw)
+        dataset = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f'instances file {path!r} is not valid JSON: {e}') from e
-    if not isinstance(coco, dict):
+    if not isinstance(dataset, dict):
         raise ValueError(f'instances file {path!r} must hold a COCO dict, got '
-                         f'{type(coco).__name__}')
+                         f'{type(dataset).__name__}')
     for key in ('images', 'annotations'):
-        if key not in coco:
+        if key not in dataset:
             raise KeyError(f'instances file {path!r} has no {key!r} field')
-    if not coco['images']:
-        raise ValueError(f'instances file {path!r} holds no images')
-    if not coco['annotations']:
-        raise ValueError(f'instances file {path!r} holds no annotations')
-    imgs = {int(im['id']): im for im in coco['images']}
-    anns = {int(a['id']): a for a in coco['annotations']}
-    return imgs, anns
+        if not dataset[key]:
+            raise ValueError(f'instances file {path!r} holds no {key}')
+    coco = COCO()
+    coco.dataset = dataset
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    except (KeyError, TypeError) as e:
+        raise KeyError(f'instances file {path!r}: an image or annotation lacks the field {e} '
+                       '(images need id; annotations need id and image_id)') from e
+    return coco
 
 
 def _xywh_to_xyxy(b: Sequence[float]) -> List[float]:
@@ -72,46 +85,38 @@ def union_box(boxes: Sequence[Sequence[float]]) -> Optional[List[float]]:
             max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
 
-def _mask_area(mask, h: int, w: int) -> int:
-    """Pixel count of polygons (list of flat coordinate lists) or an RLE dict at ``h x w``."""
-    if isinstance(mask, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in mask], h, w))
-    elif isinstance(mask['counts'], list):
-        rle = mask_utils.frPyObjects(mask, h, w)
-    else:
-        rle = dict(size=list(mask['size']), counts=mask['counts'].encode('ascii')
-                   if isinstance(mask['counts'], str) else mask['counts'])
-    return int(mask_utils.area(rle))
-
-
 class BaseRefDataset(BaseDataset):
     """Base of the referring datasets (one sample per sentence).
 
     Args:
         data_root (str): root that ``ann_file``, ``split_file`` and ``data_prefix`` are joined to.
         ann_file (str): COCO ``instances.json``.
-        split_file (str): refs file (pickle or JSON, decided by content).
-        split (str | Sequence[str]): split(s) to keep (exact match).
+        split_file (str, optional): refs file (pickle or JSON, decided by content); default
+            the class's ``SPLIT_FILE`` (``refs(unc).p``, ``grefs(unc).json``, ``refs(final).p``).
+        split (str | Sequence[str], optional): split(s) to keep (exact match); default the
+            class's ``SPLIT`` (``val``; Ref-ZOM ``test``).
         data_prefix (dict): ``img_path`` folder holding the images.
-        exclude_images_of (list, optional): drop images that appear in other refs files' splits,
-            each entry ``dict(split_file=..., splits=[...])`` or ``(split_file, splits)``; paths
-            relative to ``data_root``. Used to train on RefCOCO/+/g without their val/test images.
+        exclude_images_of (list[dict], optional): drop images that appear in other refs files'
+            splits, each entry ``dict(split_file=..., splits=[...])``, paths relative to
+            ``data_root``. Used to train on RefCOCO/+/g without their val/test images.
         **kwargs: passed to :class:`mmengine.dataset.BaseDataset` (``pipeline``, ``metainfo``,
             ``test_mode``, ``lazy_init``, ``indices``, ...).
     """
 
     METAINFO = dict(dataset_name='ref')
+    SPLIT_FILE = 'refs(unc).p'
+    SPLIT = 'val'
 
     def __init__(self,
                  data_root: str = '',
                  ann_file: str = 'instances.json',
-                 split_file: str = 'refs(unc).p',
-                 split: Union[str, Sequence[str]] = 'val',
+                 split_file: Optional[str] = None,
+                 split: Union[str, Sequence[str], None] = None,
                  data_prefix: dict = dict(img_path='train2014/'),
-                 exclude_images_of: Optional[list] = None,
+                 exclude_images_of: Optional[List[dict]] = None,
                  **kwargs):
-        self.split_file = split_file
-        self.split = split
+        self.split_file = self.SPLIT_FILE if split_file is None else split_file
+        self.split = self.SPLIT if split is None else split
         self.exclude_images_of = exclude_images_of
         super().__init__(data_root=data_root, ann_file=ann_file, data_prefix=data_prefix,
                          **kwargs)
@@ -132,9 +137,14 @@ class BaseRefDataset(BaseDataset):
         """Return ``(no_target, ann_ids, source)`` for a ref."""
         raise NotImplementedError
 
-    def ref_bbox(self, ref: dict, ann_ids: List[int], instances: List[dict]) -> Optional[list]:
-        """REC target box (xyxy); default: box of the union of the instances."""
-        return union_box([inst['bbox'] for inst in instances])
+    @staticmethod
+    def ann_ids(ref: dict, refs_file: str) -> List[int]:
+        """The ref's ``ann_id`` (an int or a list) as a list of ints; ``KeyError`` naming the
+        file and ``ref_id`` when it has none."""
+        if 'ann_id' not in ref:
+            raise KeyError(f'{refs_file}: ref_id {ref.get("ref_id")} has no ann_id')
+        aids = ref['ann_id']
+        return [int(a) for a in (aids if isinstance(aids, (list, tuple)) else [aids])]
 
     # ----------------------------------------------------------------------------- helpers
     def _path(self, p: str) -> str:
@@ -149,13 +159,11 @@ class BaseRefDataset(BaseDataset):
     def _excluded_image_ids(self) -> set:
         out = set()
         for entry in self.exclude_images_of or []:
-            if isinstance(entry, dict):
-                if 'split_file' not in entry or 'splits' not in entry:
-                    raise KeyError(f'exclude_images_of entry {entry!r} needs split_file and '
-                                   'splits')
-                sf, splits = entry['split_file'], entry['splits']
-            else:
-                sf, splits = entry
+            if not isinstance(entry, Mapping) or 'split_file' not in entry \
+                    or 'splits' not in entry:
+                raise KeyError(f'exclude_images_of entry {entry!r} must be a dict with '
+                               'split_file and splits')
+            sf, splits = entry['split_file'], entry['splits']
             splits = [splits] if isinstance(splits, str) else list(splits)
             path = self._path(sf)
             refs = load_refs(path)
@@ -169,18 +177,14 @@ class BaseRefDataset(BaseDataset):
 
     def _ann_to_instance(self, ann: dict, img: dict, stats: Counter,
                          examples: list) -> Optional[dict]:
+        """``dict(mask, bbox, bbox_label=0, ignore_flag=0)`` of a non-crowd annotation, or None
+        when nothing of its mask is left (see the module doc); bad fields raise, naming the
+        file, the annotation and the image."""
         seg = ann.get('segmentation')
-        h, w = int(img['height']), int(img['width'])
-        if isinstance(seg, dict):
-            if 'counts' not in seg or 'size' not in seg:
-                raise KeyError(f'{self.ann_file}: annotation {ann["id"]} has an RLE '
-                               f'segmentation without counts/size: keys {sorted(seg)}')
-            if [int(v) for v in seg['size']] != [h, w]:
-                raise ValueError(f'{self.ann_file}: annotation {ann["id"]} RLE size '
-                                 f'{seg["size"]} differs from image {img["id"]} size [{h}, {w}]')
-            mask = seg
-        elif isinstance(seg, list):
-            mask = [p for p in seg if len(p) >= 6]
+        if 'bbox' not in ann:
+            raise KeyError(f'{self.ann_file}: annotation {ann["id"]} has no bbox')
+        if isinstance(seg, list):
+            mask = valid_polygons(seg)
             if len(mask) < len(seg):
                 stats['degenerate polygon parts dropped'] += len(seg) - len(mask)
                 if len(examples) < 5:
@@ -189,11 +193,13 @@ class BaseRefDataset(BaseDataset):
                 stats['annotations dropped (no valid polygon)'] += 1
                 return None
         else:
-            raise ValueError(f'{self.ann_file}: annotation {ann.get("id")} has segmentation of '
-                             f'type {type(seg).__name__}; expected polygons or RLE dict')
-        if 'bbox' not in ann:
-            raise KeyError(f'{self.ann_file}: annotation {ann.get("id")} has no bbox')
-        if _mask_area(mask, h, w) == 0:
+            mask = seg
+        try:
+            area = segm_area(mask, int(img['height']), int(img['width']))
+        except (KeyError, ValueError, TypeError) as e:
+            raise type(e)(f'{self.ann_file}: annotation {ann["id"]} of image {img["id"]} has a '
+                          f'bad segmentation: {e}') from e
+        if area == 0:
             stats['annotations dropped (zero-area mask)'] += 1
             if len(examples) < 5:
                 examples.append(ann['id'])
@@ -202,7 +208,8 @@ class BaseRefDataset(BaseDataset):
 
     # ---------------------------------------------------------------------------- loading
     def load_data_list(self) -> List[dict]:
-        imgs, anns = load_coco_instances(self.ann_file)
+        coco = load_coco_instances(self.ann_file)
+        imgs, anns = coco.imgs, coco.anns
         refs_file = self._path(self.split_file)
         refs = load_refs(refs_file)
         if not refs:
@@ -250,7 +257,8 @@ class BaseRefDataset(BaseDataset):
             if not no_target and not instances:
                 stats['refs skipped (no usable target)'] += 1
                 continue
-            ref_bbox = None if no_target else self.ref_bbox(ref, ann_ids, instances)
+            # REC target: the union's box (RefCOCO: the one annotation's own box)
+            ref_bbox = None if no_target else union_box([inst['bbox'] for inst in instances])
             img_path = osp.join(self.data_prefix.get('img_path', ''), img['file_name'])
             for k, sent in enumerate(ref['sentences']):
                 # raw first (what ReLA/LAVT/DMMI tokenize), sent when raw is missing or blank

@@ -1,26 +1,20 @@
 """RefCOCO / RefCOCO+ / RefCOCOg (``refs(unc).p``, ``refs(umd).p``, ``refs(google).p``).
 
 Each ref names exactly one annotation (``ann_id`` int); its box (COCO xywh -> xyxy) is the REC
-target. One sample per sentence; see :mod:`mmrefer.datasets.base_ref` for the shared rules.
+target. One sample per sentence; see :mod:`mmrefer.datasets.base_ref` for the shared rules and
+``configs/_base_/datasets/refcoco.py`` for a config.
 """
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from mmrefer.registry import DATASETS
-from .base_ref import BaseRefDataset, union_box
+from .base_ref import BaseRefDataset
 
 __all__ = ['RefCOCODataset']
 
 
 @DATASETS.register_module()
 class RefCOCODataset(BaseRefDataset):
-    """RefCOCO-family dataset, one sample per sentence.
-
-    Example::
-
-        dict(type='RefCOCODataset', data_root='data/', ann_file='refcoco/instances.json',
-             split_file='refcoco/refs(unc).p', split='val',
-             data_prefix=dict(img_path='images/train2014/'),
-             metainfo=dict(dataset_name='refcoco'))
+    """RefCOCO-family dataset, one sample per sentence (default ``split_file='refs(unc).p'``).
 
     ``metainfo['dataset_name']`` (``refcoco``, ``refcoco+``, ``refcocog``) becomes each sample's
     ``source``. See :class:`~mmrefer.datasets.base_ref.BaseRefDataset` for the arguments.
@@ -29,17 +23,9 @@ class RefCOCODataset(BaseRefDataset):
     METAINFO = dict(dataset_name='refcoco')
 
     def parse_targets(self, ref: dict, refs_file: str) -> Tuple[bool, List[int], str]:
-        if 'ann_id' not in ref:
-            raise KeyError(f'{refs_file}: ref_id {ref.get("ref_id")} has no ann_id')
-        aid = ref['ann_id']
-        if isinstance(aid, (list, tuple)):
-            if len(aid) != 1:
-                raise ValueError(f'{refs_file}: ref_id {ref.get("ref_id")} has ann_id {aid}; '
-                                 'RefCOCO refs name exactly one annotation (use '
-                                 'GRefCOCODataset for multi/no-target refs)')
-            aid = aid[0]
-        return False, [int(aid)], self.dataset_name
-
-    def ref_bbox(self, ref: dict, ann_ids: List[int], instances: List[dict]) -> Optional[list]:
-        # the single target annotation's own box
-        return union_box([instances[0]['bbox']]) if instances else None
+        aids = self.ann_ids(ref, refs_file)
+        if len(aids) != 1:
+            raise ValueError(f'{refs_file}: ref_id {ref.get("ref_id")} has ann_id '
+                             f'{ref["ann_id"]}; RefCOCO refs name exactly one annotation (use '
+                             'GRefCOCODataset for multi/no-target refs)')
+        return False, aids, self.dataset_name

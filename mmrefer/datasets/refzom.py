@@ -3,7 +3,8 @@
 Each ref carries ``source`` in ``zero``/``one``/``many`` (the sample's ``source``); ``ann_id``
 is an int or a list. No-target is decided by ``source == 'zero'`` only: the ``ann_id`` of such
 refs (an empty list, or an unrelated id in some records) is ignored. Splits: ``train``,
-``test``. Images come from COCO train2014 + val2014 merged (``trainval2014``).
+``test``. Images come from COCO train2014 + val2014 merged (``trainval2014``); see
+``configs/_base_/datasets/refzom.py`` for a config.
 """
 from collections import Counter
 from typing import List, Tuple
@@ -20,19 +21,12 @@ SOURCES = ('zero', 'one', 'many')
 
 @DATASETS.register_module()
 class RefZOMDataset(BaseRefDataset):
-    """Ref-ZOM dataset, one sample per sentence.
-
-    Example::
-
-        dict(type='RefZOMDataset', data_root='data/', ann_file='refzom/instances.json',
-             split_file='refzom/refs(final).p', split='test',
-             data_prefix=dict(img_path='images/trainval2014/'))
-    """
+    """Ref-ZOM dataset, one sample per sentence (defaults ``split_file='refs(final).p'``,
+    ``split='test'``); see :class:`~mmrefer.datasets.base_ref.BaseRefDataset`."""
 
     METAINFO = dict(dataset_name='refzom')
-
-    def __init__(self, *args, split_file: str = 'refs(final).p', split: str = 'test', **kwargs):
-        super().__init__(*args, split_file=split_file, split=split, **kwargs)
+    SPLIT_FILE = 'refs(final).p'
+    SPLIT = 'test'
 
     def parse_targets(self, ref: dict, refs_file: str) -> Tuple[bool, List[int], str]:
         source = ref.get('source')
@@ -41,10 +35,7 @@ class RefZOMDataset(BaseRefDataset):
                              f'expected one of {SOURCES}')
         if source == 'zero':
             return True, [], source
-        if 'ann_id' not in ref:
-            raise KeyError(f'{refs_file}: ref_id {ref.get("ref_id")} has no ann_id')
-        aids = ref['ann_id']
-        aids = [int(a) for a in (aids if isinstance(aids, (list, tuple)) else [aids])]
+        aids = self.ann_ids(ref, refs_file)
         if not aids:
             raise ValueError(f'{refs_file}: ref_id {ref.get("ref_id")} has source={source!r} '
                              'but an empty ann_id')

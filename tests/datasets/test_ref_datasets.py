@@ -149,7 +149,10 @@ def test_exclude_images_of(mini_root):
     assert len(ds) == 4
     with pytest.raises(ValueError, match="no split.*'nope'"):
         _ds(RefCOCODataset, mini_root, split='val',
-            exclude_images_of=[('refs(final).p', ['nope'])])
+            exclude_images_of=[dict(split_file='refs(final).p', splits=['nope'])])
+    with pytest.raises(KeyError, match='split_file and splits'):
+        _ds(RefCOCODataset, mini_root, split='val',
+            exclude_images_of=[('refs(final).p', ['train'])])
 
 
 def test_lazy_init(mini_root):

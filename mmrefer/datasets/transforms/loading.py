@@ -16,11 +16,11 @@ docs/contracts.md section 1) into, at the original image size ``(h, w)``::
 from typing import Optional
 
 import numpy as np
-import pycocotools.mask as mask_utils
 from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmdet.structures.mask import BitmapMasks
 
 from mmrefer.registry import TRANSFORMS
+from ..masks import decode_ref_mask
 
 __all__ = ['LoadRefImageFromFile', 'LoadRefAnnotations', 'decode_ref_mask']
 
@@ -28,30 +28,6 @@ __all__ = ['LoadRefImageFromFile', 'LoadRefAnnotations', 'decode_ref_mask']
 def _sample_desc(results: dict) -> str:
     keys = ('img_id', 'ref_id', 'sent_id')
     return ', '.join(f'{k}={results[k]}' for k in keys if k in results)
-
-
-def decode_ref_mask(mask, h: int, w: int) -> np.ndarray:
-    """Decode polygons (list of flat coordinate lists) or an RLE dict (compressed ``str`` /
-    ``bytes`` counts or uncompressed ``list`` counts) to a uint8 ``[h, w]`` mask."""
-    if isinstance(mask, list):
-        polys = [p for p in mask if len(p) >= 6]
-        if not polys:
-            return np.zeros((h, w), np.uint8)
-        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in polys], h, w))
-    elif isinstance(mask, dict):
-        counts = mask['counts']
-        if isinstance(counts, list):
-            rle = mask_utils.frPyObjects(mask, h, w)
-        else:
-            rle = dict(size=list(mask['size']),
-                       counts=counts.encode('ascii') if isinstance(counts, str) else counts)
-    else:
-        raise ValueError(f'cannot decode a mask of type {type(mask).__name__}; expected '
-                         'polygons or an RLE dict')
-    out = mask_utils.decode(rle)
-    if out.shape != (h, w):
-        raise ValueError(f'decoded mask has shape {out.shape}, expected {(h, w)}')
-    return out.astype(np.uint8)
 
 
 @TRANSFORMS.register_module()

@@ -23,11 +23,11 @@ from typing import Tuple
 import cv2
 import mmcv
 import numpy as np
-import pycocotools.mask as mask_utils
 from mmcv.transforms import BaseTransform
 from mmdet.structures.mask import BitmapMasks
 
 from mmrefer.registry import TRANSFORMS
+from ..masks import decode_ref_mask, scale_polygons
 
 __all__ = ['RefResize', 'resize_mask_nearest', 'rasterize_polygons']
 
@@ -46,16 +46,7 @@ def rasterize_polygons(polys, factor: Tuple[float, float], offset: Tuple[float, 
     to ``x * factor[0] + offset[0]``, ``y * factor[1] + offset[1]``, at ``size = (w, h)``
     (uint8 ``[h, w]``). Parts with fewer than 3 vertices are ignored, as in decoding."""
     w, h = size
-    out = []
-    for p in polys:
-        if len(p) < 6:
-            continue
-        xy = np.asarray(p, np.float64).reshape(-1)[:len(p) // 2 * 2].reshape(-1, 2)
-        xy = xy * np.asarray(factor, np.float64) + np.asarray(offset, np.float64)
-        out.append(xy.reshape(-1).tolist())
-    if not out:
-        return np.zeros((h, w), np.uint8)
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(out, h, w)))
+    return decode_ref_mask(scale_polygons(polys, factor, offset), h, w)
 
 
 @TRANSFORMS.register_module()
@@ -65,13 +56,12 @@ class RefResize(BaseTransform):
     Args:
         scale (tuple[int, int]): output (width, height).
         letterbox (bool): keep the aspect ratio and pad (centred) instead of stretching.
-        interpolation (str): image interpolation.
-        pad_val (int | tuple): image padding value for letterbox.
+        interpolation (str): image interpolation (``mmcv.imresize``); the letterbox padding is 0.
         gt_mask_resize (str): ``'nearest'`` (LAVT) or ``'polygon'`` (ReLA), see the module doc.
     """
 
     def __init__(self, scale: Tuple[int, int] = (480, 480), letterbox: bool = False,
-                 interpolation: str = 'bilinear', pad_val=0, gt_mask_resize: str = 'nearest'):
+                 interpolation: str = 'bilinear', gt_mask_resize: str = 'nearest'):
         if isinstance(scale, int):
             scale = (scale, scale)
         if len(scale) != 2 or min(scale) <= 0:
@@ -79,7 +69,6 @@ class RefResize(BaseTransform):
         self.scale = (int(scale[0]), int(scale[1]))
         self.letterbox = letterbox
         self.interpolation = interpolation
-        self.pad_val = pad_val
         if gt_mask_resize not in GT_MASK_RESIZE:
             raise ValueError(f'RefResize: gt_mask_resize must be one of {GT_MASK_RESIZE}, got '
                              f'{gt_mask_resize!r}')
@@ -98,8 +87,7 @@ class RefResize(BaseTransform):
         w_scale, h_scale = nw / w0, nh / h0
         resized = mmcv.imresize(img, (nw, nh), interpolation=self.interpolation)
         if self.letterbox:
-            canvas = np.empty((H, W) + img.shape[2:], img.dtype)
-            canvas[...] = self.pad_val
+            canvas = np.zeros((H, W) + img.shape[2:], img.dtype)
             canvas[top:top + nh, left:left + nw] = resized
             resized = canvas
         results['img'] = resized
