@@ -6,8 +6,8 @@
     gt_merged_mask    PixelData(data=uint8 Tensor[1, H, W])
     gt_ref_bbox       Tensor[4] xyxy (zeros when no target)
     ori_gt_merged_mask / ori_gt_ref_bbox   at ori_shape, only with keep_ori_gt=True
-    metainfo          meta_keys present in results (letterbox defaults to None;
-                      input_ids / attention_mask become int64 tensors)
+    metainfo          META_KEYS present in results (letterbox defaults to None;
+                      input_ids / attention_mask / token_offsets become int64 tensors)
 """
 import numpy as np
 import torch
@@ -20,9 +20,10 @@ from mmrefer.registry import TRANSFORMS
 
 __all__ = ['PackRefInputs']
 
-DEFAULT_META_KEYS = ('img_path', 'img_id', 'ref_id', 'sent_id', 'text', 'no_target', 'source',
-                     'ori_shape', 'img_shape', 'scale_factor', 'letterbox', 'input_ids',
-                     'attention_mask', 'token_offsets')
+#: results keys copied into the data sample's metainfo (docs/contracts.md section 2).
+META_KEYS = ('img_path', 'img_id', 'ref_id', 'sent_id', 'text', 'no_target', 'source',
+             'ori_shape', 'img_shape', 'scale_factor', 'letterbox', 'input_ids', 'attention_mask',
+             'token_offsets')
 
 
 def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
@@ -36,12 +37,10 @@ class PackRefInputs(BaseTransform):
     Args:
         keep_ori_gt (bool): also pack ``ori_gt_merged_mask`` and ``ori_gt_ref_bbox`` (needed for
             evaluation at the original resolution).
-        meta_keys (tuple[str]): results keys copied into the data sample's metainfo.
     """
 
-    def __init__(self, keep_ori_gt: bool = False, meta_keys=DEFAULT_META_KEYS):
+    def __init__(self, keep_ori_gt: bool = False):
         self.keep_ori_gt = keep_ori_gt
-        self.meta_keys = tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -74,18 +73,16 @@ class PackRefInputs(BaseTransform):
             ds.ori_gt_ref_bbox = torch.as_tensor(
                 np.asarray(results['ori_gt_ref_bbox'], np.float32))
         meta = {}
-        for k in self.meta_keys:
+        for k in META_KEYS:
             if k in results:
                 v = results[k]
                 if k in ('input_ids', 'attention_mask', 'token_offsets'):
                     v = torch.as_tensor(np.asarray(v), dtype=torch.int64)
                 meta[k] = v
         meta.setdefault('img_shape', (h, w))
-        if 'letterbox' in self.meta_keys:
-            meta.setdefault('letterbox', None)
+        meta.setdefault('letterbox', None)
         ds.set_metainfo(meta)
         return dict(inputs=inputs, data_samples=ds)
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(keep_ori_gt={self.keep_ori_gt}, ' \
-               f'meta_keys={self.meta_keys})'
+        return f'{type(self).__name__}(keep_ori_gt={self.keep_ori_gt})'
