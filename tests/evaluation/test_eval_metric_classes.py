@@ -82,8 +82,6 @@ def test_registry_and_prefix_and_bad_args():
         assert METRICS.get(name) is not None
     with pytest.raises(ValueError, match='eval_resolution'):
         RISMetric(eval_resolution='480')
-    with pytest.raises(ValueError, match='nt_source'):
-        GRESMetric(nt_source='score')
     with pytest.raises(ValueError, match='dump_per_sample'):
         GRESMetric(dump_per_sample='out.csv')
 
@@ -98,28 +96,48 @@ def test_results_hold_counts_not_masks():
     assert not any(isinstance(v, torch.Tensor) for v in rec.values())
 
 
-def test_gres_nt_source_empty_mask_and_per_source():
-    z = np.zeros((2, 2), bool)
-    one = np.array([[1, 0], [0, 0]], bool)
-    samples = [make_sample(0, z, z, pred_nt=False, gt_nt=True, source='grefcoco'),
-               make_sample(1, one, one, pred_nt=True, source='grefcoco'),
-               make_sample(2, one, one, source='refcoco')]
-    by_flag = strip(evaluate(GRESMetric(), samples), 'gres')
-    assert by_flag['N-acc'] == 0.0 and by_flag['T-acc'] == 50.0
-    by_mask = strip(evaluate(GRESMetric(nt_source='empty_mask'), samples), 'gres')
-    assert by_mask['N-acc'] == 100.0 and by_mask['T-acc'] == 100.0
-    res = strip(evaluate(GRESMetric(per_source=True), samples), 'gres')
-    same({k: v for k, v in res.items() if '/' not in k}, by_flag)
-    same({k[len('refcoco/'):]: v for k, v in res.items() if k.startswith('refcoco/')},
-         gres_metrics([one], [one], [False], [False]))
-    same({k[len('grefcoco/'):]: v for k, v in res.items() if k.startswith('grefcoco/')},
-         gres_metrics([z, one], [z, one], [False, True], [True, False]))
+def collect(metric, samples):
+    """``metric.results`` after processing ``samples`` (what tools read)."""
+    metric.process(None, [s.to_dict() for s in samples])
+    return metric.results
+
+
+def test_metrics_of_subsets_equal_the_pure_functions_on_the_subset():
+    """Public API over records: a subset (bool mask or indices) is scored exactly as the pure
+    function scores those samples alone; the whole set as compute_metrics does."""
+    samples, preds, gts, pnt, gnt = random_samples(5, n=20)
+    records = collect(GRESMetric(), samples)
+    zero = np.array(gnt)
+    sub = np.flatnonzero(~zero)
+    for select in (~zero, sub):
+        same(GRESMetric.metrics_of(records, select),
+             gres_metrics([preds[i] for i in sub], [gts[i] for i in sub],
+                          [pnt[i] for i in sub], [False] * len(sub)))
+    same(GRESMetric.metrics_of(records), strip(evaluate(GRESMetric(), samples), 'gres'))
+    ris = collect(RISMetric(), samples)
+    same(RISMetric.metrics_of(ris, [0, 3, 4]), ris_metrics([preds[i] for i in (0, 3, 4)],
+                                                           [gts[i] for i in (0, 3, 4)]))
+    cols = GRESMetric.columns(records, sub)
+    assert list(cols) == ['inter', 'union', 'pred_nt', 'gt_nt']
+    assert cols['inter'].tolist() == mask_stats([preds[i] for i in sub],
+                                                [gts[i] for i in sub])['inter'].tolist()
+    stats = mask_stats(preds, gts)
+    per = gres_per_sample(stats['inter'], stats['union'], pnt, gnt)
+    rows = GRESMetric.per_sample_of(records)
+    assert [r['IoU'] for r in rows] == per['IoU'].tolist()
+    assert [r['outcome'] for r in rows] == per['outcome'].tolist()
+    assert [r['sent_id'] for r in rows] == [3000 + i for i in range(20)]
+    with pytest.raises(ValueError, match=r'select mask has shape \(3,\)'):
+        GRESMetric.metrics_of(records, np.ones(3, bool))
+    with pytest.raises(KeyError, match="lack \\['pred_nt', 'gt_nt'\\].*GRESMetric.process"):
+        GRESMetric.metrics_of(ris)
+    with pytest.raises(ValueError, match='no per-sample records'):
+        RISMetric.metrics_of([])
 
 
 def test_gres_flagged_sample_union_uses_ungated_mask():
     """ReLA keeps the segmentation of a targeted sample wrongly flagged no-target: I = 0 and
-    U = |pred U gt|. Heads clear pred_mask and keep pred_mask_ungated; zero_mask_on_nt=True
-    counts the cleared mask instead (U = |gt|)."""
+    U = |pred U gt|. Heads clear pred_mask and keep pred_mask_ungated, which the metric counts."""
     gt = np.zeros((4, 5), bool)
     gt[0, :3] = True                                          # |gt| = 3
     seg = np.zeros((4, 5), bool)
@@ -132,23 +150,21 @@ def test_gres_flagged_sample_union_uses_ungated_mask():
     assert res['gIoU'] == pytest.approx(50.0) and res['T-acc'] == 0.0
     rela = gres_metrics([seg, gt], [gt, gt], [True, False], [False, False])
     assert res == pytest.approx(rela, nan_ok=True)
-    zeroed = strip(evaluate(GRESMetric(zero_mask_on_nt=True), [fp, tn]), 'gres')
-    assert zeroed['cIoU'] == pytest.approx(100 * 3 / (3 + 3))
     # no ungated mask (a model that never clears): the flagged pred_mask itself is counted
     fp2 = make_sample(0, seg, gt, pred_nt=True)
     assert strip(evaluate(GRESMetric(), [fp2, tn]), 'gres') == pytest.approx(rela, nan_ok=True)
 
 
-def test_refzom_acc_source_flag():
+def test_refzom_zero_samples():
+    """DMMI: a zero sample is right when pred_mask is empty, whatever the flag says; without the
+    no_target metainfo the zero group comes from source == 'zero'."""
     z = np.zeros((2, 2), bool)
     one = np.array([[1, 0], [0, 0]], bool)
     samples = [make_sample(0, one, z, pred_nt=True, gt_nt=True, source='zero'),
                make_sample(1, z, z, pred_nt=False, gt_nt=True, source='zero'),
                make_sample(2, one, one, source='one')]
-    assert strip(evaluate(RefZOMMetric(), samples), 'refzom')['Acc'] == 50.0
-    res = strip(evaluate(RefZOMMetric(acc_source='flag'), samples), 'refzom')
+    res = strip(evaluate(RefZOMMetric(), samples), 'refzom')
     assert res['Acc'] == 50.0 and res['mIoU'] == 100.0
-    # without no_target metainfo the zero group comes from source == 'zero'
     d = [s.to_dict() for s in samples]
     for x in d:
         del x['no_target']
@@ -223,21 +239,18 @@ def test_original_resolution_from_the_probability():
 
 def test_original_resolution_gating_and_fp_union():
     """A targeted sample wrongly flagged no-target: U = |ungated U gt| with the ungated mask from
-    the probability (ReLA), |gt| with zero_mask_on_nt; the gated mask is empty for empty_mask."""
+    the probability (ReLA); without pred_mask_ungated the flagged pred_mask is gated (empty)."""
     gt = [1, 1, 0, 0]
     fp = prob_sample(0, [0.45, 0.9], gt, pred_nt=True)       # ungated [0, 1, 1, 1]
     metric = GRESMetric(eval_resolution='original')
     metric.process(None, [fp.to_dict()])
     r = metric.results[0]  # raw counts; the GRES arithmetic scores an FP with I = 0
     assert (r['inter'], r['union'], r['pred_area'], r['pred_nt']) == (1, 4, 3, True)
-    metric = GRESMetric(eval_resolution='original', zero_mask_on_nt=True)
-    metric.process(None, [fp.to_dict()])
-    assert (metric.results[0]['union'], metric.results[0]['pred_area']) == (2, 0)
     # no pred_mask_ungated (only pred_prob): the flagged pred_mask is gated from the probability
     fp2 = prob_sample(0, [0.45, 0.9], gt, pred_nt=True, ungated=False)
-    metric = GRESMetric(eval_resolution='original', nt_source='empty_mask')
+    metric = GRESMetric(eval_resolution='original')
     metric.process(None, [fp2.to_dict()])
-    assert metric.results[0]['pred_nt'] and metric.results[0]['pred_area'] == 0
+    assert (metric.results[0]['union'], metric.results[0]['pred_area']) == (2, 0)
     metric = RefZOMMetric(eval_resolution='original')
     metric.process(None, [fp2.to_dict()])
     assert metric.results[0]['pred_empty']

@@ -18,7 +18,6 @@ Results are printed as a table and written as JSON. The README / docs/instalign.
 from this script.
 """
 import argparse
-import copy
 import json
 import os
 import os.path as osp
@@ -73,11 +72,8 @@ def build_cfg(config, data_root, work_dir, overrides):
     # evaluation is done below on the same predictions; no validation during training
     cfg.train_cfg.val_interval = 10**6
     cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    opts = {}
-    for k, v in overrides.items():
-        opts[k] = v
-    if opts:
-        cfg.merge_from_dict(opts)
+    if overrides:
+        cfg.merge_from_dict(overrides)
     if 'max_epochs' in overrides:  # keep the loop and the lr decay consistent
         cfg.train_cfg.max_epochs = overrides['max_epochs']
         cfg.param_scheduler[-1].end = overrides['max_epochs']
@@ -96,10 +92,10 @@ def evaluate(model, dataloader):
         n_tgt += [len(ds.gt_instances) for ds in samples]
         metric.process(data, samples)
     multi = np.array(n_tgt) >= 2
-    res = dict(all=metric._metrics(metric.results), num_samples=len(metric.results),
+    res = dict(all=GRESMetric.metrics_of(metric.results), num_samples=len(metric.results),
                num_multi=int(multi.sum()))
     if multi.any():
-        res['multi'] = metric._metrics(metric.results, multi)
+        res['multi'] = GRESMetric.metrics_of(metric.results, multi)
     return res
 
 

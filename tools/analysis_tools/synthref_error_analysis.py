@@ -102,17 +102,18 @@ def no_target_cue(text: str, objects: Sequence[Tuple[str, str]]) -> str:
     return f'colour {state(colour, 0)}, shape {state(shape, 1)}'
 
 
-def to_records(texts, img_ids, inter, union, pred_nt, gt_nt, shapes) -> List[dict]:
-    """One record ``dict(text, no_target, iou, pred_no_target[, cue])`` per sample, the IoU
-    being the GRES per-sample one (:func:`gres_per_sample`); no-target samples get their cue
+def to_records(gres_records: List[dict], shapes) -> List[dict]:
+    """One record ``dict(text, no_target, iou, pred_no_target[, cue])`` per GRES record (as
+    :class:`GRESMetric` writes them, with ``text`` and ``img_id`` in their ids), the IoU being
+    GRES's per-sample one (:meth:`GRESMetric.per_sample_of`); no-target samples get their cue
     from the image's shapes (``shapes``: a :func:`shapes_reader`)."""
-    from mmrefer.evaluation.functional.gres_metrics import gres_per_sample
-    per = gres_per_sample(inter, union, pred_nt, gt_nt)
+    from mmrefer.evaluation import GRESMetric
     records = []
-    for text, img_id, iou, p, g in zip(texts, img_ids, per['IoU'], pred_nt, gt_nt):
-        rec = dict(text=text, no_target=bool(g), iou=float(iou), pred_no_target=bool(p))
+    for row in GRESMetric.per_sample_of(gres_records):
+        rec = dict(text=row['text'], no_target=bool(row['gt_no_target']), iou=float(row['IoU']),
+                   pred_no_target=bool(row['pred_no_target']))
         if rec['no_target']:
-            rec['cue'] = no_target_cue(text, _pairs(shapes(img_id)))
+            rec['cue'] = no_target_cue(row['text'], _pairs(shapes(row['img_id'])))
         records.append(rec)
     return records
 
@@ -145,17 +146,13 @@ def collect(model, dataloader, shapes) -> List[dict]:
     """
     import torch
 
-    from mmrefer.evaluation.metrics import GRESMetric
+    from mmrefer.evaluation import GRESMetric
     metric = GRESMetric()
     model.eval()
     for batch in dataloader:
         with torch.no_grad():
             metric.process(batch, model.test_step(batch))
-    res = metric.results
-    columns = [metric._column(res, k, dt) for k, dt in (
-        ('inter', np.int64), ('union', np.int64), ('pred_nt', bool), ('gt_nt', bool))]
-    return to_records([r['ids']['text'] for r in res], [r['ids']['img_id'] for r in res],
-                      *columns, shapes)
+    return to_records(metric.results, shapes)
 
 
 def colour_rule_records(dataset, shapes) -> Tuple[List[dict], Dict[str, float]]:
@@ -163,13 +160,13 @@ def colour_rule_records(dataset, shapes) -> Tuple[List[dict], Dict[str, float]]:
 
     The rule's mask is the union of the annotation masks of every shape whose colour the sentence
     names (all shapes when it names no colour); it flags no-target when that union is empty.
-    Counted like the model (:func:`to_records`, ``gres_metrics_from_stats``) on ``I``/``U`` at
-    the original size against the union of the sample's target masks.
+    Counted like the model: GRES records (``mask_stats`` of the rule's mask against the union of
+    the sample's target masks, at the original size) scored by :meth:`GRESMetric.metrics_of`.
     """
     from mmrefer.datasets.synthetic import COLORS
-    from mmrefer.datasets.transforms.loading import decode_ref_mask
-    from mmrefer.evaluation.functional.gres_metrics import gres_metrics_from_stats
-    texts, img_ids, inter, union, pred_nt, gt_nt = [], [], [], [], [], []
+    from mmrefer.datasets.transforms import decode_ref_mask
+    from mmrefer.evaluation import GRESMetric, mask_stats
+    gres_records = []
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
         h, w = info['height'], info['width']
@@ -181,16 +178,12 @@ def colour_rule_records(dataset, shapes) -> Tuple[List[dict], Dict[str, float]]:
         gt = np.zeros((h, w), bool)
         for inst in info.get('instances', []):
             gt |= decode_ref_mask(inst['mask'], h, w).astype(bool)
-        texts.append(info['text'])
-        img_ids.append(info['img_id'])
-        inter.append(int((pred & gt).sum()))
-        union.append(int((pred | gt).sum()))
-        pred_nt.append(not pred.any())
-        gt_nt.append(bool(info.get('no_target', False)))
-    columns = (np.asarray(inter, np.int64), np.asarray(union, np.int64),
-               np.asarray(pred_nt, bool), np.asarray(gt_nt, bool))
-    metrics = {k: round(float(v), 2) for k, v in gres_metrics_from_stats(*columns).items()}
-    return to_records(texts, img_ids, *columns, shapes), metrics
+        counts = {k: int(v[0]) for k, v in mask_stats([pred], [gt]).items()}
+        gres_records.append(dict(ids=dict(text=info['text'], img_id=info['img_id']),
+                                 pred_nt=not pred.any(), gt_nt=bool(info['no_target']),
+                                 **counts))
+    metrics = {k: round(float(v), 2) for k, v in GRESMetric.metrics_of(gres_records).items()}
+    return to_records(gres_records, shapes), metrics
 
 
 def format_tables(tables: Dict[str, OrderedDict]) -> str:
@@ -218,8 +211,8 @@ def main(argv: Optional[List[str]] = None):
     args = parse_args(argv)
     from mmengine.config import Config
     from mmengine.runner import Runner
-    from pycocotools.coco import COCO
 
+    from mmrefer.datasets import load_coco_instances
     from mmrefer.datasets.synthetic import point_config_at_synthref
     from mmrefer.utils import register_all_modules
     register_all_modules()
@@ -240,7 +233,7 @@ def main(argv: Optional[List[str]] = None):
     cfg.log_level = 'WARNING'
     runner = Runner.from_cfg(cfg)
     runner.load_or_resume()
-    shapes = shapes_reader(COCO(ann), img_dir)
+    shapes = shapes_reader(load_coco_instances(ann), img_dir)
     records = collect(runner.model, runner.test_dataloader, shapes)
     tables = summarize(records)
     print(format_tables(tables))

@@ -62,6 +62,11 @@ def rec_metrics_from_iou(iou) -> Dict[str, float]:
             'box_mIoU': float(np.mean(iou)) * 100.}
 
 
+def rec_per_sample(iou) -> Dict[str, np.ndarray]:
+    """Per-sample ``IoU`` (float64 ``[N]``) of the boxes (what the dump option writes)."""
+    return dict(IoU=np.asarray(iou, dtype=np.float64).reshape(-1))
+
+
 def rec_metrics(pred_boxes: BoxLike, gt_boxes: BoxLike) -> Dict[str, float]:
     """Acc@0.5 and box mIoU (percent) of N aligned xyxy box pairs."""
     return rec_metrics_from_iou(box_iou_aligned(pred_boxes, gt_boxes))

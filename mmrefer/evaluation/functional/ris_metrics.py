@@ -14,29 +14,23 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .mask_stats import MaskLike, iou_from_counts, mask_stats, mean_percent, percent, precision_at
+from .mask_stats import (MaskLike, as_counts, iou_from_counts, mask_stats, mean_percent, percent,
+                         precision_at)
 
 RIS_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def ris_per_sample(inter: np.ndarray, union: np.ndarray) -> Dict[str, np.ndarray]:
     """Per-sample ``I``, ``U`` and ``IoU`` arrays (what the dump option writes)."""
-    inter = np.asarray(inter, dtype=np.int64)
-    union = np.asarray(union, dtype=np.int64)
+    inter, union = as_counts(inter, union)
     return dict(I=inter, U=union, IoU=iou_from_counts(inter, union))
 
 
 def ris_metrics_from_stats(inter: np.ndarray, union: np.ndarray) -> Dict[str, float]:
     """RIS metrics from per-sample intersection and union counts (shape ``[N]``)."""
-    inter = np.asarray(inter, dtype=np.int64).reshape(-1)
-    union = np.asarray(union, dtype=np.int64).reshape(-1)
-    if inter.shape != union.shape:
-        raise ValueError(f'inter has {inter.shape[0]} samples but union has {union.shape[0]}')
-    if inter.shape[0] == 0:
-        raise ValueError('no samples to evaluate')
-    iou = iou_from_counts(inter, union)
-    results = dict(mIoU=mean_percent(iou), oIoU=percent(inter.sum(), union.sum()))
-    results.update(precision_at(iou, RIS_THRESHOLDS))
+    per = ris_per_sample(inter, union)
+    results = dict(mIoU=mean_percent(per['IoU']), oIoU=percent(per['I'].sum(), per['U'].sum()))
+    results.update(precision_at(per['IoU'], RIS_THRESHOLDS))
     return results
 
 

@@ -1,11 +1,12 @@
 """REC metric (Acc@0.5, box mIoU), see :mod:`mmrefer.evaluation.functional.rec_metrics`."""
-from typing import Dict, List, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from mmrefer.registry import METRICS
-from ..functional.rec_metrics import box_iou_aligned, rec_metrics_from_iou, to_boxes
+from ..functional.rec_metrics import (box_iou_aligned, rec_metrics_from_iou, rec_per_sample,
+                                      to_boxes)
 from .ref_metric_base import BaseRefMetric
 
 
@@ -13,9 +14,14 @@ from .ref_metric_base import BaseRefMetric
 class RECMetric(BaseRefMetric):
     """Box grounding metric: ``pred_box`` against ``gt_ref_bbox`` (``ori_gt_ref_bbox`` for
     ``eval_resolution='original'``, with the prediction mapped by ``box_to_original``).
-    See :class:`BaseRefMetric` for the arguments.
+    Records: ``ids``, ``iou``, ``pred_box``, ``gt_box``. See :class:`BaseRefMetric` for the
+    arguments.
     """
     default_prefix = 'rec'
+    COLUMNS = (('iou', np.float64), )
+    DUMP_FIELDS = (('pred_box', 'pred_box'), ('gt_box', 'gt_box'))
+    from_stats = staticmethod(rec_metrics_from_iou)
+    per_sample = staticmethod(rec_per_sample)
 
     def _box_pair(self, ds):
         """(prediction, ground truth) float64 ``[4]`` boxes at the evaluation resolution."""
@@ -37,11 +43,3 @@ class RECMetric(BaseRefMetric):
             iou = float(box_iou_aligned(pred[None], gt[None])[0])
             self.results.append(dict(ids=self._ids(ds), iou=iou, pred_box=pred.tolist(),
                                      gt_box=gt.tolist()))
-
-    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        iou = self._column(results, 'iou', np.float64)
-        metrics = rec_metrics_from_iou(iou)
-        if self.dump_per_sample:
-            self._dump([dict(**r['ids'], pred_box=r['pred_box'], gt_box=r['gt_box'], IoU=r['iou'])
-                        for r in results], metrics)
-        return metrics

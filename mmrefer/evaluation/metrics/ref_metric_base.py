@@ -1,11 +1,15 @@
-"""Shared plumbing of the mmrefer metrics: reading data samples, resolution, per-sample dump.
+"""Shared plumbing of the mmrefer metrics: reading data samples, resolution, per-sample dump,
+and the public API over per-sample records.
 
 The metrics keep only small per-sample records in ``self.results`` (ids, integer counts, flags),
 never masks; ``compute_metrics`` hands those records to the pure functions of
-:mod:`mmrefer.evaluation.functional`, so both paths share one arithmetic.
+:mod:`mmrefer.evaluation.functional`, so both paths share one arithmetic. Tools that score a
+subset (multi-target sentences, one source, ...) use the same records through the public
+class methods :meth:`BaseRefMetric.columns`, :meth:`BaseRefMetric.metrics_of` and
+:meth:`BaseRefMetric.per_sample_of`.
 """
 import os.path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +45,13 @@ def _builtin(value: Any) -> Any:
 class BaseRefMetric(BaseMetric):
     """Base of RIS/REC/GRES/Ref-ZOM metrics.
 
+    A subclass's ``process`` appends one record per sample to ``self.results``:
+    ``dict(ids=..., <column>=...)`` with the columns of :attr:`COLUMNS`. It names the arithmetic
+    as two pure functions of :mod:`mmrefer.evaluation.functional` taking those columns, in
+    :attr:`COLUMNS` order: :attr:`from_stats` (the summary) and :attr:`per_sample` (per-sample
+    arrays, e.g. ``I``, ``U``, ``IoU``); :attr:`DUMP_FIELDS` are the record fields copied into a
+    dump as they are, renamed ``(record key, dump key)``.
+
     Args:
         eval_resolution (str): ``'input'`` counts pixels/boxes at the network input size
             (``img_shape``, the ReLA/LAVT 480x480 protocol) against ``gt_merged_mask`` /
@@ -56,6 +67,15 @@ class BaseRefMetric(BaseMetric):
         prefix (str, optional): metric name prefix; defaults to ``default_prefix``.
         collect_dir (str, optional): tmp dir for cpu collection, as in ``BaseMetric``.
     """
+
+    #: ``(record key, numpy dtype)`` of the columns the arithmetic reads, in argument order.
+    COLUMNS: Tuple[Tuple[str, Any], ...] = ()
+    #: ``(record key, dump key)`` of record fields written to a dump unchanged.
+    DUMP_FIELDS: Tuple[Tuple[str, str], ...] = ()
+    #: ``f(*columns) -> dict[str, float]``: the summary metrics.
+    from_stats: Callable[..., Dict[str, float]]
+    #: ``f(*columns) -> dict[str, np.ndarray]``: per-sample arrays for the dump.
+    per_sample: Callable[..., Dict[str, np.ndarray]]
 
     def __init__(self,
                  eval_resolution: str = 'input',
@@ -147,14 +167,55 @@ class BaseRefMetric(BaseMetric):
         stats = mask_stats([pred], [gt])
         return {k: int(v[0]) for k, v in stats.items()}
 
-    @staticmethod
-    def _column(results: Sequence[dict], key: str, dtype) -> np.ndarray:
-        return np.asarray([r[key] for r in results], dtype=dtype)
+    # ------------------------------------------------------------------ records -> metrics
+    @classmethod
+    def columns(cls, records: Sequence[dict],
+                select: Optional[Sequence] = None) -> Dict[str, np.ndarray]:
+        """The :attr:`COLUMNS` of per-sample records (``self.results`` or their collection) as
+        numpy arrays ``[N]``, keyed by record key, in argument order.
+
+        Args:
+            records: records written by this class's ``process``.
+            select: optional subset: a bool mask ``[N]`` or integer indices.
+        """
+        if len(records) == 0:
+            raise ValueError(f'{cls.__name__}: no per-sample records to evaluate')
+        missing = [k for k, _ in cls.COLUMNS if k not in records[0]]
+        if missing:
+            raise KeyError(f'{cls.__name__}: records lack {missing} (keys: {sorted(records[0])}); '
+                           f'pass records written by {cls.__name__}.process')
+        cols = {k: np.asarray([r[k] for r in records], dtype=dt) for k, dt in cls.COLUMNS}
+        if select is None:
+            return cols
+        select = np.asarray(select)
+        if select.dtype == bool and select.shape != (len(records), ):
+            raise ValueError(f'{cls.__name__}: select mask has shape {select.shape}, expected '
+                             f'({len(records)},)')
+        return {k: v[select] for k, v in cols.items()}
+
+    @classmethod
+    def metrics_of(cls, records: Sequence[dict],
+                   select: Optional[Sequence] = None) -> Dict[str, float]:
+        """The metrics (unprefixed keys, e.g. ``gIoU``) of the records, or of the subset
+        ``select`` (bool mask or indices), with the arithmetic of ``compute_metrics``."""
+        return cls.from_stats(*cls.columns(records, select).values())
+
+    @classmethod
+    def per_sample_of(cls, records: Sequence[dict]) -> List[dict]:
+        """One row per record: its ids, its :attr:`DUMP_FIELDS` and the per-sample values of
+        :attr:`per_sample` (what ``dump_per_sample`` writes)."""
+        per = cls.per_sample(*cls.columns(records).values())
+        return [dict(**r['ids'], **{out: r[key] for key, out in cls.DUMP_FIELDS},
+                     **{k: v[i] for k, v in per.items()}) for i, r in enumerate(records)]
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        metrics = self.metrics_of(results)
+        if self.dump_per_sample:
+            self._dump(self.per_sample_of(results), metrics)
+        return metrics
 
     # ----------------------------------------------------------------------------- dumping
     def _dump(self, records: List[dict], summary: Dict[str, float]) -> None:
-        if self.dump_per_sample is None:
-            return
         path = str(self.dump_per_sample)
         if osp.dirname(path):
             mkdir_or_exist(osp.dirname(path))

@@ -1,5 +1,5 @@
 """RIS metric (mIoU, oIoU, Pr@0.5..0.9), see :mod:`mmrefer.evaluation.functional.ris_metrics`."""
-from typing import Dict, List, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -14,24 +14,16 @@ class RISMetric(BaseRefMetric):
 
     Reads ``pred_mask`` and ``gt_merged_mask`` (or ``ori_gt_merged_mask``); no-target samples,
     if any, are scored like any other (empty GT); use :class:`GRESMetric` for gRefCOCO.
+    Records: ``ids``, ``inter``, ``union``, ``pred_area``, ``gt_area``.
     See :class:`BaseRefMetric` for the arguments.
     """
     default_prefix = 'ris'
+    COLUMNS = (('inter', np.int64), ('union', np.int64))
+    DUMP_FIELDS = (('pred_area', 'pred_area'), ('gt_area', 'gt_area'))
+    from_stats = staticmethod(ris_metrics_from_stats)
+    per_sample = staticmethod(ris_per_sample)
 
     def process(self, data_batch, data_samples: Sequence) -> None:
         for ds in data_samples:
             ds = self._as_dict(ds)
-            pred, gt = self._mask_pair(ds)
-            self.results.append(dict(ids=self._ids(ds), **self._counts(pred, gt)))
-
-    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        inter = self._column(results, 'inter', np.int64)
-        union = self._column(results, 'union', np.int64)
-        metrics = ris_metrics_from_stats(inter, union)
-        if self.dump_per_sample:
-            per = ris_per_sample(inter, union)
-            self._dump([dict(**r['ids'], I=i, U=u, IoU=iou, pred_area=r['pred_area'],
-                             gt_area=r['gt_area'])
-                        for r, i, u, iou in zip(results, per['I'], per['U'], per['IoU'])],
-                       metrics)
-        return metrics
+            self.results.append(dict(ids=self._ids(ds), **self._counts(*self._mask_pair(ds))))
