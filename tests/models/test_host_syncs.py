@@ -134,23 +134,9 @@ def _count(fn):
 
 
 def _model_and_batch(method, data_root, batch_size=2):
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-
-    from mmrefer.datasets.synthetic import point_config_at_synthref
-    from mmrefer.registry import MODELS
-    from mmrefer.utils import register_all_modules
-    register_all_modules()
-    cfg = Config.fromfile(QUICKSTART[method])
-    point_config_at_synthref(cfg, str(data_root))
-    loader = cfg.train_dataloader
-    loader.batch_size, loader.num_workers, loader.persistent_workers = batch_size, 0, False
-    loader.sampler = dict(type='DefaultSampler', shuffle=False)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    from model_helpers import build_model_and_loader
+    model, batches = build_model_and_loader(QUICKSTART[method], data_root, batch_size)
     # a batch with a targeted and a no-target sentence
-    batches = Runner.build_dataloader(loader, seed=0)
     for data in itertools.islice(batches, 50):
         flags = {ds.metainfo['no_target'] for ds in data['data_samples']}
         if flags == {True, False}:

@@ -20,32 +20,13 @@ PAPER = {
 
 
 def _model_and_batch(config, data_root, batch_size, paper):
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-
-    from mmrefer.datasets.synthetic import point_config_at_synthref
-    from mmrefer.registry import MODELS
-    from mmrefer.utils import register_all_modules
-    register_all_modules()
-    cfg = Config.fromfile(config)
-    point_config_at_synthref(cfg, str(data_root))
-    if paper:  # random weights in the paper architecture: no pretrained files
-        if cfg.model.type == 'LatentVG':
-            cfg.model.pretrained = None
-        else:
-            cfg.model.backbone.init_cfg = None
-            cfg.model.text_encoder.pretrained = None
-    # the validation split exists in every SynthRef format (the combined-RefCOCO training set
-    # needs refcoco+/ and refcocog/); its pipeline loads the ground truth too
-    loader = cfg.val_dataloader
-    loader.batch_size, loader.num_workers, loader.persistent_workers = batch_size, 0, False
-    loader.sampler = dict(type='DefaultSampler', shuffle=False)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    """The model and an endless stream of batches of the validation split (it exists in every
+    SynthRef format, unlike the combined-RefCOCO training set; its pipeline loads the GT)."""
+    from model_helpers import build_model_and_loader
+    model, loader = build_model_and_loader(config, data_root, batch_size, split='val',
+                                           random_weights=paper)
     model.train()
-    batches = itertools.cycle(Runner.build_dataloader(loader, seed=0))
-    return model, batches
+    return model, itertools.cycle(loader)
 
 
 def _loss(model, data, amp: bool, seed=None):

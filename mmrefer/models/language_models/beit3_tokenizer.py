@@ -14,16 +14,16 @@ This is the one place the BEiT-3 id rule is written: the detector (``LatentVG``)
 pipeline (``TokenizeText``) both call it.
 """
 import os.path as osp
-import warnings
 from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
 from mmrefer.registry import MODELS, TASK_UTILS
+from .tokenizer_base import BaseRefTokenizer
 
 
 @TASK_UTILS.register_module()
-class BEiT3Tokenizer:
+class BEiT3Tokenizer(BaseRefTokenizer):
     """Tokenize sentences for :class:`~mmrefer.models.backbones.BEiT3`.
 
     Args:
@@ -41,13 +41,8 @@ class BEiT3Tokenizer:
     fairseq_offset = 1
 
     def __init__(self, spm_path: str, max_length: int = 20, lower_case: bool = False):
-        if not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f'BEiT3Tokenizer: max_length must be an int >= 2 (room for <s> and '
-                             f'</s>), got {max_length!r}')
+        super().__init__(max_length, lower_case, min_length=2)
         self.spm_path = spm_path
-        self.max_length = max_length
-        self.lower_case = lower_case
-        self.num_truncated = 0  # sentences cut to max_length so far
         self._sp = None
 
     @property
@@ -90,37 +85,24 @@ class BEiT3Tokenizer:
                           char_of_byte[min(piece.end, len(char_of_byte) - 1)]))
         return ids, spans
 
-    def __call__(self, texts: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
-        """Returns ``input_ids`` LongTensor[B, L], ``padding_mask`` BoolTensor[B, L] (True at
-        pads), ``attention_mask`` LongTensor[B, L] (1 at tokens) and ``offsets`` (a list of
-        ``L`` character spans per sentence)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        ids = torch.full((len(texts), self.max_length), self.pad_token_id, dtype=torch.long)
-        pad = torch.ones(ids.shape, dtype=torch.bool)
-        offsets = []
-        cut = 0
+    def encode_rows(self, texts: List[str]):
+        """``[<s>] pieces [</s>]`` and their character spans per sentence."""
+        rows, spans = [], []
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f'BEiT3Tokenizer: texts[{i}] is {type(text).__name__}, not str')
-            pieces, spans = self.encode_with_offsets(text) if text.strip() else ([], [])
+            pieces, span = self.encode_with_offsets(text) if text.strip() else ([], [])
             if not pieces:
                 raise ValueError(f'BEiT3Tokenizer: texts[{i}] is empty ({text!r})')
-            if len(pieces) > self.max_length - 2:
-                cut += 1
-                pieces, spans = pieces[:self.max_length - 2], spans[:self.max_length - 2]
-            row = [self.bos_token_id] + pieces + [self.eos_token_id]
-            ids[i, :len(row)] = torch.tensor(row)
-            pad[i, :len(row)] = False
-            offsets.append([(0, 0)] + spans + [(0, 0)] * (self.max_length - 1 - len(spans)))
-        if cut:
-            if self.num_truncated == 0:
-                warnings.warn(f'BEiT3Tokenizer: sentences longer than max_length='
-                              f'{self.max_length} tokens are truncated (warned once; the count '
-                              'is in .num_truncated)')
-            self.num_truncated += cut
-        return dict(input_ids=ids, padding_mask=pad, attention_mask=(~pad).long(),
-                    offsets=offsets)
+            rows.append([self.bos_token_id] + pieces + [self.eos_token_id])
+            spans.append([(0, 0)] + span + [(0, 0)])
+        return rows, spans
+
+    def __call__(self, texts: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
+        """Returns ``input_ids`` LongTensor[B, L], ``attention_mask`` LongTensor[B, L] (1 at
+        tokens), ``padding_mask`` BoolTensor[B, L] (True at pads: BEiT-3's
+        ``text_padding_position``) and ``offsets`` (``L`` character spans per sentence)."""
+        out = super().__call__(texts)
+        out['padding_mask'] = out['attention_mask'] == 0
+        return out
 
 
 MODELS.register_module(module=BEiT3Tokenizer)

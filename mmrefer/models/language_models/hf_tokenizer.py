@@ -10,18 +10,16 @@ This is the one place transformers tokenization is written: ``HFTextEncoder`` (I
 pipeline's ``TokenizeText`` both call it.
 """
 import os
-import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
-
-import torch
+from typing import List, Optional
 
 from mmrefer.registry import TASK_UTILS
+from .tokenizer_base import BaseRefTokenizer
 
 __all__ = ['HFTokenizer']
 
 
 @TASK_UTILS.register_module()
-class HFTokenizer:
+class HFTokenizer(BaseRefTokenizer):
     """A ``transformers`` tokenizer from a local directory, loaded on first use.
 
     Args:
@@ -38,14 +36,10 @@ class HFTokenizer:
 
     def __init__(self, path: Optional[str], max_length: int = 20, lower_case: bool = False,
                  model_type: Optional[str] = None, vocab_size: Optional[int] = None):
-        if not isinstance(max_length, int) or max_length < 3:
-            raise ValueError(f'HFTokenizer: max_length must be an int >= 3, got {max_length!r}')
+        super().__init__(max_length, lower_case)
         self.path = path
-        self.max_length = max_length
-        self.lower_case = lower_case
         self.model_type = model_type
         self.vocab_size = vocab_size
-        self.num_truncated = 0  # sentences cut to max_length so far
         self._tok = None
 
     @property
@@ -91,35 +85,12 @@ class HFTokenizer:
     def __len__(self) -> int:
         return len(self.tok)
 
-    def __call__(self, texts: Union[str, Sequence[str]]) -> Dict[str, object]:
-        """Returns ``input_ids`` / ``attention_mask`` LongTensor ``[B, max_length]`` and
-        ``offsets`` (per sentence, ``max_length`` character spans)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f'HFTokenizer: texts[{i}] is {type(t).__name__}, not str')
+    def encode_rows(self, texts: List[str]):
+        """Ids with the special tokens and, from the fast tokenizer's offset mapping, their
+        character spans (``(0, 0)`` when the tokenizer is not a fast one)."""
         shown = [t.lower() for t in texts] if self.lower_case else list(texts)
         fast = getattr(self.tok, 'is_fast', False)
         enc = self.tok(shown, return_offsets_mapping=fast)
-        ids_list = enc['input_ids']
-        spans_list = enc['offset_mapping'] if fast else [[(0, 0)] * len(x) for x in ids_list]
-        cut = sum(len(x) > self.max_length for x in ids_list)
-        if cut:
-            if self.num_truncated == 0:
-                warnings.warn(f'HFTokenizer: sentences longer than max_length={self.max_length} '
-                              'tokens are truncated (warned once; the count is in '
-                              '.num_truncated)')
-            self.num_truncated += cut
-        n = self.max_length
-        ids = torch.full((len(texts), n), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(texts), n), dtype=torch.long)
-        offsets: List[List[Tuple[int, int]]] = []
-        for i, (row, spans) in enumerate(zip(ids_list, spans_list)):
-            spans = [tuple(int(v) for v in s) for s in spans]
-            if len(row) > n:  # keep the closing special token
-                row, spans = row[:n - 1] + row[-1:], spans[:n - 1] + spans[-1:]
-            ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, :len(row)] = 1
-            offsets.append(spans + [(0, 0)] * (n - len(spans)))
-        return dict(input_ids=ids, attention_mask=mask, offsets=offsets)
+        rows = [list(r) for r in enc['input_ids']]
+        spans = enc['offset_mapping'] if fast else [[(0, 0)] * len(r) for r in rows]
+        return rows, [list(s) for s in spans]

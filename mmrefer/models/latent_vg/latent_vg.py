@@ -117,10 +117,17 @@ class LatentVG(BaseDetector):
         return x
 
     def extract_feat(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
-        """Run the encoder; returns the head's input ``dict(patch_feats [B, C, h, w],
-        class_tokens [B, N+1, C], memory [B, T, C], memory_mask [B, T], subject_index [B])``."""
+        """Tokenize the samples' sentences (:func:`tokenize_samples`), then :meth:`encode`."""
         text = tokenize_samples(self.tokenizer, data_samples, inputs.device)
-        ids, pad = text['input_ids'], text['attention_mask'] == 0
+        return self.encode(inputs, text['input_ids'], text['attention_mask'])
+
+    def encode(self, inputs: Tensor, input_ids: Tensor,
+               attention_mask: Tensor) -> Dict[str, Tensor]:
+        """Run the encoder on images ``[B, 3, H, W]`` and token ids / attention mask ``[B, L]``
+        (1 = token); returns the head's input ``dict(patch_feats [B, C, h, w], class_tokens
+        [B, N+1, C], memory [B, T, C], memory_mask [B, T], subject_index [B])``. Tensors only:
+        the ONNX export wrapper (``mmrefer.models.deployment``) calls it."""
+        ids, pad = input_ids, attention_mask == 0
         latents, subject_index, visual_cls = [], None, None
         if self.latent_init is not None:
             lat = self.latent_init(self.backbone.embed_text_tokens(ids), pad)
@@ -130,13 +137,14 @@ class LatentVG(BaseDetector):
             subject_index = lat['subject_index']
         x_vis, x_txt = self.backbone.embed(ids, inputs, visual_cls=visual_cls)
         x = torch.cat([x_vis, x_txt] + [z.to(x_vis) for z in latents], dim=1)
-        memory_mask = torch.cat([pad.new_zeros(len(pad), self.layout.num_vis), pad,
-                                 pad.new_zeros(len(pad), sum(self.layout.latent_sizes))], dim=1)
+        b = pad.shape[0]  # not len(): a symbolic batch size under torch.export stays symbolic
+        memory_mask = torch.cat([pad.new_zeros(b, self.layout.num_vis), pad,
+                                 pad.new_zeros(b, sum(self.layout.latent_sizes))], dim=1)
         hook = (self._layer_hook if self.subject_distributor is not None
                 or self.concept_injector is not None else None)
         x = self.backbone.forward_layers(x, self.layout.group_sizes, memory_mask, hook)
         h, w = self.backbone.patch_grid
-        patch_feats = x[:, self.layout.patches].transpose(1, 2).reshape(len(x), -1, h, w)
+        patch_feats = x[:, self.layout.patches].transpose(1, 2).reshape(b, -1, h, w)
         return dict(patch_feats=patch_feats, class_tokens=x[:, self.layout.class_tokens],
                     memory=x, memory_mask=memory_mask, subject_index=subject_index)
 

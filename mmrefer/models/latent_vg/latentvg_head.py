@@ -249,11 +249,33 @@ class LatentVGHead(BaseModule):
                         no_target_logits: Optional[Tensor], batch_data_samples: List,
                         subject_index: Optional[Tensor] = None) -> List:
         """Fill the prediction fields of every sample at its ``img_shape``."""
-        maps = self.maps_at(mask_logits, batch_shape(batch_data_samples))
-        nt_prob = no_target_logits.float().sigmoid() if no_target_logits is not None else None
+        maps = self.predict_maps(mask_logits, class_embeds, no_target_logits,
+                                 batch_shape(batch_data_samples), subject_index)
+        return self.fill_predictions(self.post_processor, self.test_cfg, batch_data_samples, maps)
+
+    def predict_maps(self, mask_logits: Tensor, class_embeds: Tensor,
+                     no_target_logits: Optional[Tensor], pad_shape: Tuple[int, int],
+                     subject_index: Optional[Tensor] = None) -> Dict[str, Optional[Tensor]]:
+        """The tensors the post-processor reads (also the outputs of the ONNX graph,
+        ``mmrefer.models.deployment``): ``prob [B, H, W]`` (mean of the maps at ``pad_shape``),
+        ``nt_prob [B]`` (None without ``no_target_predictor``), ``expr_maps [B, Q, H, W]`` and
+        ``subject_index [B]`` (-1 without subject selection)."""
+        maps = self.maps_at(mask_logits, pad_shape)
         if subject_index is None:
-            subject_index = torch.full((len(maps), ), -1, dtype=torch.long)
-        return self.post_processor(
-            batch_data_samples, maps.mean(dim=1), nt_prob,
-            map_extras=dict(expr_maps=maps) if self.test_cfg['return_expr_maps'] else None,
-            extras=[dict(subject_index=i) for i in subject_index])
+            subject_index = torch.full((maps.shape[0], ), -1, dtype=torch.long)
+        nt_prob = no_target_logits.float().sigmoid() if no_target_logits is not None else None
+        return dict(prob=maps.mean(dim=1), nt_prob=nt_prob, expr_maps=maps,
+                    subject_index=subject_index)
+
+    @staticmethod
+    def fill_predictions(post_processor: RefPostProcessor, test_cfg: dict,
+                         batch_data_samples: List, maps: Dict[str, Optional[Tensor]],
+                         words=None) -> List:
+        """:meth:`predict_maps`' tensors -> the samples' prediction fields (``post_processor``
+        with the ``expr_maps`` / ``subject_index`` extras). Static: the onnxruntime predictor
+        calls it on the graph's outputs with the exported ``test_cfg``."""
+        return post_processor(
+            batch_data_samples, maps['prob'], maps.get('nt_prob'),
+            map_extras=(dict(expr_maps=maps['expr_maps'])
+                        if test_cfg.get('return_expr_maps', True) else None),
+            extras=[dict(subject_index=i) for i in maps['subject_index']])

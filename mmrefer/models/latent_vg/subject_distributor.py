@@ -23,10 +23,7 @@ class SubjectDistributor(nn.Module):
     def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
         """``x [B, T, C]`` joint sequence, ``layout`` its :class:`TokenLayout` (or group sizes);
         returns the same shape."""
-        layout = as_layout(layout)
-        if x.size(1) != layout.length:
-            raise ValueError(f'SubjectDistributor: sequence length {x.size(1)} != the layout\'s '
-                             f'{layout.length} ({layout.group_sizes})')
+        layout = as_layout(layout, x, 'SubjectDistributor')
         if not layout.num_latents:
             return x
         slots = [layout.subject(i) for i in range(layout.num_latents)]

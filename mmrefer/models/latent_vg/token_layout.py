@@ -112,11 +112,15 @@ class TokenLayout:
         return [self.text_cls] + [self.latent_cls(i) for i in range(self.num_latents)]
 
 
-def as_layout(layout) -> TokenLayout:
-    """A :class:`TokenLayout`, or group sizes ``[1 + P, L, n_1, ..., n_N]`` turned into one."""
-    if isinstance(layout, TokenLayout):
-        return layout
-    sizes = [int(n) for n in layout]
-    if len(sizes) < 2:
-        raise ValueError(f'group sizes {sizes} must be [1 + P, L, n_1, ..., n_N]')
-    return TokenLayout(sizes[0], sizes[1], tuple(sizes[2:]))
+def as_layout(layout, x=None, owner: str = 'TokenLayout') -> TokenLayout:
+    """A :class:`TokenLayout`, or group sizes ``[1 + P, L, n_1, ..., n_N]`` turned into one;
+    with a sequence ``x [B, T, C]``, also check that ``T`` is the layout's length."""
+    if not isinstance(layout, TokenLayout):
+        sizes = [int(n) for n in layout]
+        if len(sizes) < 2:
+            raise ValueError(f'group sizes {sizes} must be [1 + P, L, n_1, ..., n_N]')
+        layout = TokenLayout(sizes[0], sizes[1], tuple(sizes[2:]))
+    if x is not None and x.size(1) != layout.length:
+        raise ValueError(f"{owner}: sequence length {x.size(1)} != the layout's "
+                         f'{layout.length} ({layout.group_sizes})')
+    return layout

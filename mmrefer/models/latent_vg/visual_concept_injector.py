@@ -89,10 +89,7 @@ class VisualConceptInjector(nn.Module):
     def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
         """``x [B, T, C]`` joint sequence, ``layout`` its :class:`TokenLayout` (or group
         sizes); returns the same shape with the attribute tokens replaced."""
-        layout = as_layout(layout)
-        if x.size(1) != layout.length:
-            raise ValueError(f'VisualConceptInjector: sequence length {x.size(1)} != the '
-                             f"layout's {layout.length} ({layout.group_sizes})")
+        layout = as_layout(layout, x, 'VisualConceptInjector')
         if not layout.num_latents:
             return x
         idx = torch.cat([torch.arange(layout.attrs(i).start, layout.attrs(i).stop,

@@ -77,14 +77,9 @@ def batch(samples, pad_shape=(32, 32)):
 
 @pytest.fixture(scope='module')
 def tok_dir(tmp_path_factory):
-    from tokenizers import ByteLevelBPETokenizer
-    d = str(tmp_path_factory.mktemp('tok'))
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(['the red circle', 'all green squares', 'blue thing left'],
-                            vocab_size=300, min_frequency=1,
-                            special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])
-    bpe.save_model(d)
-    return d
+    from model_helpers import make_bpe_dir
+    return make_bpe_dir(tmp_path_factory.mktemp('tok'),
+                        ['the red circle', 'all green squares', 'blue thing left'])
 
 
 def _model(tok_dir, **kw):

@@ -12,14 +12,9 @@ TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermed
 
 @pytest.fixture(scope='module')
 def roberta_tok_dir(tmp_path_factory):
-    from tokenizers import ByteLevelBPETokenizer
-    d = str(tmp_path_factory.mktemp('rob_tok'))
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(['the red circle on the left', 'all green squares', 'big blue'],
-                            vocab_size=300, min_frequency=1,
-                            special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])
-    bpe.save_model(d)
-    return d
+    from model_helpers import make_bpe_dir
+    return make_bpe_dir(tmp_path_factory.mktemp('rob_tok'),
+                        ['the red circle on the left', 'all green squares', 'big blue'])
 
 
 def _enc(tok_dir=None, **kw):

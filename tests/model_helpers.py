@@ -1,0 +1,43 @@
+"""Helpers shared by model tests: a config's model with its dataloader on SynthRef, and a tiny
+byte-level BPE tokenizer directory (RoBERTa layout)."""
+import torch
+
+
+def build_model_and_loader(config_path, data_root, batch_size=2, split='train',
+                           random_weights=False):
+    """``(model, dataloader)`` of a config pointed at the SynthRef copy ``data_root``: the model
+    built with seed 0 and ``init_weights()``, the ``split`` dataloader unshuffled with
+    ``batch_size`` samples and no workers. ``random_weights``: drop the pretrained files of a
+    paper config (random weights in the paper architecture)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from mmrefer.datasets.synthetic import point_config_at_synthref
+    from mmrefer.registry import MODELS
+    from mmrefer.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(config_path)
+    point_config_at_synthref(cfg, str(data_root))
+    if random_weights:
+        if cfg.model.type == 'LatentVG':
+            cfg.model.pretrained = None
+        else:
+            cfg.model.backbone.init_cfg = None
+            cfg.model.text_encoder.pretrained = None
+    loader = cfg[f'{split}_dataloader']
+    loader.batch_size, loader.num_workers, loader.persistent_workers = batch_size, 0, False
+    loader.sampler = dict(type='DefaultSampler', shuffle=False)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model, Runner.build_dataloader(loader, seed=0)
+
+
+def make_bpe_dir(path, sentences, vocab_size=300):
+    """Train a byte-level BPE (RoBERTa special tokens) on ``sentences`` into ``path``."""
+    from tokenizers import ByteLevelBPETokenizer
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(sentences), vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])
+    bpe.save_model(str(path))
+    return str(path)
