@@ -1,6 +1,6 @@
 """InstAlign detector (section 3.1): Swin backbone + text encoder -> :class:`InstAlignHead`.
 
-    x = extract_feat(images [B, 3, H, W], samples)
+    x = extract_feat(images [B, 3, H, W], samples)      (tokenize, then encode(images, ids, mask))
       = dict(img_feats  = Swin features, tuple of [B, C_i, H_i, W_i] (1/4 .. 1/32),
              word_feats = T_0 [B, L, C_t], word_mask [B, L] (1 = token),
              words      = per sample and token position the text ('' for specials / pads))
@@ -59,10 +59,17 @@ class InstAlign(BaseDetector):
                              dtype=torch.long, device=inputs.device)
             tok = dict(input_ids=ids, attention_mask=torch.ones_like(ids), offsets=None,
                        texts=[None] * len(ids))
-        text = self.text_encoder(input_ids=tok['input_ids'], attention_mask=tok['attention_mask'])
+        x = self.encode(inputs, tok['input_ids'], tok['attention_mask'])
+        x['words'] = token_words(tok['texts'], tok['offsets'])
+        return x
+
+    def encode(self, inputs: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Dict:
+        """Images ``[B, 3, H, W]`` and token ids / attention mask ``[B, L]`` (1 = token) -> the
+        head's tensor inputs ``dict(img_feats, word_feats, word_mask)`` (without ``words``; the
+        ONNX export wrapper ``mmrefer.models.deployment`` calls it)."""
+        text = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
         return dict(img_feats=tuple(self.backbone(inputs)), word_feats=text['word_feats'],
-                    word_mask=text['attention_mask'],
-                    words=token_words(tok['texts'], tok['offsets']))
+                    word_mask=text['attention_mask'])
 
     def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
         return self.head.loss(self.extract_feat(inputs, data_samples), data_samples)

@@ -271,29 +271,30 @@ class InstAlignHead(BaseModule):
         return self.predict_by_feat(*self(x, batch_data_samples), batch_data_samples,
                                     words=x.get('words'))
 
-    def predict_by_feat(self, all_score_logits: List[Tensor], all_mask_logits: List[Tensor],
-                        all_merged: List[Tensor], all_phrase_costs: List[Tensor],
-                        all_relevance: List[Tensor], nt_logits: Tensor, batch_data_samples: List,
-                        words: Optional[List[List[str]]] = None) -> List:
-        """The last layer's ``sigmoid(up_{HxW}(M))`` and ``sigmoid(p_nt)`` through the
-        post-processor (docs/contracts.md section 3), with the extras ``inst_masks`` [k, h, w]
-        (probabilities) and ``inst_scores`` [k] of the ``extras_topk`` highest-``p`` queries,
-        their ``aligned_words`` (``words``: per token position its text) and
-        ``no_target_score``."""
-        pad_shape = batch_shape(batch_data_samples)
+    def predict_by_feat(self, all_score_logits, all_mask_logits, all_merged, all_phrase_costs,
+                        all_relevance, nt_logits, batch_data_samples, words=None) -> List:
+        """:meth:`predict_maps` at the batch shape -> :meth:`fill_predictions`."""
+        maps = self.predict_maps(all_score_logits, all_mask_logits, all_merged, all_phrase_costs,
+                                 all_relevance, nt_logits, batch_shape(batch_data_samples))
+        return self.fill_predictions(self.post_processor, self.test_cfg, batch_data_samples,
+                                     maps, words)
 
-        def up(t):  # logits [B, k, h, w] -> [B, k, H, W]
-            return F.interpolate(t.float(), pad_shape, mode='bilinear', align_corners=False)
-
-        prob = up(all_merged[-1][:, None])[:, 0].sigmoid()
-        nt_prob = nt_logits.float().sigmoid()
+    def predict_maps(self, scores, masks, merged, phrase_costs, relevance, nt_logits, pad_shape):
+        """Last layer at ``pad_shape`` (the ONNX outputs): ``prob`` [B, H, W], ``nt_prob`` [B],
+        top-k queries' ``inst_masks`` [B, k, H, W], ``inst_scores`` [B, k], ``inst_relevance``."""
         k = min(self.test_cfg['extras_topk'] or self.num_queries, self.num_queries)
-        inst_scores, top = all_score_logits[-1].float().sigmoid().topk(k, dim=1)  # [B, k]
-        masks = all_mask_logits[-1]
-        masks = masks.gather(1, top[..., None, None].expand(-1, -1, *masks.shape[-2:]))
-        rel = all_relevance[-1]
-        aligned = aligned_words(rel.gather(1, top[..., None].expand(-1, -1, rel.shape[-1])),
-                                words, self.test_cfg['words_topk'])
-        extras = [dict(inst_scores=s, aligned_words=a) for s, a in zip(inst_scores, aligned)]
-        return self.post_processor(batch_data_samples, prob, nt_prob,
-                                   map_extras=dict(inst_masks=up(masks).sigmoid()), extras=extras)
+        inst_scores, top = scores[-1].float().sigmoid().topk(k, dim=1)  # [B, k]
+        masks, rel = (t.gather(1, top.reshape(top.shape + (1, ) * (t.dim() - 2)).expand(
+            -1, -1, *t.shape[2:])) for t in (masks[-1], relevance[-1]))  # the top k queries
+        maps = F.interpolate(torch.cat([merged[-1][:, None], masks], 1).float(), pad_shape,
+                             mode='bilinear', align_corners=False).sigmoid()  # per channel
+        return dict(prob=maps[:, 0], nt_prob=nt_logits.float().sigmoid(), inst_masks=maps[:, 1:],
+                    inst_scores=inst_scores, inst_relevance=rel)
+
+    @staticmethod
+    def fill_predictions(post_processor, test_cfg, batch_data_samples, maps, words=None) -> List:
+        """:meth:`predict_maps`' tensors -> prediction fields (static: ORTRefPredictor too)."""
+        aligned = aligned_words(maps['inst_relevance'], words, test_cfg['words_topk'])
+        return post_processor(batch_data_samples, maps['prob'], maps['nt_prob'], extras=[
+            dict(inst_scores=s, aligned_words=a) for s, a in zip(maps['inst_scores'], aligned)],
+            map_extras=dict(inst_masks=maps['inst_masks']))
