@@ -15,37 +15,13 @@ train_dataloader = dict(
     dataset=dict(
         _delete_=True,
         type='ConcatDataset',
-        # the three parts differ only in metainfo.dataset_name (each sample's source)
-        ignore_keys=['dataset_name'],
+        ignore_keys=['dataset_name'],  # the parts differ only in metainfo.dataset_name
+        # each part: the base's training set with the dataset's files and name (each sample's
+        # source), without the evaluation images
         datasets=[
-            dict(
-                type='RefCOCODataset',
-                data_root={{_base_.data_root}},
-                ann_file='refcoco/instances.json',
-                split_file='refcoco/refs(unc).p',
-                split='train',
-                data_prefix=dict(img_path='images/train2014/'),
-                exclude_images_of=eval_splits,
-                metainfo=dict(dataset_name='refcoco'),
-                pipeline={{_base_.train_pipeline}}),
-            dict(
-                type='RefCOCODataset',
-                data_root={{_base_.data_root}},
-                ann_file='refcoco+/instances.json',
-                split_file='refcoco+/refs(unc).p',
-                split='train',
-                data_prefix=dict(img_path='images/train2014/'),
-                exclude_images_of=eval_splits,
-                metainfo=dict(dataset_name='refcoco+'),
-                pipeline={{_base_.train_pipeline}}),
-            dict(
-                type='RefCOCODataset',
-                data_root={{_base_.data_root}},
-                ann_file='refcocog/instances.json',
-                split_file='refcocog/refs(umd).p',
-                split='train',
-                data_prefix=dict(img_path='images/train2014/'),
-                exclude_images_of=eval_splits,
-                metainfo=dict(dataset_name='refcocog'),
-                pipeline={{_base_.train_pipeline}}),
+            dict(_base_.train_dataloader.dataset, ann_file=f'{name}/instances.json',
+                 split_file=f'{name}/{refs}', metainfo=dict(dataset_name=name),
+                 exclude_images_of=eval_splits)
+            for name, refs in (('refcoco', 'refs(unc).p'), ('refcoco+', 'refs(unc).p'),
+                               ('refcocog', 'refs(umd).p'))
         ]))

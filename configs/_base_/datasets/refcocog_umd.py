@@ -3,8 +3,7 @@
 # train / val only).
 _base_ = ['./refcoco.py']
 
-_files = dict(ann_file='refcocog/instances.json', split_file='refcocog/refs(umd).p',
-              metainfo=dict(dataset_name='refcocog'))
-train_dataloader = dict(dataset=_files)
-val_dataloader = dict(dataset=_files)
-test_dataloader = dict(dataset=dict(_files, split='test'))
+train_dataloader = val_dataloader = dict(dataset=dict(
+    ann_file='refcocog/instances.json', split_file='refcocog/refs(umd).p',
+    metainfo=dict(dataset_name='refcocog')))
+test_dataloader = dict(dataset=dict(train_dataloader['dataset'], split='test'))

@@ -3,8 +3,7 @@
 # --cfg-options test_dataloader.dataset.split=testB (or val).
 _base_ = ['./refcoco.py']
 
-_files = dict(ann_file='refcoco+/instances.json', split_file='refcoco+/refs(unc).p',
-              metainfo=dict(dataset_name='refcoco+'))
-train_dataloader = dict(dataset=_files)
-val_dataloader = dict(dataset=_files)
-test_dataloader = dict(dataset=_files)
+train_dataloader = dict(dataset=dict(
+    ann_file='refcoco+/instances.json', split_file='refcoco+/refs(unc).p',
+    metainfo=dict(dataset_name='refcoco+')))
+val_dataloader = test_dataloader = train_dataloader

@@ -1,78 +1,13 @@
-# RefZOMDataset (refzom/instances.json + refzom/refs(final).p),
-# One sample per sentence; see docs/dataset_prepare.md.
-# Child configs that change img_scale must also rebuild train_pipeline / test_pipeline
-# (mmengine resolves base variables inside the base file).
+# RefZOMDataset (refzom/instances.json + refzom/refs(final).p), one sample per sentence; see
+# docs/dataset_prepare.md. The refcoco.py loaders with Ref-ZOM's files, images (COCO
+# train2014 + val2014 in one folder), splits (train / test) and metric.
+_base_ = ['./refcoco.py']
+
 dataset_type = 'RefZOMDataset'
-data_root = 'data/'
-img_scale = (480, 480)  # (width, height) of the network input
-backend_args = None
+train_dataloader = dict(dataset=dict(
+    type=dataset_type, ann_file='refzom/instances.json', split_file='refzom/refs(final).p',
+    data_prefix=dict(img_path='images/trainval2014/'), metainfo=dict(dataset_name='refzom')))
+val_dataloader = test_dataloader = dict(dataset=dict(train_dataloader['dataset'], split='test'))
 
-train_pipeline = [
-    dict(type='LoadRefImageFromFile', color_type='color', backend_args=backend_args),
-    dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
-    dict(type='PackRefInputs'),
-]
-test_pipeline = [
-    dict(type='LoadRefImageFromFile', color_type='color', backend_args=backend_args),
-    dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale),
-    # keep the GT at the original size too, for eval_resolution='original'
-    dict(type='PackRefInputs', keep_ori_gt=True),
-]
-
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=4,
-    persistent_workers=True,
-    pin_memory=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='refzom/instances.json',
-        split_file='refzom/refs(final).p',
-        split='train',
-        data_prefix=dict(img_path='images/trainval2014/'),
-        metainfo=dict(dataset_name='refzom'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    pin_memory=False,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='refzom/instances.json',
-        split_file='refzom/refs(final).p',
-        split='test',
-        data_prefix=dict(img_path='images/trainval2014/'),
-        metainfo=dict(dataset_name='refzom'),
-        test_mode=True,
-        pipeline=test_pipeline))
-test_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    pin_memory=False,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='refzom/instances.json',
-        split_file='refzom/refs(final).p',
-        split='test',
-        data_prefix=dict(img_path='images/trainval2014/'),
-        metainfo=dict(dataset_name='refzom'),
-        test_mode=True,
-        pipeline=test_pipeline))
-
-val_evaluator = dict(type='RefZOMMetric')
-test_evaluator = val_evaluator
+val_evaluator = dict(_delete_=True, type='RefZOMMetric')
+test_evaluator = dict(val_evaluator)

@@ -7,21 +7,14 @@ _base_ = ['./grefcoco.py']
 
 data_root = 'data/synthref/'
 img_scale = (128, 128)  # (width, height) of the network input
-# the base's pipelines hold its own img_scale (resolved in the base file): rebuild them
-train_pipeline = [
-    dict(type='LoadRefImageFromFile', color_type='color', backend_args=None),
-    dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale, gt_mask_resize='polygon'),  # ReLA
-    dict(type='PackRefInputs'),
-]
-test_pipeline = [
-    dict(type='LoadRefImageFromFile', color_type='color', backend_args=None),
-    dict(type='LoadRefAnnotations'),
-    dict(type='RefResize', scale=img_scale, gt_mask_resize='polygon'),  # ReLA
-    dict(type='PackRefInputs', keep_ori_gt=True),
-]
+# the base's pipelines hold its own img_scale (resolved in the base file): rescale their resize
+train_pipeline, test_pipeline = (
+    [dict(t, scale=img_scale) if t.type == 'RefResize' else t for t in pipeline]
+    for pipeline in (_base_.train_pipeline, _base_.test_pipeline))
 
-_synthref = dict(data_root=data_root, metainfo=dict(dataset_name='synthref'))
-train_dataloader = dict(num_workers=2, dataset=dict(_synthref, pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(_synthref, pipeline=test_pipeline))
-test_dataloader = dict(dataset=dict(_synthref, pipeline=test_pipeline, split='val'))
+train_dataloader = dict(
+    num_workers=2,
+    dataset=dict(data_root=data_root, metainfo=dict(dataset_name='synthref'),
+                 pipeline=train_pipeline))
+val_dataloader = test_dataloader = dict(
+    dataset=dict(train_dataloader['dataset'], pipeline=test_pipeline, split='val'))
