@@ -11,9 +11,11 @@ def _iu(pred, gt):
     return int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
 
 
-def lavt_reference(preds, gts):
+def _iou_loop(preds, gts, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9)):
+    """The per-sample loop of LAVT's / DMMI's test.py: cumulative I and U, the IoUs and the
+    number of samples with IoU >= t."""
     cum_i = cum_u = 0
-    ious, correct = [], {t: 0 for t in (0.5, 0.6, 0.7, 0.8, 0.9)}
+    ious, correct = [], {t: 0 for t in thresholds}
     for p, g in zip(preds, gts):
         i, u = _iu(p, g)
         iou = 0.0 if u == 0 else i * 1.0 / u
@@ -22,8 +24,16 @@ def lavt_reference(preds, gts):
         cum_u += u
         for t in correct:
             correct[t] += iou >= t
-    out = dict(mIoU=np.mean(np.array(ious)) * 100.,
-               oIoU=cum_i * 100. / cum_u if cum_u else float('nan'))
+    return cum_i, cum_u, ious, correct
+
+
+def _div(a, b):
+    return a / b if b else float('nan')
+
+
+def lavt_reference(preds, gts):
+    cum_i, cum_u, ious, correct = _iou_loop(preds, gts)
+    out = dict(mIoU=np.mean(np.array(ious)) * 100., oIoU=_div(cum_i * 100., cum_u))
     out.update({f'Pr@{t:.1f}': c * 100. / len(ious) for t, c in correct.items()})
     return out
 
@@ -60,42 +70,24 @@ def rela_reference(preds, gts, pred_nt, gt_nt):
                 correct[t] += iou >= t
         n_total += 1
 
-    def div(a, b):
-        return a / b if b else float('nan')
-
-    out = dict(gIoU=100. * (acc_iou / n_total), cIoU=div(acc_i * 100., acc_u))
+    out = dict(gIoU=100. * (acc_iou / n_total), cIoU=_div(acc_i * 100., acc_u))
     if n_empty > 0:
-        out['T-acc'] = div(tn * 100., tn + fp)
-        out['N-acc'] = div(tp * 100., tp + fn)
+        out['T-acc'] = _div(tn * 100., tn + fp)
+        out['N-acc'] = _div(tp * 100., tp + fn)
     else:
         out['T-acc'] = out['N-acc'] = 0.0
-    out.update({f'Pr@{t:.1f}': div(c * 100., n_target) for t, c in correct.items()})
+    out.update({f'Pr@{t:.1f}': _div(c * 100., n_target) for t, c in correct.items()})
     return out
 
 
 def dmmi_reference(preds, gts, is_zero):
-    cum_i = cum_u = 0
-    ious, accs = [], []
-    correct = {t: 0 for t in (0.5, 0.6, 0.7, 0.8, 0.9)}
-    for p, g, z in zip(preds, gts, is_zero):
-        if z:
-            accs.append(1 if np.sum(np.asarray(p) != 0) == 0 else 0)
-            continue
-        i, u = _iu(p, g)
-        iou = 0.0 if u == 0 else i * 1.0 / u
-        ious.append(iou)
-        cum_i += i
-        cum_u += u
-        for t in correct:
-            correct[t] += iou >= t
-
-    def div(a, b):
-        return a / b if b else float('nan')
-
-    out = dict(oIoU=div(cum_i * 100., cum_u),
+    accs = [1 if np.sum(np.asarray(p) != 0) == 0 else 0 for p, z in zip(preds, is_zero) if z]
+    cum_i, cum_u, ious, correct = _iou_loop([p for p, z in zip(preds, is_zero) if not z],
+                                            [g for g, z in zip(gts, is_zero) if not z])
+    out = dict(oIoU=_div(cum_i * 100., cum_u),
                mIoU=np.mean(np.array(ious)) * 100. if ious else float('nan'),
                Acc=np.mean(np.array(accs)) * 100. if accs else float('nan'))
-    out.update({f'Pr@{t:.1f}': div(c * 100., len(ious)) for t, c in correct.items()})
+    out.update({f'Pr@{t:.1f}': _div(c * 100., len(ious)) for t, c in correct.items()})
     return out
 
 

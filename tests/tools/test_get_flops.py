@@ -1,20 +1,14 @@
 """get_flops.py counts attention matmuls, which fused SDPA hides from FlopCounterMode."""
-import importlib.util
 import os.path as osp
+import sys
 
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
 ROOT = osp.join(osp.dirname(__file__), '..', '..')
-
-
-def _load_get_flops():
-    path = osp.join(ROOT, 'tools', 'analysis_tools', 'get_flops.py')
-    spec = importlib.util.spec_from_file_location('get_flops', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+import get_flops  # noqa: E402
 
 
 def _explicit_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -28,11 +22,10 @@ def _explicit_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scal
 
 
 def test_attention_is_counted(monkeypatch):
-    mod = _load_get_flops()
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py'))
-    fused = mod.count(cfg, 128, 128, 16)
+    fused = get_flops.count(cfg, 128, 128, 16)
     monkeypatch.setattr(F, 'scaled_dot_product_attention', _explicit_sdpa)
-    explicit = mod.count(cfg, 128, 128, 16)
+    explicit = get_flops.count(cfg, 128, 128, 16)
     assert fused['params'] == explicit['params']
     assert fused['flops'] == explicit['flops']
     # BEiT-3 attention alone: 4 layers x 2 matmuls x T^2 x C multiply-adds, T = 1 + 64 + 16

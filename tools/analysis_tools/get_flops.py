@@ -18,6 +18,7 @@ to the counter on CPU, so the forward runs with the math SDPA backend, whose ``q
 ``attn v`` matmuls are counted.
 """
 import argparse
+import copy
 
 import torch
 from mmengine.config import Config, DictAction
@@ -48,9 +49,10 @@ def input_shape(cfg, shape):
 
 
 def set_input_size(model_cfg, h, w):
-    """Models with a fixed position table (BEiT-3) are built for the requested size."""
+    """A backbone built for a fixed input size (its config has ``img_size``, e.g. BEiT-3's
+    position table) is built for ``(h, w)``."""
     backbone = model_cfg.get('backbone', {})
-    if isinstance(backbone, dict) and backbone.get('type') == 'BEiT3':
+    if isinstance(backbone, dict) and 'img_size' in backbone:
         backbone['img_size'] = (h, w)
 
 
@@ -61,11 +63,10 @@ def count(cfg, h, w, text_len):
     from mmrefer.registry import MODELS
     from mmrefer.utils import register_all_modules
     register_all_modules()
-    model_cfg = cfg.model.copy()
+    model_cfg = copy.deepcopy(cfg.model)  # the caller's config stays as it is
     set_input_size(model_cfg, h, w)
-    for key in ('pretrained', ):
-        if key in model_cfg:
-            model_cfg[key] = None
+    if 'pretrained' in model_cfg:  # no weights needed to count
+        model_cfg.pretrained = None
     model = MODELS.build(model_cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     ids = torch.full((text_len, ), 5, dtype=torch.long)
