@@ -57,6 +57,34 @@ def test_loaders_follow_img_scale_and_evaluation_rules(path):
             assert loader.sampler.shuffle is False and loader.get('drop_last') is False, key
 
 
+FAMILIES = ('refcoco', 'grefcoco', 'refzom')
+
+
+def _metric_types(evaluator):
+    return sorted(e['type'] for e in (evaluator if isinstance(evaluator, list) else [evaluator]))
+
+
+def _family_metrics():
+    """dataset type -> metric types, as the family configs (checked on oracle answers below)
+    pair them."""
+    return {_cfg(f).val_dataloader.dataset.type: _metric_types(_cfg(f).val_evaluator)
+            for f in FAMILIES}
+
+
+@pytest.mark.parametrize('path', ALL, ids=lambda p: osp.relpath(p, CONFIGS))
+def test_evaluators_fit_the_evaluated_datasets(path):
+    """Every config scores each evaluation loader with the metrics its dataset family's config
+    uses (e.g. a child that tests on RefCOCO-format files must also switch to RIS/REC)."""
+    cfg = Config.fromfile(path)
+    if not cfg.get('val_dataloader'):
+        pytest.skip('no dataloaders')
+    family = _family_metrics()
+    for loader, evaluator in (('val_dataloader', 'val_evaluator'),
+                              ('test_dataloader', 'test_evaluator')):
+        for ds in _leaves(cfg[loader].dataset):
+            assert _metric_types(cfg[evaluator]) == family[ds.type], (loader, ds.type)
+
+
 def _oracle(sample):
     """The contract's prediction fields filled with the ground truth (docs/contracts.md)."""
     sample.pred_mask = sample.gt_merged_mask.data[0].bool()
@@ -65,7 +93,7 @@ def _oracle(sample):
     return sample
 
 
-@pytest.mark.parametrize('name', ['refcoco', 'grefcoco', 'refzom', 'synthref_gres'])
+@pytest.mark.parametrize('name', FAMILIES + ('synthref_gres', ))
 def test_each_family_evaluator_scores_oracle_answers_100(name, synthref_root):
     """The val loader on SynthRef's files in the family's format, oracle answers, the config's
     own evaluator: every metric is 100. An evaluator that does not fit the data (e.g. RIS on
