@@ -4,7 +4,8 @@
 #
 #   bash tools/install_env.sh            # or: make install
 #
-# Also installs the web demo's gradio and its browser test's selenium (requirements/demo.txt);
+# Also installs the web demo's gradio and its browser test's selenium (requirements/demo.txt) and
+# the ONNX export / onnxruntime predictor's packages (requirements/deploy.txt);
 # Debian's chromium + chromium-driver for that test come from apt in .ci/run.
 # The first run builds mmcv 2.1.0 from source (CPU ops, ~25 min on 2 cores); pip caches the wheel
 # so later runs on the same machine take seconds. Never installs torchvision, timm or torchscale.
@@ -48,6 +49,8 @@ if [ ! -f "$stamp" ]; then
     fi
     echo "[install] web demo (gradio) and its browser test's driver (selenium): requirements/demo.txt"
     pipq -c "$C" -r requirements/demo.txt
+    echo "[install] ONNX export and the onnxruntime predictor (onnx, onnxruntime, onnxscript): requirements/deploy.txt"
+    pipq -c "$C" -r requirements/deploy.txt
     echo "[install] mmdet, mmsegmentation, openmim (no deps: their pins fight the stack)"
     pipq --no-deps mmdet==3.3.0 mmsegmentation==1.2.2 openmim==0.3.9
     # reassert the pins other installs may have moved

@@ -113,7 +113,7 @@ def export(config, out: str, weights: Optional[str] = None, batch_size: int = 2,
            sentences: Optional[Sequence[str]] = None, images: Optional[Sequence] = None,
            check: bool = True, num_threads: Optional[int] = None, verbose: bool = True) -> dict:
     """Steps 1-5 of the module docstring; returns the sidecar dict (``check`` holds the
-    onnxruntime-vs-PyTorch figures and ``export_s`` the export time when ``check``).
+    onnxruntime-vs-PyTorch figures when ``check``, ``export_s`` the export time).
 
     Args:
         config: config path / name / Config; ``weights``: checkpoint or None (random init).
@@ -123,25 +123,38 @@ def export(config, out: str, weights: Optional[str] = None, batch_size: int = 2,
     """
     import warnings
     from mmrefer.apis import RefInferencer
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='RefInferencer: no weights given')
+        inferencer = RefInferencer(config, weights=weights, device='cpu',
+                                   cfg_options=cfg_options)
+    config_path = config if isinstance(config, str) else getattr(inferencer.cfg, 'filename', None)
+    return export_inferencer(inferencer, out, config_path, weights, batch_size, opset, sentences,
+                             images, check, num_threads, verbose)
+
+
+def export_inferencer(inferencer, out: str, config_path: Optional[str] = None,
+                      weights: Optional[str] = None, batch_size: int = 2, opset: int = 17,
+                      sentences: Optional[Sequence[str]] = None,
+                      images: Optional[Sequence] = None, check: bool = True,
+                      num_threads: Optional[int] = None, verbose: bool = True) -> dict:
+    """:func:`export` for a model already built by a CPU ``RefInferencer`` (its config, its
+    weights): steps 2-5 of the module docstring."""
     from mmrefer.models.deployment import RefExportModel, export_onnx, sidecar_path
     if not str(out).endswith('.onnx'):
         raise ValueError(f'--out must end with .onnx, got {out!r}')
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
+    if inferencer.device.type != 'cpu':
+        raise ValueError(f'export from a CPU model, got device {inferencer.device}')
     sentences = list(sentences or DEFAULT_SENTENCES)
     sentences = [sentences[i % len(sentences)] for i in range(batch_size)]
     images = list(images) if images else example_images(batch_size)
     images = [images[i % len(images)] for i in range(batch_size)]
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='RefInferencer: no weights given')
-        inferencer = RefInferencer(config, weights=weights, device='cpu',
-                                   cfg_options=cfg_options)
     wrapper = RefExportModel(inferencer.model)
     inputs = example_batch(inferencer, images, sentences)
     if bool((inputs[2] == 1).all()):
         raise ValueError('every example sentence fills the whole text length: give a shorter '
                          '--sentences one so that the traced graph keeps its padding path')
-    config_path = config if isinstance(config, str) else getattr(inferencer.cfg, 'filename', None)
     t0 = time.perf_counter()
     export_onnx(wrapper, inputs, out, opset=opset)
     meta = sidecar(inferencer, wrapper, config_path, weights, inputs, opset)
