@@ -20,6 +20,9 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
 * empty sentences are skipped and counted; sentences are otherwise kept verbatim (``raw``, as
   ReLA, LAVT and DMMI feed their tokenizers, falling back to ``sent``);
 * an unknown split raises a ``ValueError`` listing the splits the file holds.
+
+``instances.json`` is indexed by pycocotools' ``COCO`` (:func:`load_coco_instances`); masks are
+measured by the one segmentation decoder, :mod:`mmrefer.datasets.masks`.
 """
 import contextlib
 import copy

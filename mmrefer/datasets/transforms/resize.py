@@ -85,14 +85,12 @@ class RefResize(BaseTransform):
         else:
             s, nw, nh, left, top = None, W, H, 0, 0
         w_scale, h_scale = nw / w0, nh / h0
-        resized = mmcv.imresize(img, (nw, nh), interpolation=self.interpolation)
-        if self.letterbox:
-            canvas = np.zeros((H, W) + img.shape[2:], img.dtype)
-            canvas[top:top + nh, left:left + nw] = resized
-            resized = canvas
-        results['img'] = resized
+        # mmcv.impad's padding: (left, top, right, bottom), zeros (no-op when stretching)
+        padding = (left, top, W - nw - left, H - nh - top)
+        results['img'] = mmcv.impad(
+            mmcv.imresize(img, (nw, nh), interpolation=self.interpolation), padding=padding)
         if 'gt_masks' in results or 'gt_merged_mask' in results:
-            self._resize_masks(results, (nw, nh), (W, H), (left, top), (w_scale, h_scale))
+            self._resize_masks(results, (nw, nh), (W, H), padding, (w_scale, h_scale))
         factor = np.array([w_scale, h_scale, w_scale, h_scale], np.float32)
         offset = np.array([left, top, left, top], np.float32)
         limit = np.array([W, H, W, H], np.float32)
@@ -109,18 +107,13 @@ class RefResize(BaseTransform):
         results['letterbox'] = dict(pad=(left, top), scale=s) if self.letterbox else None
         return results
 
-    def _resize_masks(self, results: dict, inner, outer, pad, factor) -> None:
+    def _resize_masks(self, results: dict, inner, outer, padding, factor) -> None:
         """``gt_masks`` and ``gt_merged_mask`` at ``outer = (W, H)``; the image content fills
-        ``inner = (nw, nh)`` at ``pad = (left, top)``."""
-        (nw, nh), (W, H), (left, top) = inner, outer, pad
+        ``inner = (nw, nh)``, padded by ``padding = (left, top, right, bottom)``."""
+        (W, H), pad = outer, padding[:2]
 
         def place(m: np.ndarray) -> np.ndarray:  # nearest-resized mask into the canvas
-            m = resize_mask_nearest(m, (nw, nh))
-            if (nw, nh) == (W, H):
-                return m
-            full = np.zeros((H, W), m.dtype)
-            full[top:top + nh, left:left + nw] = m
-            return full
+            return mmcv.impad(resize_mask_nearest(m, inner), padding=padding)
 
         if self.gt_mask_resize == 'nearest':
             if 'gt_masks' in results:
