@@ -147,9 +147,9 @@ def test_gres_false_positive_keeps_predicted_union():
                        [True, True], [False, True])
     assert res['cIoU'] == 0.0 and res['gIoU'] == 50.0
     assert res['T-acc'] == 0.0 and res['N-acc'] == 100.0
-    # with the mask zeroed the union is only the GT: cIoU is still 0 but U differs (2 vs 4)
-    per = gres_per_sample([1, 0], [4, 0], [True, True], [False, True])
-    assert per['U'].tolist() == [4, 0]
+    # the FP's counts: I zeroed, U kept; the TP's both zeroed
+    per = gres_per_sample([1, 3], [4, 5], [True, True], [False, True])
+    assert per['I'].tolist() == [0, 0] and per['U'].tolist() == [4, 0]
 
 
 def test_gres_without_no_target_samples_reports_zero_accuracies():
