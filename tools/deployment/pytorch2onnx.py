@@ -16,8 +16,8 @@ Steps:
    TorchScript exporter (``dynamo=False``; see ``export_onnx`` for why), opset ``--opset``,
    inputs ``img [B, 3, H, W]``, ``input_ids`` / ``attention_mask [B, L]``, a dynamic batch axis
    (``H, W`` and ``L`` fixed by the config);
-4. the check: onnxruntime (CPU) against PyTorch on the example batch; prints the max abs
-   difference of the probabilities and the share of identical mask pixels;
+4. the check: ``onnx.checker``, then onnxruntime (CPU) against PyTorch on the example batch;
+   prints the max abs difference of the probabilities and the share of identical mask pixels;
 5. the JSON sidecar ``model.json`` next to ``model.onnx``: config path and text, input size,
    text length, mean / std / ``bgr_to_rgb``, ``mask_thr`` / ``nt_thr`` and the head's
    ``test_cfg``, tokenizer component, input / output names, the check's figures. With it,
@@ -61,19 +61,21 @@ def example_images(n: int, shape=(480, 640), seed: int = 0) -> List[np.ndarray]:
 def example_batch(inferencer, images: Sequence, sentences: Sequence[str]):
     """``(img, input_ids, attention_mask)`` tensors of the (image, sentence) pairs through the
     inferencer's test pipeline, collate and data preprocessor, and the model's tokenizer."""
+    from mmrefer.models.deployment import RefExportModel
     from mmrefer.models.language_models.text_path import tokenize_samples
     data = next(inferencer.preprocess(list(zip(images, sentences)), batch_size=len(images)))
     data = inferencer.model.data_preprocessor(data, False)
-    model = inferencer.model
-    tokenizer = model.tokenizer if hasattr(model, 'tokenizer') else model.text_encoder.tokenizer
-    tok = tokenize_samples(tokenizer, data['data_samples'])
+    tok = tokenize_samples(RefExportModel(inferencer.model).tokenizer, data['data_samples'])
     return data['inputs'].float(), tok['input_ids'], tok['attention_mask']
 
 
 def run_check(wrapper, onnx_file: str, inputs, mask_thr: float,
               num_threads: Optional[int] = None) -> Dict[str, float]:
-    """onnxruntime vs PyTorch on ``inputs``: :func:`mmrefer.models.deployment.compare_outputs`."""
+    """``onnx.checker`` on the file, then onnxruntime vs PyTorch on ``inputs``
+    (:func:`mmrefer.models.deployment.compare_outputs`)."""
+    import onnx
     from mmrefer.apis.onnx_predictor import ort_session
+    onnx.checker.check_model(onnx_file)  # by path: also for files over 2 GB
     from mmrefer.models.deployment import INPUT_NAMES, compare_outputs
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in zip(wrapper.output_names, wrapper(*inputs))}
