@@ -28,8 +28,8 @@ def parse_args():
                         help='autocast dtype with --amp on CUDA (fp16 adds dynamic loss scaling; '
                         'CPU is bf16 only)')
     parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the training step (mmengine cfg.compile=True; a dict '
-                        'in the config, e.g. compile=dict(backend=...), is kept)')
+                        help='torch.compile the model forward (cfg.compile=True; a dict in the '
+                        "config, e.g. compile=dict(backend=..., target='train_step'), is kept)")
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in work_dir if no '
                         'path is given')
@@ -71,8 +71,8 @@ def plain_param_groups(optim_wrapper) -> None:
     mmengine's ``DefaultOptimWrapperConstructor`` stores the groups of a ``paramwise_cfg`` as
     ``ConfigDict`` (a ``dict`` subclass); dynamo (torch 2.13) cannot trace ``optimizer.step``
     over those (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
-    'items'``), so ``compile=True`` fails on the first step of e.g. Latent-VG. Same entries,
-    same parameters; call it before the param schedulers are built.
+    'items'``), so compiling the whole ``train_step`` fails on the first step of e.g.
+    Latent-VG. Same entries, same parameters; call it before the param schedulers are built.
     """
     wrappers = getattr(optim_wrapper, 'optim_wrappers', None)  # OptimWrapperDict
     for wrapper in (wrappers.values() if wrappers else [optim_wrapper]):
@@ -80,15 +80,57 @@ def plain_param_groups(optim_wrapper) -> None:
         opt.param_groups = [g if type(g) is dict else dict(g) for g in opt.param_groups]
 
 
+COMPILE_TARGETS = ('forward', 'train_step')
+
+
+def compile_options(cfg):
+    """``(target, torch.compile kwargs)`` of ``cfg.compile`` (``True`` or a dict with an
+    optional ``target``), or ``None`` when compilation is off; an unknown target raises
+    ``ValueError`` naming it."""
+    compile_cfg = cfg.get('compile')
+    if not compile_cfg:
+        return None
+    kwargs = {} if compile_cfg is True else dict(compile_cfg)
+    target = kwargs.pop('target', 'forward')
+    if target not in COMPILE_TARGETS:
+        raise ValueError(f'compile.target must be one of {COMPILE_TARGETS} '
+                         f"('forward' or 'train_step'), got {target!r}")
+    return target, kwargs
+
+
 class CompileReadyRunner(Runner):
-    """mmengine's Runner whose optimizer has plain-dict param groups when ``cfg.compile`` is
-    set (see :func:`plain_param_groups`); the Runner then compiles ``model.train_step``."""
+    """mmengine's Runner with mmrefer's ``torch.compile`` choice.
+
+    ``cfg.compile`` is ``True`` or a dict of ``torch.compile`` options plus an optional
+    ``target``: ``'forward'`` (default) compiles the model's ``forward`` (the loss forward in
+    training, ``predict`` in the val loop; data preprocessor, backward and optimizer step stay
+    eager), ``'train_step'`` compiles the whole ``model.train_step`` as mmengine's own Runner
+    does. On CPU the forward target measured faster for both tiny models, the whole step slower
+    than eager (docs/benchmarks.md, "torch.compile"; under ``paramwise_cfg`` mmengine builds one
+    param group per parameter and dynamo recompiles the optimizer step for each group). Either
+    way the optimizer's param groups are made plain dicts (:func:`plain_param_groups`).
+    """
 
     def build_optim_wrapper(self, optim_wrapper):
         optim_wrapper = super().build_optim_wrapper(optim_wrapper)
         if self.cfg.get('compile'):
             plain_param_groups(optim_wrapper)
         return optim_wrapper
+
+    def _maybe_compile(self, target: str) -> None:
+        import torch
+        from mmengine.model import is_model_wrapper
+        options = compile_options(self.cfg)
+        if options is None:
+            return
+        what, kwargs = options
+        if what == 'train_step':
+            setattr(self.model, target, torch.compile(getattr(self.model, target), **kwargs))
+        else:
+            model = self.model.module if is_model_wrapper(self.model) else self.model
+            model.forward = torch.compile(model.forward, **kwargs)
+        self.logger.info(f'torch.compile of the model\'s {what} (options {kwargs}); the first '
+                         'iterations compile it and are slow')
 
 
 def check_launcher(launcher: str) -> None:
@@ -117,7 +159,11 @@ def main():
     if args.amp:
         apply_amp(cfg, args.amp_dtype)
     if args.compile and not isinstance(cfg.get('compile'), dict):
-        cfg.compile = True  # the Runner compiles model.train_step (torch.compile)
+        cfg.compile = True  # CompileReadyRunner compiles the model's forward
+    try:
+        compile_options(cfg)
+    except ValueError as e:
+        raise SystemExit(f'{args.config}: {e}') from None
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -43,9 +43,9 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   the process, all threads), ``rss_before_step_mb`` (resident memory with
   the model, the optimizer and the batch built), ``peak_rss_mb`` (``ru_maxrss``: the process's
   peak, i.e. the peak of the training step; run one measurement per fresh process), ``with_cp``;
-  with ``--compile``: ``compiled_train_step_s`` (``torch.compile(model.train_step)``, as
-  ``tools/train.py --compile`` has mmengine do it, param groups made plain dicts; with
-  ``--compile-target forward`` only the loss forward is compiled),
+  with ``--compile``: ``compiled_train_step_s`` (``--compile-target forward``, the default, as
+  ``tools/train.py --compile``: the loss forward compiled; ``train_step``: the whole
+  ``model.train_step`` as mmengine's Runner compiles it; param groups made plain dicts),
   ``compiled_train_step_cpu_s``, ``compile_first_call_s``, ``compile_train_speedup`` and
   ``compile_train_speedup_cpu``; with
   ``--explain``: ``torch._dynamo.explain`` of the loss forward: ``dynamo_graphs``,
@@ -74,6 +74,7 @@ from mmengine.config import DictAction
 
 TOOLS = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(TOOLS))
+
 
 class DataUnavailable(RuntimeError):
     """The train dataset the pipeline rate needs is absent or empty (the message says how to
@@ -112,9 +113,10 @@ def parse_args(argv=None):
     p.add_argument('--compile-backend', default='inductor',
                    help='torch.compile backend for --compile (inductor; eager / aot_eager '
                    'check dynamo / autograd tracing only)')
-    p.add_argument('--compile-target', choices=['train_step', 'forward'], default='train_step',
-                   help='with --train-step --compile: the whole model.train_step (as mmengine '
-                   'compile=True does) or only the loss forward (optimizer step eager)')
+    p.add_argument('--compile-target', choices=['forward', 'train_step'], default='forward',
+                   help='with --train-step --compile: only the loss forward (optimizer step '
+                   'eager; as tools/train.py --compile) or the whole model.train_step (as '
+                   "mmengine's Runner with compile=True)")
     p.add_argument('--explain', action='store_true',
                    help='with --train-step: torch._dynamo.explain of the loss forward')
     p.add_argument('--amp', action='store_true', help='autocast (bf16 on CPU, fp16 on CUDA)')
