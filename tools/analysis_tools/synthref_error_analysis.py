@@ -53,6 +53,7 @@ def image_shapes(coco, img_dir: str, img_id: int) -> List[dict]:
     import mmcv
 
     from mmrefer.datasets.synthetic import COLORS, SHAPE_CAT
+    from mmrefer.datasets.transforms import decode_ref_mask
     names = {v: k for k, v in SHAPE_CAT.items()}
     info = coco.imgs[img_id]
     img = mmcv.imread(osp.join(img_dir, info['file_name']), channel_order='bgr')
@@ -61,7 +62,7 @@ def image_shapes(coco, img_dir: str, img_id: int) -> List[dict]:
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_id)):
         if ann['category_id'] not in names:
             continue
-        mask = coco.annToMask(ann).astype(bool)
+        mask = decode_ref_mask(ann['segmentation'], info['height'], info['width']).astype(bool)
         if not mask.any():
             continue
         mean = img[mask].astype(np.float64).mean(0)
