@@ -15,7 +15,7 @@ For ``configs/latentvg_beit3.py``, ``configs/latentvg/latentvg_beit3-b_grefcoco.
    RoBERTa-base tokenizer at ``REALDATA/roberta-base``;
 2. ``tools/deployment/pytorch2onnx.py``'s export (TorchScript exporter, opset 17, dynamic
    batch) into ``DIR/<config name>.onnx`` + its sidecar, with its own check on an example batch
-   of two real photo / sentence pairs;
+   of the two shortest real photo / sentence pairs;
 3. the three real COCO photos of ``REALDATA/refcoco_sentences/images`` with their first
    ``--sentences-per-image`` real sentences (``sentences_for_these_images.csv``): every pair
    through the config's test pipeline and data preprocessor at batch 1, the graph run by
@@ -142,10 +142,11 @@ def check(config: str, out_dir: str, per_image: int = 3, runs: int = 10, threads
         report['params_total'] = sum(p.numel() for p in inferencer.model.parameters())
         log(f'built {name}: {report["params_total"] / 1e6:.1f} M parameters, random weights '
             f'({time.perf_counter() - t:.1f} s)')
+        example = sorted(pairs, key=lambda p: len(p[1]))[:2]  # the shortest: padded tokens
         meta = pytorch2onnx.export_inferencer(
-            inferencer, onnx_file, config if isinstance(config, str) else None,
-            batch_size=2, images=[p for p, _ in pairs[::per_image][:2]],
-            sentences=[s for _, s in pairs[::per_image][:2]], num_threads=threads, verbose=True)
+            inferencer, onnx_file, config if isinstance(config, str) else None, batch_size=2,
+            images=[p for p, _ in example], sentences=[s for _, s in example],
+            num_threads=threads, verbose=True)
         report.update(export_s=meta['export_s'], onnx_mb=round(os.path.getsize(onnx_file) / 2**20),
                       input_size=meta['input_size'], text_length=meta['text_length'],
                       example_check=meta['check'])
