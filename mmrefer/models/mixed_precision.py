@@ -18,6 +18,9 @@ adaptive aggregation ``sum_i p_i PReLU(s_i)``   a sum over N = 100 queries befor
 no-target logits                                the decision threshold sits on one logit
 ==============================================  =================================================
 
+mmcv's multi-scale deformable attention (InstAlign's pixel decoder) also runs in fp32
+(:func:`fp32_submodules`): its CUDA kernel takes no bf16.
+
 BEiT-3 already runs its GELU in fp32 (as torchscale does); softmax, layer norm and
 ``binary_cross_entropy_with_logits`` are fp32 under autocast by torch's own policy.
 """
@@ -27,7 +30,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ['fp32_island', 'autocast_enabled']
+__all__ = ['fp32_island', 'fp32_submodules', 'autocast_enabled']
 
 
 def autocast_enabled() -> bool:
@@ -58,3 +61,16 @@ def fp32_island(fn: Callable) -> Callable:
             return fn(*_to_fp32(args), **{k: _to_fp32(v) for k, v in kwargs.items()})
 
     return wrapper
+
+
+def fp32_submodules(root: torch.nn.Module, module_type: type) -> int:
+    """Make every ``module_type`` submodule of ``root`` an fp32 island (its ``forward`` wrapped
+    with :func:`fp32_island`); returns how many. For third-party modules whose kernels take no
+    bf16, e.g. mmcv's ``MultiScaleDeformableAttention`` (its CUDA op accepts fp32 / fp64 / fp16
+    only)."""
+    count = 0
+    for module in root.modules():
+        if isinstance(module, module_type):
+            module.forward = fp32_island(module.forward)
+            count += 1
+    return count

@@ -14,11 +14,13 @@ import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.detectors.base import BaseDetector
 from torch import Tensor
 
 from mmrefer.registry import MODELS
 from ..language_models.text_path import token_words, tokenize_samples
+from ..mixed_precision import fp32_submodules
 
 
 @MODELS.register_module()
@@ -42,6 +44,8 @@ class InstAlign(BaseDetector):
         head.update(text_channels=self.text_encoder.embed_dims, train_cfg=train_cfg,
                     test_cfg=test_cfg)
         self.head = MODELS.build(head)
+        # mmcv's deformable-attention CUDA kernel takes no bf16: it runs in fp32 under autocast
+        fp32_submodules(self.head.pixel_decoder, MultiScaleDeformableAttention)
 
     def extract_feat(self, inputs: Tensor, data_samples: List,
                      allow_dummy: bool = False) -> Dict:
