@@ -232,6 +232,7 @@ def test_main_latentvg_combined_shrunk(tmp_path):
         and 'rec/Acc@0.5' in data['val_metrics']
     assert data['real_photos_sentences'] == 2 and data['real_photos_s_per_sentence'] > 0
     assert data['params_total'] > 0 and data['peak_rss_mb'] > 0 and data['infer_s_per_img'] > 0
+    assert data['train_s_per_iter'] > 0 and data['overfit_s_per_iter'] > 0
     assert all(isinstance(v, str) for v in data['params_without_grad'].values())
     assert 'sentencepiece' in data['beit3_tokenizer']
     # SynthRef at COCO-like sizes, with the refcoco+ / refcocog names the ConcatDataset reads

@@ -43,16 +43,18 @@ For a paper config (``configs/latentvg_beit3.py``,
 
 Reported (``key : value`` lines, and JSON with ``--out``): ``config``, ``params_total``,
 ``train_s_per_iter`` (median of the ``--iters`` run's iterations after the first, data loading
-included), ``peak_rss_mb`` (``ru_maxrss`` of this process, the weight writers included),
-``loss_first`` / ``loss_last`` / ``overfit_loss_ratio`` / ``overfit_curve`` /
-``loss_terms_first`` / ``loss_terms_last`` (overfit run, total loss of every iteration),
-``nonfinite`` (NaN/inf in a loss or a gradient norm of either run: the run fails),
-``params_without_grad`` (trainable parameters whose ``.grad`` stayed None or exactly zero in
-**every** overfit iteration, each with its reason from :data:`NO_GRAD_REASONS`, else
-``unexplained``), ``skipped_keys`` / ``new_in_model`` per pretrained part, ``val_metrics``,
-``infer_s_per_img`` (val loop time per sample), ``real_photos_*``. The exit code is 1 when a
-check failed (key mismatch, a value not loaded, non-finite numbers, wrong answers on the photos);
-missing the overfit target (ratio <= 0.5) only sets ``overfit_target_met: false``.
+included; ``overfit_s_per_iter`` the same over the overfit run), ``peak_rss_mb``
+(``ru_maxrss`` of this process, the weight writers included), ``loss_first`` / ``loss_last`` /
+``overfit_loss_ratio`` / ``overfit_curve`` / ``loss_terms_first`` / ``loss_terms_last``
+(overfit run, total loss of every iteration), ``nonfinite`` (NaN/inf in a loss or a gradient
+norm of either run: the run fails), ``params_without_grad`` (trainable parameters whose
+``.grad`` stayed None or exactly zero in **every** overfit iteration, each with its reason from
+:data:`NO_GRAD_REASONS`, else ``unexplained``), ``skipped_keys`` / ``new_in_model`` per
+pretrained part, ``val_metrics``, ``infer_s_per_img`` (val loop time per sample),
+``real_photos_*``, ``load_avg_1min`` (the machine's load at the start and the end: other jobs
+slow every timing down). The exit code is 1 when a check failed (key mismatch, a value not
+loaded, a converter failure, non-finite numbers, wrong answers on the photos); missing the
+overfit target (ratio <= 0.5) only sets ``overfit_target_met: false``.
 """
 import argparse
 import copy
@@ -633,6 +635,7 @@ def main(argv=None) -> dict:
                          iters=args.iters, overfit_iters=args.overfit_iters, parts=parts)
     failures = []
     t_all = time.time()
+    load_start = os.getloadavg()[0]  # other jobs on the machine slow every timing down
     with tempfile.TemporaryDirectory(prefix='paper_size_weights_') as tmp:
         weights = write_weights(cfg, parts, tmp, args.realdata, args.seed, log)
         opts = {k: v for w in weights.values() for k, v in w['cfg_options'].items()}
@@ -684,6 +687,8 @@ def main(argv=None) -> dict:
         rec2, _, names2, lrs = run_config(cfg, work_dir, 'overfit', args.overfit_iters,
                                           args.batch_size, args.seed, overfit=True)
         report['overfit_lr'] = sorted(set(lrs))
+        times = [it['time'] for it in rec2.iters]
+        report['overfit_s_per_iter'] = round(statistics.median(times[1:] or times), 2)
         curve = [it['logs'].get('loss', float('nan')) for it in rec2.iters]
         report['loss_first'], report['loss_last'] = round(curve[0], 4), round(curve[-1], 4)
         report['overfit_loss_ratio'] = round(curve[-1] / curve[0], 4) if curve[0] else None
@@ -713,6 +718,7 @@ def main(argv=None) -> dict:
             report.pop('real_photos_failures', None)
     report['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report['total_s'] = round(time.time() - t_all, 1)
+    report['load_avg_1min'] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     report['failures'] = failures
     report['ok'] = not failures
     print()
