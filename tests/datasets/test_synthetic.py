@@ -330,7 +330,7 @@ def test_point_config_at_synthref_concat(synthref_paths):
     train = cfg.train_dataloader.dataset
     assert train.type == 'ConcatDataset' and 'data_root' not in train
     parts = dataset_leaves(train)
-    assert [p.split_file for p in parts] == ['refcoco/refs(unc).p', 'refcoco+/refs(unc).p',
-                                            'refcocog/refs(umd).p']
+    assert [p.split_file for p in parts] == [
+        'refcoco/refs(unc).p', 'refcoco+/refs(unc).p', 'refcocog/refs(umd).p']
     assert all(p.data_root == root for p in parts)
     assert cfg.val_dataloader.dataset.data_root == root
