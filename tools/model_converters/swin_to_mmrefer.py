@@ -41,10 +41,16 @@ def convert(ckpt: dict) -> 'OrderedDict[str, torch.Tensor]':
         raise KeyError('swin_to_mmrefer: no "layers.*" keys - not an official Swin checkpoint '
                        f'(first keys: {list(state)[:5]})')
     out = swin_converter(state)
+    # the shifted-window attention masks of the official release are buffers mmdet recomputes
+    # for the input size: not weights
+    for k in [k for k in out if k.endswith('.attn_mask')]:
+        out.pop(k)
+    # the official final norm normalises the last stage's output: mmdet's norm{last stage}
+    last = 1 + max(int(k.split('.')[2]) for k in out if k.startswith('backbone.stages.'))
     for suffix in ('weight', 'bias'):
         v = out.pop(f'backbone.norm.{suffix}', None)
         if v is not None:
-            out[f'backbone.norm3.{suffix}'] = v
+            out[f'backbone.norm{last - 1}.{suffix}'] = v
     return out
 
 
