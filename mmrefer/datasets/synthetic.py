@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from .masks import segm_to_rle
+
 __all__ = ['make_synthref', 'parse_image_sizes', 'point_config_at_synthref', 'dataset_leaves',
            'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES', 'SYNTHREF_COCO_IMAGE_SIZES',
            'COLORS', 'SHAPES']
@@ -304,7 +306,7 @@ def _make_images(out_dir, sizes, rng, image_sizes=None):
                                license=1, coco_url='', flickr_url='', date_captured=''))
             for o in objs:
                 flat = o['poly'].flatten().tolist()
-                rle = mask_utils.merge(mask_utils.frPyObjects([flat], h, w))
+                rle = segm_to_rle([flat], h, w)
                 mask = mask_utils.decode(rle)
                 kind = rng.choice(['poly', 'poly', 'poly', 'rle', 'urle'])
                 if kind == 'poly':
