@@ -171,7 +171,7 @@ def test_benchmark_tiny_latentvg_inference_and_pipeline(coco_synthref, tmp_path,
     assert 'train pipeline' in proc.stderr  # progress bars go to stderr
 
 
-@pytest.mark.parametrize('with_cp', [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize('with_cp', [False, True])
 def test_train_step_tiny_latentvg(with_cp, coco_synthref, tmp_path, capsys):
     args = ['latentvg_tiny_synthref', '--train-step', '--make-synthref', coco_synthref,
             '--skip-pipeline', '--batch-size', '2', '--iters', '1', '--warmup', '1',
