@@ -12,7 +12,7 @@
 
 Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``):
 
-* **pipeline** (``--pipeline-only``, and part of the inference mode unless ``--skip-pipeline``):
+* **pipeline** (``--pipeline-only``; measured first in the other modes unless ``--skip-pipeline``):
   ``dataset[i]`` of the config's **train** dataset (file loading, JPEG decoding, annotation
   decoding, ``RefResize`` incl. polygon re-rasterisation, tokenisation when the pipeline has it,
   packing), in this process, over ``--data-iters`` samples drawn in a seeded random order:
