@@ -6,15 +6,12 @@
     tools/slurm_test.sh PARTITION JOB CONFIG CHECKPOINT   # srun, --launcher slurm (CUDA)
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from mmrefer.utils import register_all_modules, runner_checkpoint_loading
-from mmrefer.utils.setup_env import setup_cpu_distributed
+from mmrefer.utils import runner_checkpoint_loading
+from mmrefer.utils.setup_env import add_runner_args, load_run_config
 
 
 def parse_args():
@@ -25,43 +22,14 @@ def parse_args():
     parser.add_argument('--out', help='dump raw predictions to this pickle file')
     parser.add_argument('--show-dir', help='draw predictions next to ground truth into '
                         'WORK_DIR/TIMESTAMP/SHOW_DIR')
-    parser.add_argument('--amp', action='store_true',
-                        help='mixed-precision inference (bf16 autocast by default, with the '
-                        "models' fp32 islands)")
-    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16',
-                        help='autocast dtype with --amp (fp16 on CUDA only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def check_launcher(launcher: str) -> None:
-    """mmengine's slurm and mpi launchers call ``torch.cuda.set_device``: refuse them without
-    CUDA with a message naming the CPU alternative (``--launcher pytorch``, gloo)."""
-    import torch
-    if launcher in ('slurm', 'mpi') and not torch.cuda.is_available():
-        raise SystemExit(f'--launcher {launcher} needs CUDA (mmengine calls '
-                         'torch.cuda.set_device); on CPU machines use --launcher pytorch '
-                         '(tools/dist_test.sh with NNODES / NODE_RANK / MASTER_ADDR / PORT)')
+    add_runner_args(parser, 'mixed-precision inference (bf16 autocast by default, with the '
+                    "models' fp32 islands)")
+    return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    check_launcher(args.launcher)
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    setup_cpu_distributed(cfg, args.launcher)  # after the overrides (find_unused_parameters)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args, 'tools/dist_test.sh')
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg = dict(type='AmpTestLoop',

@@ -7,40 +7,26 @@
     tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR   # srun, --launcher slurm (CUDA)
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmrefer.utils import register_all_modules, runner_checkpoint_loading
-from mmrefer.utils.setup_env import setup_cpu_distributed
+from mmrefer.utils import runner_checkpoint_loading
+from mmrefer.utils.setup_env import add_runner_args, load_run_config
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train an mmrefer model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints')
-    parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: bf16 autocast by default (CUDA and CPU), with the '
-                        "models' fp32 islands (docs/get_started.md)")
-    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16',
-                        help='autocast dtype with --amp on CUDA (fp16 adds dynamic loss scaling; '
-                        'CPU is bf16 only)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model forward (cfg.compile=True; a dict in the '
                         "config, e.g. compile=dict(backend=..., target='train_step'), is kept)")
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in work_dir if no '
                         'path is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    # torch.distributed.launch passes --local-rank (dash) since torch 2.0
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_args(parser, 'mixed precision: bf16 autocast (CUDA and CPU) with the models\' '
+                    'fp32 islands; --amp-dtype fp16 on CUDA adds dynamic loss scaling')
+    return parser.parse_args()
 
 
 def apply_amp(cfg, dtype: str = 'bf16'):
@@ -133,29 +119,9 @@ class CompileReadyRunner(Runner):
                          'iterations compile it and are slow')
 
 
-def check_launcher(launcher: str) -> None:
-    """mmengine's slurm and mpi launchers call ``torch.cuda.set_device``: refuse them without
-    CUDA with a message naming the CPU alternative (``--launcher pytorch``, gloo)."""
-    import torch
-    if launcher in ('slurm', 'mpi') and not torch.cuda.is_available():
-        raise SystemExit(f'--launcher {launcher} needs CUDA (mmengine calls '
-                         'torch.cuda.set_device); on CPU machines use --launcher pytorch '
-                         '(tools/dist_train.sh with NNODES / NODE_RANK / MASTER_ADDR / PORT)')
-
-
 def main():
     args = parse_args()
-    check_launcher(args.launcher)
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    setup_cpu_distributed(cfg, args.launcher)  # after the overrides (find_unused_parameters)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args, 'tools/dist_train.sh')
     if args.amp:
         apply_amp(cfg, args.amp_dtype)
     if args.compile and not isinstance(cfg.get('compile'), dict):

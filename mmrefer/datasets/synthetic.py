@@ -42,7 +42,7 @@ import pycocotools.mask as mask_utils
 
 from .masks import segm_to_rle
 
-__all__ = ['make_synthref', 'parse_image_sizes', 'point_config_at_synthref', 'dataset_leaves',
+__all__ = ['make_synthref', 'make_synthref_coco', 'parse_image_sizes', 'point_config_at_synthref', 'dataset_leaves',
            'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES', 'SYNTHREF_COCO_IMAGE_SIZES',
            'COLORS', 'SHAPES']
 
@@ -572,3 +572,34 @@ def make_synthref(out_dir: str, num_images: Optional[Dict[str, int]] = None, see
     if tokenizers:
         paths['beit3_spm'], paths['roberta_dir'] = _write_tokenizers(out_dir, sorted(set(corpus)))
     return paths
+
+
+def make_synthref_coco(root: str) -> str:
+    """SynthRef at COCO photo sizes under ``root``, written once (small split sizes, seed 0).
+
+    ``make_synthref(image_sizes=SYNTHREF_COCO_IMAGE_SIZES)`` (640x427, 427x640, 500x333,
+    640x480, 480x640), plus ``refcoco+/`` and ``refcocog/`` aliases of its RefCOCO files so that
+    the combined-RefCOCO config's three parts and its ``exclude_images_of`` lists resolve
+    (RefCOCOg's umd ``test`` split = RefCOCO's testA + testB). A ``.complete`` marker makes later
+    calls free. Used by the paper-size check and the pipeline benchmark. Returns ``root``.
+    """
+    from .safe_pickle import load_refs
+    done = osp.join(root, '.complete')
+    if osp.isfile(done):
+        return root
+    make_synthref(root, num_images=SYNTHREF_SMALL_SIZES, seed=0,
+                  image_sizes=SYNTHREF_COCO_IMAGE_SIZES)
+    links = [('refcoco+', 'instances.json'), ('refcocog', 'instances.json'),
+             ('refcoco+', 'refs(unc).p')]
+    for alias, name in links:
+        os.makedirs(osp.join(root, alias), exist_ok=True)
+        dst = osp.join(root, alias, name)
+        if not osp.lexists(dst):
+            os.symlink(osp.join('..', 'refcoco', name), dst)
+    refs = load_refs(osp.join(root, 'refcoco', 'refs(unc).p'))
+    for r in refs:
+        if r['split'] in ('testA', 'testB'):
+            r['split'] = 'test'
+    _dump_pickle(refs, osp.join(root, 'refcocog', 'refs(umd).p'))
+    open(done, 'w').close()
+    return root

@@ -49,3 +49,49 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                             world_size=int(os.environ['WORLD_SIZE']))
+
+
+def add_runner_args(parser, amp_help: str) -> None:
+    """The command-line options ``tools/train.py`` and ``tools/test.py`` share."""
+    from mmengine.config import DictAction
+    parser.add_argument('--amp', action='store_true', help=amp_help)
+    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16',
+                        help='autocast dtype with --amp (fp16 on CUDA only: CPU is bf16)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    # torch.distributed.launch passes --local-rank (dash) since torch 2.0
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def check_launcher(launcher: str, script: str = 'tools/dist_train.sh') -> None:
+    """mmengine's slurm and mpi launchers call ``torch.cuda.set_device``: refuse them without
+    CUDA with a message naming the CPU alternative (``--launcher pytorch``, gloo)."""
+    import torch
+    if launcher in ('slurm', 'mpi') and not torch.cuda.is_available():
+        raise SystemExit(f'--launcher {launcher} needs CUDA (mmengine calls '
+                         'torch.cuda.set_device); on CPU machines use --launcher pytorch '
+                         f'({script} with NNODES / NODE_RANK / MASTER_ADDR / PORT)')
+
+
+def load_run_config(args, script: str):
+    """The config ``tools/train.py`` / ``tools/test.py`` run: read, ``--cfg-options`` merged,
+    the CPU process group set up after them (it reads ``find_unused_parameters``), the work dir
+    (``--work-dir`` or ``./work_dirs/CONFIG_NAME``)."""
+    import os
+    import os.path as osp
+
+    from mmengine.config import Config
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    check_launcher(args.launcher, script)
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    setup_cpu_distributed(cfg, args.launcher)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg

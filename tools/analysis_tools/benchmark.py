@@ -61,7 +61,6 @@ import contextlib
 import json
 import os
 import os.path as osp
-import pickle
 import resource
 import statistics
 import sys
@@ -227,38 +226,9 @@ def backbone_call(model, data):
 
 # ------------------------------------------------------------------------------- data
 def make_synthref_coco(root: str) -> str:
-    """Write SynthRef at COCO photo sizes under ``root`` once (small split sizes, seed 0).
-
-    ``make_synthref(image_sizes=SYNTHREF_COCO_IMAGE_SIZES)`` (640x427, 427x640, 500x333,
-    640x480, 480x640; polygons, RLEs and crowd regions drawn at that size), plus ``refcoco+/``
-    and ``refcocog/`` aliases of its RefCOCO files so that the combined-RefCOCO config's three
-    parts and its ``exclude_images_of`` lists resolve (RefCOCOg's umd ``test`` split = RefCOCO's
-    testA + testB). A ``.complete`` marker makes later calls free. Returns ``root``.
-    """
-    from mmrefer.datasets.safe_pickle import load_refs
-    from mmrefer.datasets.synthetic import (SYNTHREF_COCO_IMAGE_SIZES, SYNTHREF_SMALL_SIZES,
-                                            make_synthref)
-    done = osp.join(root, '.complete')
-    if osp.isfile(done):
-        return root
-    make_synthref(root, num_images=SYNTHREF_SMALL_SIZES, seed=0,
-                  image_sizes=SYNTHREF_COCO_IMAGE_SIZES)
-    for alias in ('refcoco+', 'refcocog'):
-        os.makedirs(osp.join(root, alias), exist_ok=True)
-        dst = osp.join(root, alias, 'instances.json')
-        if not osp.lexists(dst):
-            os.symlink(osp.join('..', 'refcoco', 'instances.json'), dst)
-    dst = osp.join(root, 'refcoco+', 'refs(unc).p')
-    if not osp.lexists(dst):
-        os.symlink(osp.join('..', 'refcoco', 'refs(unc).p'), dst)
-    refs = load_refs(osp.join(root, 'refcoco', 'refs(unc).p'))
-    for r in refs:
-        if r['split'] in ('testA', 'testB'):
-            r['split'] = 'test'
-    with open(osp.join(root, 'refcocog', 'refs(umd).p'), 'wb') as f:
-        pickle.dump(refs, f, protocol=2)
-    open(done, 'w').close()
-    return root
+    """SynthRef at COCO photo sizes (:func:`mmrefer.datasets.synthetic.make_synthref_coco`)."""
+    from mmrefer.datasets.synthetic import make_synthref_coco as make
+    return make(root)
 
 
 def _first_line(e: BaseException) -> str:

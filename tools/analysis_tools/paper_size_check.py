@@ -468,33 +468,13 @@ def _hooks():
 
 # ---------------------------------------------------------------------------------- the runs
 def synthref_coco(root: str, log) -> str:
-    """SynthRef at COCO-like sizes under ``root`` (small split sizes, seed 0), written once;
-    ``refcoco+/`` and ``refcocog/`` name its RefCOCO files the way the combined-RefCOCO config
-    reads them (RefCOCOg's umd ``test`` split = RefCOCO's testA + testB)."""
-    from mmrefer.datasets.safe_pickle import load_refs
-    from mmrefer.datasets.synthetic import (SYNTHREF_COCO_IMAGE_SIZES, SYNTHREF_SMALL_SIZES,
-                                            make_synthref)
-    done = osp.join(root, '.complete')
-    if not osp.isfile(done):
-        t = time.time()
-        make_synthref(root, num_images=SYNTHREF_SMALL_SIZES, seed=0,
-                      image_sizes=SYNTHREF_COCO_IMAGE_SIZES)
-        for alias in ('refcoco+', 'refcocog'):
-            os.makedirs(osp.join(root, alias), exist_ok=True)
-            dst = osp.join(root, alias, 'instances.json')
-            if not osp.lexists(dst):
-                os.symlink(osp.join('..', 'refcoco', 'instances.json'), dst)
-        dst = osp.join(root, 'refcoco+', 'refs(unc).p')
-        if not osp.lexists(dst):
-            os.symlink(osp.join('..', 'refcoco', 'refs(unc).p'), dst)
-        import pickle
-        refs = load_refs(osp.join(root, 'refcoco', 'refs(unc).p'))
-        for r in refs:
-            if r['split'] in ('testA', 'testB'):
-                r['split'] = 'test'
-        with open(osp.join(root, 'refcocog', 'refs(umd).p'), 'wb') as f:
-            pickle.dump(refs, f, protocol=2)
-        open(done, 'w').close()
+    """SynthRef at COCO-like sizes under ``root``, written once
+    (:func:`mmrefer.datasets.synthetic.make_synthref_coco`, with the combined-RefCOCO aliases)."""
+    from mmrefer.datasets.synthetic import SYNTHREF_COCO_IMAGE_SIZES, make_synthref_coco
+    t = time.time()
+    fresh = not osp.isfile(osp.join(root, '.complete'))
+    make_synthref_coco(root)
+    if fresh:
         log(f'SynthRef at COCO-like sizes {SYNTHREF_COCO_IMAGE_SIZES} written to {root} in '
             f'{time.time() - t:.1f}s')
     return root
