@@ -33,7 +33,8 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     CPU build of torch. When CUDA is absent we create the (gloo) process group from the
     ``torchrun`` environment ourselves; the Runner then finds it initialised and skips its own
     set-up. Its default DDP wrapper pins ``device_ids=[LOCAL_RANK]`` (GPU-only), so the model
-    wrapper is set to a CPU ``MMDistributedDataParallel`` unless the config chose one. With CUDA
+    wrapper becomes a CPU ``MMDistributedDataParallel`` (``device_ids=None``), keeping whatever
+    else ``model_wrapper_cfg`` sets. With CUDA
     present, or with ``launcher='none'``, nothing happens.
     """
     import os
@@ -43,10 +44,11 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-    if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.update(cfg.get('model_wrapper_cfg') or {})  # what the config sets wins,
+    wrapper['device_ids'] = None  # except the GPU-only device ids
+    cfg.model_wrapper_cfg = wrapper
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                             world_size=int(os.environ['WORLD_SIZE']))
 

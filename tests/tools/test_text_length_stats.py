@@ -96,7 +96,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(KeyError, match='model.text_encoder is missing'):
         tool.main(['--config', latentvg])
     # a BERT vocabulary read as RoBERTa turns every sentence into <s></s>: refused
-    with pytest.raises(ValueError, match='does not work as a roberta tokenizer'):
+    with pytest.raises(FileNotFoundError, match='no roberta tokenizer files'):
         tool.length_stats([UMD_VAL], BERT, 'roberta', 20)
     with pytest.raises(ValueError, match='--text-len must be >= 3'):
         tool.length_stats([UMD_VAL], ROBERTA, 'roberta', 2)
