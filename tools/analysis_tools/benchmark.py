@@ -52,7 +52,7 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   ``dynamo_graph_breaks`` and ``dynamo_break_reasons`` (each distinct reason with the first
   mmrefer / mmdet source line it was hit at, and its count).
 
-``--amp`` autocasts to bf16 on CPU and to fp16 (``--amp-dtype bf16`` for bf16) on CUDA
+``--amp`` autocasts to bf16 (``--amp-dtype fp16`` for fp16 on CUDA), as ``tools/train.py --amp``
 (inference only). On CPU ``torch`` keeps no allocator statistics, so memory is the process's
 resident set size (RSS).
 """
@@ -119,7 +119,7 @@ def parse_args(argv=None):
     p.add_argument('--explain', action='store_true',
                    help='with --train-step: torch._dynamo.explain of the loss forward')
     p.add_argument('--amp', action='store_true', help='autocast (bf16 on CPU, fp16 on CUDA)')
-    p.add_argument('--amp-dtype', choices=['fp16', 'bf16'], default=None)
+    p.add_argument('--amp-dtype', choices=['fp16', 'bf16'], default='bf16')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:0, ...')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     p.add_argument('--seed', type=int, default=0, help='seed of the sample order and the model')
@@ -151,8 +151,6 @@ class Bench:
     def __init__(self, device: torch.device, amp: bool, amp_dtype, progress: bool):
         self.device = device
         self.amp = amp
-        if amp_dtype is None:
-            amp_dtype = 'bf16' if device.type == 'cpu' else 'fp16'
         self.dtype = torch.bfloat16 if amp_dtype == 'bf16' else torch.float16
         self.progress = progress
 
