@@ -51,7 +51,10 @@ norm of either run: the run fails), ``params_without_grad`` (trainable parameter
 ``.grad`` stayed None or exactly zero in **every** overfit iteration, each with its reason from
 :data:`NO_GRAD_REASONS`, else ``unexplained``), ``skipped_keys`` / ``new_in_model`` per
 pretrained part, ``val_metrics``, ``infer_s_per_img`` (val loop time per sample),
-``real_photos_*``, ``load_avg_1min`` (the machine's load at the start and the end: other jobs
+``real_photos_*``, for InstAlign ``merged_logit_absmax_first`` / ``_last`` (largest |merged
+logit| of Eq. 8 per decoder block, first and last overfit iteration), ``merged_logit_absmax_curve``
+and ``merged_bce_sum_curve`` (per overfit iteration: the largest over blocks, the merged BCE summed
+over blocks), ``load_avg_1min`` (the machine's load at the start and the end: other jobs
 slow every timing down). The exit code is 1 when a check failed (key mismatch, a value not
 loaded, a converter failure, non-finite numbers, wrong answers on the photos); missing the
 overfit target (ratio <= 0.5) only sets ``overfit_target_met: false``.
@@ -418,6 +421,11 @@ def _hooks():
             self.iters, self.with_grad, self.handles = [], set(), []
             self.val_time, self.val_samples, self.val_metrics = 0.0, 0, None
             self._sq, self._nonfinite_grads = 0.0, []
+            self._merged = []  # InstAlign: max |merged logit| of each aggregation call
+
+        def _merged_hook(self, module, args, output):
+            if module.training:
+                self._merged.append(float(output.detach().float().abs().max()))
 
         def before_train(self, runner):
             model = _unwrap(runner.model)
@@ -427,6 +435,9 @@ def _hooks():
                 if p.requires_grad:
                     self.handles.append(p.register_post_accumulate_grad_hook(
                         self._grad_hook(name)))
+            for module in model.modules():  # Eq. 8's merged logits, one call per block
+                if type(module).__name__ == 'AdaptiveInstanceAggregation':
+                    self.handles.append(module.register_forward_hook(self._merged_hook))
             self._t = time.perf_counter()
 
         def _grad_hook(self, name):
@@ -444,8 +455,9 @@ def _hooks():
             logs = {k: float(v) for k, v in (outputs or {}).items()
                     if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
             self.iters.append(dict(time=now - self._t, logs=logs, grad_norm=self._sq**0.5,
-                                   nonfinite_grads=list(self._nonfinite_grads)))
-            self._sq, self._nonfinite_grads, self._t = 0.0, [], now
+                                   nonfinite_grads=list(self._nonfinite_grads),
+                                   merged_absmax=list(self._merged)))
+            self._sq, self._nonfinite_grads, self._merged, self._t = 0.0, [], [], now
 
         def after_train(self, runner):
             for h in self.handles:
@@ -681,6 +693,8 @@ def main(argv=None) -> dict:
         report['loss_terms_last'] = terms(rec2.iters[-1])
         report['grad_norm_first'] = round(rec2.iters[0]['grad_norm'], 4)
         report['grad_norm_last'] = round(rec2.iters[-1]['grad_norm'], 4)
+        if rec2.iters[0]['merged_absmax']:  # InstAlign: the merged-mask scale (Eq. 8)
+            report.update(merged_scale(rec2.iters))
         nonfinite += _nonfinite(rec2.iters, 'overfit')
         report['nonfinite'] = nonfinite
         if nonfinite:
@@ -712,6 +726,18 @@ def main(argv=None) -> dict:
     if failures:
         print('\nFAILED:\n  ' + '\n  '.join(failures))
     return report
+
+
+def merged_scale(iters) -> dict:
+    """InstAlign's merged logits (the argument of Eq. 8's sigmoid) over the overfit run: the
+    largest |logit| of any decoder block per iteration, and the merged BCE summed over blocks."""
+    def bce(it):
+        return sum(v for k, v in it['logs'].items() if k.endswith('loss_merged_bce'))
+    return dict(
+        merged_logit_absmax_first=[round(v, 2) for v in iters[0]['merged_absmax']],
+        merged_logit_absmax_last=[round(v, 2) for v in iters[-1]['merged_absmax']],
+        merged_logit_absmax_curve=[round(max(it['merged_absmax']), 2) for it in iters],
+        merged_bce_sum_curve=[round(bce(it), 4) for it in iters])
 
 
 def _nonfinite(iters, run) -> List[str]:
