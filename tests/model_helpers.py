@@ -41,3 +41,17 @@ def make_bpe_dir(path, sentences, vocab_size=300):
                             special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'])
     bpe.save_model(str(path))
     return str(path)
+
+
+def pre_restructure_state_dict(name):
+    """A random state dict with the keys and shapes of ``tests/data/pre_restructure/NAME.json``
+    (a quick-start model as saved before the per-paper reorganisation); index buffers hold
+    zeros so that they stay valid indices."""
+    import json
+    import os.path as osp
+    path = osp.join(osp.dirname(__file__), 'data', 'pre_restructure', f'{name}.json')
+    with open(path) as f:
+        shapes = json.load(f)
+    g = torch.Generator().manual_seed(0)
+    return {key: torch.zeros(shape, dtype=torch.long) if key.endswith('relative_position_index')
+            else torch.randn(shape, generator=g) for key, shape in shapes.items()}

@@ -2,11 +2,11 @@
 ``nn.Sequential`` mask MLP ``head.mask_embed.{0,2,4}.*``) load into today's model: every key of
 ``tests/data/pre_restructure/instalign_tiny_synthref.json`` (name -> shape, written by the code
 of commit 9f32b58) lands, none is missing, none is left over."""
-import json
 import os.path as osp
 
 import torch
 from mmengine.config import Config
+from model_helpers import pre_restructure_state_dict
 
 from mmrefer.utils.setup_env import register_all_modules
 
@@ -15,21 +15,11 @@ register_all_modules()
 from mmrefer.registry import MODELS  # noqa: E402
 
 ROOT = osp.join(osp.dirname(__file__), '..', '..', '..')
-KEYS = osp.join(ROOT, 'tests', 'data', 'pre_restructure', 'instalign_tiny_synthref.json')
 CONFIG = osp.join(ROOT, 'configs', 'quickstart', 'instalign_tiny_synthref.py')
 
 
 def _old_state_dict():
-    with open(KEYS) as f:
-        shapes = json.load(f)
-    g = torch.Generator().manual_seed(0)
-    state = {}
-    for name, shape in shapes.items():
-        if name.endswith('relative_position_index'):  # an index buffer: keep it valid
-            state[name] = torch.zeros(shape, dtype=torch.long)
-        else:
-            state[name] = torch.randn(shape, generator=g)
-    return state
+    return pre_restructure_state_dict('instalign_tiny_synthref')
 
 
 def _model(tmp_path):

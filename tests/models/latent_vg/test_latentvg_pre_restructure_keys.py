@@ -2,12 +2,12 @@
 (``head.empty_token.*``, today ``head.no_target_predictor.*``) load into today's model: every
 key of ``tests/data/pre_restructure/latentvg_tiny_synthref.json`` (name -> shape, written by the
 code of commit 9f32b58) lands with its value, none is missing, none is left over."""
-import json
 import os.path as osp
 
 import torch
 from mmengine.config import Config
 from mmengine.runner.checkpoint import load_state_dict
+from model_helpers import pre_restructure_state_dict
 
 from mmrefer.utils.setup_env import register_all_modules
 
@@ -16,15 +16,11 @@ register_all_modules()
 from mmrefer.registry import MODELS  # noqa: E402
 
 ROOT = osp.join(osp.dirname(__file__), '..', '..', '..')
-KEYS = osp.join(ROOT, 'tests', 'data', 'pre_restructure', 'latentvg_tiny_synthref.json')
 CONFIG = osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py')
 
 
 def _old_state_dict():
-    with open(KEYS) as f:
-        shapes = json.load(f)
-    g = torch.Generator().manual_seed(0)
-    return {name: torch.randn(shape, generator=g) for name, shape in shapes.items()}
+    return pre_restructure_state_dict('latentvg_tiny_synthref')
 
 
 def _model():
