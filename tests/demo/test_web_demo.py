@@ -7,7 +7,10 @@ requirements/demo.txt (``.ci/run`` and ``tools/install_env.sh`` install them); s
 missing and ``CI`` is unset, a failure under CI.
 
 ``WEB_DEMO_SCREENSHOT=path.png`` also copies the answered page's screenshot there (how
-docs/images/web_demo.png was made).
+docs/images/web_demo.png was made); with ``WEB_DEMO_WEIGHTS=CKPT WEB_DEMO_SYNTHREF=DIR`` the
+server loads that trained quick-start Latent-VG checkpoint and the SynthRef it was trained on
+(``work_dirs/quickstart/latentvg/...pth`` and ``data/synthref`` after ``make quickstart``)
+instead of a random one and the session's SynthRef.
 """
 import importlib.util
 import json
@@ -88,23 +91,37 @@ def stop(proc):
         proc.wait(15)
 
 
+def demo_data(synthref_root):
+    """``(SynthRef root, trained checkpoint or None)``: the session's SynthRef, or the pair named
+    by ``WEB_DEMO_SYNTHREF`` / ``WEB_DEMO_WEIGHTS``."""
+    weights = os.environ.get('WEB_DEMO_WEIGHTS')
+    if not weights:
+        return str(synthref_root), None
+    root = os.environ.get('WEB_DEMO_SYNTHREF')
+    if not root or not osp.isfile(weights):
+        pytest.fail(f'WEB_DEMO_WEIGHTS={weights!r} needs an existing file and WEB_DEMO_SYNTHREF '
+                    f'(the SynthRef it was trained on), got {root!r}')
+    return root, weights
+
+
 @pytest.fixture(scope='module')
 def web_demo_url(synthref_root, tmp_path_factory):
-    """URL of a running web demo (tiny Latent-VG, saved random checkpoint, SynthRef examples);
-    the server is killed at the end, also on failure."""
+    """URL of a running web demo (tiny Latent-VG, saved random checkpoint or ``WEB_DEMO_WEIGHTS``,
+    SynthRef examples); the server is killed at the end, also on failure."""
     browser_tools()
     import torch
     from mmengine.runner import save_checkpoint
 
     from mmrefer.apis import RefInferencer
-    root = str(synthref_root)
+    root, ckpt = demo_data(synthref_root)
     work = tmp_path_factory.mktemp('web_demo')
     spm = f'{root}/tokenizers/beit3.spm'
-    torch.manual_seed(0)
-    model = RefInferencer('latentvg_tiny_synthref',
-                          cfg_options={'model.tokenizer.spm_path': spm}).model
-    ckpt = str(work / 'random_latentvg_tiny.pth')
-    save_checkpoint(dict(state_dict=model.state_dict(), meta=dict(note='random init')), ckpt)
+    if ckpt is None:
+        torch.manual_seed(0)
+        model = RefInferencer('latentvg_tiny_synthref',
+                              cfg_options={'model.tokenizer.spm_path': spm}).model
+        ckpt = str(work / 'random_latentvg_tiny.pth')
+        save_checkpoint(dict(state_dict=model.state_dict(), meta=dict(note='random init')), ckpt)
     port = free_port()
     log_path = str(work / 'server.log')
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', MPLBACKEND='Agg',
@@ -164,10 +181,12 @@ def val_sentence(root):
 def test_browser_grounds_uploaded_synthref_image(web_demo_url, browser, synthref_root, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    image, sentence = val_sentence(str(synthref_root))
+    root, weights = demo_data(synthref_root)
+    image, sentence = val_sentence(root)
     open_page(browser, web_demo_url)
     page = browser.find_element(By.TAG_NAME, 'body').text
-    assert 'random_latentvg_tiny.pth' in page  # the header names the loaded checkpoint
+    # the header names the loaded checkpoint
+    assert osp.basename(weights or 'random_latentvg_tiny.pth') in page
     # upload (the hidden file input of the image component) and type a sentence
     browser.find_element(By.CSS_SELECTOR, '#input-image input[type=file]').send_keys(image)
     WebDriverWait(browser, 30).until(  # the uploaded image is previewed
