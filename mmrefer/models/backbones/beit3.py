@@ -181,9 +181,8 @@ class BEiT3(BaseModule):
         sd, dropped = convert_official(safe_torch_load(filename, map_location=map_location),
                                        self.patch_grid, prefix, filename)
         check_shapes(sd, self.state_dict(), filename)
+        skipped = [k for k in self.unbuilt_official_keys if k in sd]
         missing, unexpected = self.load_state_dict(sd, strict=False)
-        skipped = [k for k in unexpected if k in self.unbuilt_official_keys]
-        unexpected = [k for k in unexpected if k not in skipped]
         print_log(f'BEiT3: loaded {len(sd) - len(unexpected) - len(skipped)} tensors from '
                   f'{filename}', logger='current')
         for what, keys, level in (('missing in checkpoint', missing, logging.WARNING),
@@ -198,6 +197,14 @@ class BEiT3(BaseModule):
         if self.num_latent_groups and self.latent_init_from_text:
             self.init_latent_from_text()
         return list(missing), list(unexpected)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Official files carry the tokens this configuration does not build (the MIM mask
+        # token, the visual CLS whose slot the caller fills): they are skipped, not unexpected,
+        # so that ``load_state_dict(official, strict=True)`` works on every configuration.
+        for key in self.unbuilt_official_keys:
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def unbuilt_official_keys(self) -> List[str]:

@@ -102,6 +102,30 @@ def test_tokens_no_forward_uses_are_not_built():
     assert x_vis.shape == (3, 17, 32)
 
 
+def test_official_tokens_skip_under_strict_loading():
+    """A state dict in the official layout (with the MIM mask token and the visual CLS) loads
+    with ``strict=True`` into configurations that build neither, through torch and through
+    mmengine; every built tensor gets the file's value."""
+    from mmengine.runner.checkpoint import load_state_dict as mmengine_load
+    full = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB,
+                 with_mask_token=True)
+    official = {k: torch.randn_like(v) for k, v in full.state_dict().items()}
+    assert {'vision_embed.mask_token', 'vision_embed.cls_token'} <= set(official)
+    for kwargs in (dict(), dict(with_cls_token=False)):
+        for load in (lambda m, sd: m.load_state_dict(sd, strict=True),
+                     lambda m, sd: mmengine_load(m, sd, strict=True)):
+            m = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB, **kwargs)
+            load(m, dict(official))
+            own = m.state_dict()
+            assert set(official) - set(own) == set(m.unbuilt_official_keys)
+            for k, v in own.items():
+                assert torch.equal(v, official[k]), k
+    # a key that is really unexpected still fails strict loading
+    m = BEiT3(arch=TINY, img_size=IMG, patch_size=PATCH, vocab_size=VOCAB)
+    with pytest.raises(RuntimeError, match='vision_embed.extra'):
+        m.load_state_dict({**official, 'vision_embed.extra': torch.zeros(1)}, strict=True)
+
+
 def test_large_arch_and_tuple_img_size():
     with torch.device('meta'):
         m = BEiT3('large', img_size=(224, 320))
