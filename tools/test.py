@@ -11,7 +11,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from mmrefer.utils import runner_checkpoint_loading
-from mmrefer.utils.setup_env import add_runner_args, load_run_config
+from mmrefer.utils.setup_env import AMP_DTYPES, add_runner_args, load_run_config
 
 
 def parse_args():
@@ -32,8 +32,7 @@ def main():
     cfg = load_run_config(args, 'tools/dist_test.sh')
     cfg.load_from = args.checkpoint
     if args.amp:
-        cfg.test_cfg = dict(type='AmpTestLoop',
-                            dtype=dict(bf16='bfloat16', fp16='float16')[args.amp_dtype])
+        cfg.test_cfg = dict(type='AmpTestLoop', dtype=AMP_DTYPES[args.amp_dtype])
     if args.show_dir:
         hooks = cfg.default_hooks
         if 'visualization' not in hooks:

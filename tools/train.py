@@ -11,7 +11,7 @@ import argparse
 from mmengine.runner import Runner
 
 from mmrefer.utils import runner_checkpoint_loading
-from mmrefer.utils.setup_env import add_runner_args, load_run_config
+from mmrefer.utils.setup_env import AMP_DTYPES, add_runner_args, load_run_config
 
 
 def parse_args():
@@ -35,7 +35,7 @@ def apply_amp(cfg, dtype: str = 'bf16'):
     (dynamic loss scaling); elsewhere mmrefer's AutocastOptimWrapper (bf16 autocast). The
     validation loop becomes AmpValLoop with the same dtype."""
     import torch
-    name = dict(bf16='bfloat16', fp16='float16')[dtype]
+    name = AMP_DTYPES[dtype]
     if cfg.optim_wrapper.get('type', 'OptimWrapper') not in ('AmpOptimWrapper',
                                                               'AutocastOptimWrapper'):
         if torch.cuda.is_available():

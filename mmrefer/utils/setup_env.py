@@ -53,11 +53,15 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
                             world_size=int(os.environ['WORLD_SIZE']))
 
 
+#: ``--amp-dtype`` choice -> the dtype name the optim wrappers and AMP loops take
+AMP_DTYPES = dict(bf16='bfloat16', fp16='float16')
+
+
 def add_runner_args(parser, amp_help: str) -> None:
     """The command-line options ``tools/train.py`` and ``tools/test.py`` share."""
     from mmengine.config import DictAction
     parser.add_argument('--amp', action='store_true', help=amp_help)
-    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16',
+    parser.add_argument('--amp-dtype', choices=list(AMP_DTYPES), default='bf16',
                         help='autocast dtype with --amp (fp16 on CUDA only: CPU is bf16)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')

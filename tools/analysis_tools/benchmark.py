@@ -74,6 +74,9 @@ from mmengine.config import DictAction
 TOOLS = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(TOOLS))
 
+from mmrefer.datasets.synthetic import make_synthref_coco  # noqa: E402
+from mmrefer.utils.setup_env import AMP_DTYPES  # noqa: E402
+
 
 class DataUnavailable(RuntimeError):
     """The train dataset the pipeline rate needs is absent or empty (the message says how to
@@ -119,7 +122,7 @@ def parse_args(argv=None):
     p.add_argument('--explain', action='store_true',
                    help='with --train-step: torch._dynamo.explain of the loss forward')
     p.add_argument('--amp', action='store_true', help='autocast (bf16 on CPU, fp16 on CUDA)')
-    p.add_argument('--amp-dtype', choices=['fp16', 'bf16'], default='bf16')
+    p.add_argument('--amp-dtype', choices=list(AMP_DTYPES), default='bf16')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:0, ...')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     p.add_argument('--seed', type=int, default=0, help='seed of the sample order and the model')
@@ -151,7 +154,7 @@ class Bench:
     def __init__(self, device: torch.device, amp: bool, amp_dtype, progress: bool):
         self.device = device
         self.amp = amp
-        self.dtype = torch.bfloat16 if amp_dtype == 'bf16' else torch.float16
+        self.dtype = getattr(torch, AMP_DTYPES[amp_dtype])
         self.progress = progress
 
     def autocast(self):
@@ -223,12 +226,6 @@ def backbone_call(model, data):
 
 
 # ------------------------------------------------------------------------------- data
-def make_synthref_coco(root: str) -> str:
-    """SynthRef at COCO photo sizes (:func:`mmrefer.datasets.synthetic.make_synthref_coco`)."""
-    from mmrefer.datasets.synthetic import make_synthref_coco as make
-    return make(root)
-
-
 def _first_line(e: BaseException) -> str:
     return f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:300]}'
 
@@ -605,16 +602,10 @@ def run_train_step(cfg, args, bench, device, res, dataset):
         plain_param_groups(optim_wrapper)
         if args.compile_target == 'train_step':
             compiled = torch.compile(model.train_step, backend=args.compile_backend)
-        else:  # the loss forward only; data preprocessor, backward, optimizer step eager
-            forward = torch.compile(model.forward, backend=args.compile_backend)
-
-            def compiled(data, optim_wrapper):
-                with optim_wrapper.optim_context(model):
-                    data = model.data_preprocessor(data, True)
-                    losses = forward(**data, mode='loss')
-                parsed, log_vars = model.parse_losses(losses)
-                optim_wrapper.update_params(parsed)
-                return log_vars
+        else:  # the loss forward only, as tools/train.py --compile (CompileReadyRunner):
+            # model.train_step calls it; data preprocessor, backward, optimizer step eager
+            model.forward = torch.compile(model.forward, backend=args.compile_backend)
+            compiled = model.train_step
         t0 = time.perf_counter()
         compiled(batch, optim_wrapper)
         res['compile_first_call_s'] = round(time.perf_counter() - t0, 2)
