@@ -42,9 +42,9 @@ import pycocotools.mask as mask_utils
 
 from .masks import segm_to_rle
 
-__all__ = ['make_synthref', 'make_synthref_coco', 'parse_image_sizes', 'point_config_at_synthref', 'dataset_leaves',
-           'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES', 'SYNTHREF_COCO_IMAGE_SIZES',
-           'COLORS', 'SHAPES']
+__all__ = ['make_synthref', 'make_synthref_coco', 'parse_image_sizes', 'point_config_at_synthref',
+           'dataset_leaves', 'SYNTHREF_DEFAULT_SIZES', 'SYNTHREF_SMALL_SIZES',
+           'SYNTHREF_COCO_IMAGE_SIZES', 'COLORS', 'SHAPES']
 
 #: colour name -> BGR value (clearly distinct hues; the background is dark grey)
 COLORS = {

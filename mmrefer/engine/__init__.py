@@ -4,4 +4,5 @@ from .autocast_optim_wrapper import AutocastOptimWrapper
 from .checkpoint_report_hook import CheckpointReportHook
 from .rng_state_hook import RNGStateHook
 
-__all__ = ['AmpTestLoop', 'AmpValLoop', 'AutocastOptimWrapper', 'CheckpointReportHook', 'RNGStateHook']
+__all__ = ['AmpTestLoop', 'AmpValLoop', 'AutocastOptimWrapper', 'CheckpointReportHook',
+           'RNGStateHook']

@@ -435,8 +435,9 @@ def _hooks():
                 if p.requires_grad:
                     self.handles.append(p.register_post_accumulate_grad_hook(
                         self._grad_hook(name)))
+            from mmrefer.models.instalign import AdaptiveInstanceAggregation
             for module in model.modules():  # Eq. 8's merged logits, one call per block
-                if type(module).__name__ == 'AdaptiveInstanceAggregation':
+                if isinstance(module, AdaptiveInstanceAggregation):
                     self.handles.append(module.register_forward_hook(self._merged_hook))
             self._t = time.perf_counter()
 
