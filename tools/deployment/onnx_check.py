@@ -123,7 +123,7 @@ def check(config: str, out_dir: str, per_image: int = 3, runs: int = 10, threads
     """Steps 1-5 of the module docstring; returns the report dict."""
     from mmrefer.apis import ORTRefPredictor, RefInferencer, resolve_config
     from mmrefer.apis.onnx_predictor import ort_session
-    from mmrefer.models.deployment import INPUT_NAMES, RefExportModel, compare_outputs
+    from mmrefer.models.deployment import INPUT_NAMES, RefExportModel
     torch.set_num_threads(threads)
     cfg = resolve_config(config)
     name = osp.splitext(osp.basename(getattr(cfg, 'filename', None) or str(config)))[0]
@@ -157,12 +157,8 @@ def check(config: str, out_dir: str, per_image: int = 3, runs: int = 10, threads
         for path, sentence in pairs:
             inputs = pytorch2onnx.example_batch(inferencer, [path], [sentence])
             lat_inputs = lat_inputs or inputs
-            with torch.no_grad():
-                ref = {k: v.numpy() for k, v in zip(names, wrapper(*inputs))}
-            ort_out = dict(zip(names, sess.run(names, {k: v.numpy()
-                                                       for k, v in zip(INPUT_NAMES, inputs)})))
-            c = compare_outputs(ref, ort_out, meta['mask_thr'])
-            n = ref['prob'].size
+            c = pytorch2onnx.compare_session(wrapper, sess, inputs, meta['mask_thr'])
+            n = inputs[0].shape[0] * inputs[0].shape[-2] * inputs[0].shape[-1]  # prob's pixels
             diff = max(diff, c['max_abs_prob_diff'])
             same += c['identical_mask_pixels'] * n
             total += n

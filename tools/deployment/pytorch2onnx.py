@@ -69,20 +69,26 @@ def example_batch(inferencer, images: Sequence, sentences: Sequence[str]):
     return data['inputs'].float(), tok['input_ids'], tok['attention_mask']
 
 
+def compare_session(wrapper, sess, inputs, mask_thr: float) -> Dict[str, float]:
+    """The PyTorch ``wrapper`` and the onnxruntime session ``sess`` on the same ``inputs``
+    (:func:`mmrefer.models.deployment.compare_outputs`)."""
+    from mmrefer.models.deployment import INPUT_NAMES, compare_outputs
+    names = list(wrapper.output_names)
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in zip(names, wrapper(*inputs))}
+    outs = sess.run(names, {k: v.numpy() for k, v in zip(INPUT_NAMES, inputs)})
+    return compare_outputs(ref, dict(zip(names, outs)), mask_thr)
+
+
 def run_check(wrapper, onnx_file: str, inputs, mask_thr: float,
               num_threads: Optional[int] = None) -> Dict[str, float]:
     """``onnx.checker`` on the file, then onnxruntime vs PyTorch on ``inputs``
-    (:func:`mmrefer.models.deployment.compare_outputs`)."""
+    (:func:`compare_session`)."""
     import onnx
     from mmrefer.apis.onnx_predictor import ort_session
     onnx.checker.check_model(onnx_file)  # by path: also for files over 2 GB
-    from mmrefer.models.deployment import INPUT_NAMES, compare_outputs
-    with torch.no_grad():
-        ref = {k: v.numpy() for k, v in zip(wrapper.output_names, wrapper(*inputs))}
-    sess = ort_session(onnx_file, 'cpu', num_threads)
-    outs = sess.run(list(wrapper.output_names),
-                    {k: v.numpy() for k, v in zip(INPUT_NAMES, inputs)})
-    return compare_outputs(ref, dict(zip(wrapper.output_names, outs)), mask_thr)
+    return compare_session(wrapper, ort_session(onnx_file, 'cpu', num_threads), inputs,
+                           mask_thr)
 
 
 def sidecar(inferencer, wrapper, config_path: str, weights: Optional[str], inputs,
