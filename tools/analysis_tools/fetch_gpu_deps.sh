@@ -40,7 +40,12 @@ pipq download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$DIR" "${WHEELS[@]}"
 if [ ! -f "$DIR/mmcv-2.1.0.tar.gz" ]; then
-    pipq download -q --no-deps --no-binary :all: -d "$DIR" mmcv==2.1.0
+    # pip reads an sdist's metadata by running its setup.py in an isolated build environment;
+    # mmcv 2.1.0's imports pkg_resources, which setuptools >= 81 no longer has. PIP_CONSTRAINT
+    # reaches the pip that fills that environment.
+    BC=$(mktemp); echo 'setuptools<70' >"$BC"
+    PIP_CONSTRAINT=$BC pipq download -q --no-deps --no-binary :all: -d "$DIR" mmcv==2.1.0
+    rm -f "$BC"
 fi
 # every wheel once
 dups=$(ls "$DIR"/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z_' 'a-z-' | sort | uniq -d)
