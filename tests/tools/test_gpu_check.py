@@ -241,3 +241,26 @@ def test_mmcv_ext_stub_names_the_missing_op():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'ERR mmcv._ext.nms: mmcv ops are not built' in proc.stdout
+
+
+def test_cuda_headers_missing_from_cuda_home_come_from_nvidia_wheels(tmp_path):
+    """A CUDA_HOME with only the compiler and runtime (NVIDIA's nvcc wheels) lacks the cuBLAS /
+    cuSPARSE / cuSOLVER headers torch's CUDA headers include (mmcv's build then stops at
+    ``cusparse.h``, seen with torch 2.11+cu130 and nvcc 13.0): the include folders of the
+    ``nvidia/*`` wheels that hold them are found; a complete CUDA_HOME needs none."""
+    home = tmp_path / 'cuda'
+    (home / 'include').mkdir(parents=True)
+    (home / 'include' / 'cuda_runtime.h').write_text('')
+    site = tmp_path / 'site'
+    for pkg, headers in [('cu13', gpu_check.CUDA_LIBRARY_HEADERS), ('cudnn', ['cudnn.h']),
+                         ('nccl', ['nccl.h'])]:
+        (site / 'nvidia' / pkg / 'include').mkdir(parents=True)
+        for h in headers:
+            (site / 'nvidia' / pkg / 'include' / h).write_text('')
+    roots = [str(tmp_path / 'elsewhere'), str(site), str(site)]
+    assert gpu_check.cuda_include_dirs(str(home), roots) == [str(site / 'nvidia/cu13/include')]
+    assert gpu_check.cuda_include_dirs(None, roots) == [str(site / 'nvidia/cu13/include')]
+    for h in gpu_check.CUDA_LIBRARY_HEADERS:
+        (home / 'include' / h).write_text('')
+    assert gpu_check.cuda_include_dirs(str(home), roots) == []
+    assert gpu_check.cuda_include_dirs(str(tmp_path / 'none'), [str(tmp_path)]) == []

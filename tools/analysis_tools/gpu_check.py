@@ -11,6 +11,7 @@ short still leaves its figures) and ``OUT_DIR/gpu_check.md``::
         [--no-overfit] [--force-profile] [--sizes KEY=VALUE ...] [--setup KEY=VALUE ...] \
         [--work-dir DIR]
     python tools/analysis_tools/gpu_check.py OUT_DIR --finalize [--setup KEY=VALUE ...]
+    python tools/analysis_tools/gpu_check.py --cuda-include-dirs
 
 Exit code 0, or 3 when a measurement or the overfit of this call was cut by ``--deadline``.
 
@@ -51,6 +52,7 @@ about a minute on a CPU: the dry run of ``gpu_check.sh OUT --device cpu --quick`
 import argparse
 import contextlib
 import copy
+import glob
 import json
 import os
 import os.path as osp
@@ -134,6 +136,29 @@ SYNTHREF_TRAIN_IMAGES = 12  # >= 32 training sentences in each of its refcoco / 
 SAFETY_S = 5.0  # seconds kept for writing the results when a deadline is set
 
 
+#: headers that torch's ``ATen/cuda`` headers include besides the CUDA runtime's
+CUDA_LIBRARY_HEADERS = ('cublas_v2.h', 'cusparse.h', 'cusolverDn.h')
+
+
+def cuda_include_dirs(cuda_home, roots=None):
+    """The ``nvidia/<package>/include`` folders on ``roots`` (default ``sys.path``) that hold
+    the :data:`CUDA_LIBRARY_HEADERS` missing from ``cuda_home/include``; ``[]`` when
+    ``cuda_home`` has them all.
+
+    A CUDA_HOME made of NVIDIA's compiler and runtime wheels has no cuBLAS / cuSPARSE /
+    cuSOLVER headers, so every CUDA source of mmcv fails at ``ATen/cuda/CUDAContextLight.h``;
+    torch's own CUDA dependencies (the ``nvidia-cublas``... wheels) carry those headers.
+    """
+    missing = [h for h in CUDA_LIBRARY_HEADERS
+               if not (cuda_home and osp.isfile(osp.join(cuda_home, 'include', h)))]
+    dirs = []
+    for root in (sys.path if roots is None else roots):
+        for inc in sorted(glob.glob(osp.join(root or '.', 'nvidia', '*', 'include'))):
+            if inc not in dirs and any(osp.isfile(osp.join(inc, h)) for h in missing):
+                dirs.append(inc)
+    return dirs
+
+
 class OutOfTime(Exception):
     """A measurement would not finish before the deadline."""
 
@@ -141,7 +166,7 @@ class OutOfTime(Exception):
 # ----------------------------------------------------------------------------- arguments
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('out_dir', help='folder for gpu_check.json and gpu_check.md')
+    p.add_argument('out_dir', nargs='?', help='folder for gpu_check.json and gpu_check.md')
     p.add_argument('--models', nargs='+', choices=list(MODELS_TO_CHECK), default=[],
                    help='models to measure, in this order')
     p.add_argument('--device', default='cuda', help='cuda (default), cuda:N or cpu')
@@ -167,7 +192,15 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default=osp.join('/tmp', 'gpu_check_work'),
                    help='where SynthRef is written (reused when complete)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--cuda-include-dirs', action='store_true',
+                   help="only print (':'-joined) the include folders of NVIDIA's wheels that "
+                   "supply the CUDA library headers torch's CUDA_HOME lacks (used by "
+                   'gpu_check.sh before it builds mmcv)')
     args = p.parse_args(argv)
+    if args.cuda_include_dirs:
+        return args
+    if args.out_dir is None:
+        p.error('OUT_DIR is required')
     if not args.finalize and not args.models:
         p.error('--models is required (or --finalize)')
     for item in args.setup + args.sizes:
@@ -893,6 +926,10 @@ def status_of(data) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.cuda_include_dirs:
+        from torch.utils.cpp_extension import CUDA_HOME
+        print(':'.join(cuda_include_dirs(CUDA_HOME)))
+        return 0
     res = Results(args.out_dir)
     res.data.setdefault('setup', OrderedDict()).update(parse_setup(args.setup))
 
