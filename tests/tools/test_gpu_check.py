@@ -243,24 +243,93 @@ def test_mmcv_ext_stub_names_the_missing_op():
     assert 'ERR mmcv._ext.nms: mmcv ops are not built' in proc.stdout
 
 
-def test_cuda_headers_missing_from_cuda_home_come_from_nvidia_wheels(tmp_path):
-    """A CUDA_HOME with only the compiler and runtime (NVIDIA's nvcc wheels) lacks the cuBLAS /
-    cuSPARSE / cuSOLVER headers torch's CUDA headers include (mmcv's build then stops at
-    ``cusparse.h``, seen with torch 2.11+cu130 and nvcc 13.0): the include folders of the
-    ``nvidia/*`` wheels that hold them are found; a complete CUDA_HOME needs none."""
-    home = tmp_path / 'cuda'
-    (home / 'include').mkdir(parents=True)
-    (home / 'include' / 'cuda_runtime.h').write_text('')
-    site = tmp_path / 'site'
-    for pkg, headers in [('cu13', gpu_check.CUDA_LIBRARY_HEADERS), ('cudnn', ['cudnn.h']),
-                         ('nccl', ['nccl.h'])]:
+def _fake_cuda(root, library_headers=False):
+    """A CUDA installation at ``root``: ``bin/nvcc`` answering ``--dryrun`` as nvcc 13 does
+    (``#$ TOP=<root>/bin/..`` on stderr), the runtime header, and cuBLAS / cuSPARSE /
+    cuSOLVER headers only with ``library_headers``."""
+    (root / 'bin').mkdir(parents=True)
+    (root / 'include').mkdir()
+    (root / 'include' / 'cuda_runtime_api.h').write_text('')
+    for h in (gpu_check.CUDA_LIBRARY_HEADERS if library_headers else ()):
+        (root / 'include' / h).write_text('')
+    nvcc = root / 'bin' / 'nvcc'
+    nvcc.write_text(f'#!/bin/sh\necho "#$ _NVVM_BRANCH_=nvvm" >&2\n'
+                    f'echo "#$ TOP={root}/bin/.." >&2\n')
+    nvcc.chmod(0o755)
+    return nvcc
+
+
+def _nvidia_wheels(site):
+    """torch's CUDA wheels as pip lays them out: the library headers in nvidia/cu13/include."""
+    for pkg, headers in [('cu13', gpu_check.CUDA_LIBRARY_HEADERS + ('cuda_runtime_api.h',)),
+                         ('cudnn', ('cudnn.h',)), ('nccl', ('nccl.h',))]:
         (site / 'nvidia' / pkg / 'include').mkdir(parents=True)
         for h in headers:
             (site / 'nvidia' / pkg / 'include' / h).write_text('')
-    roots = [str(tmp_path / 'elsewhere'), str(site), str(site)]
-    assert gpu_check.cuda_include_dirs(str(home), roots) == [str(site / 'nvidia/cu13/include')]
-    assert gpu_check.cuda_include_dirs(None, roots) == [str(site / 'nvidia/cu13/include')]
-    for h in gpu_check.CUDA_LIBRARY_HEADERS:
-        (home / 'include' / h).write_text('')
-    assert gpu_check.cuda_include_dirs(str(home), roots) == []
-    assert gpu_check.cuda_include_dirs(str(tmp_path / 'none'), [str(tmp_path)]) == []
+    return str(site / 'nvidia' / 'cu13' / 'include')
+
+
+def test_cuda_build_env_for_a_cuda_made_of_wheels_behind_a_wrapper(tmp_path):
+    """As on the development machine with torch 2.11+cu130: nvcc 13.0 from NVIDIA's wheels in
+    /usr/local/cuda-13.0 (no cuBLAS / cuSPARSE headers) reached through a wrapper script
+    /usr/local/bin/nvcc. torch would take /usr/local as CUDA_HOME and mmcv's build stopped at
+    ``cusparse.h``; the environment gpu_check.sh exports is the one that built it there."""
+    home = tmp_path / 'cuda-13.0'
+    nvcc = _fake_cuda(home)
+    wrapper = tmp_path / 'bin' / 'nvcc'
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {nvcc} "$@"\n')
+    wrapper.chmod(0o755)
+    inc = _nvidia_wheels(tmp_path / 'site')
+    environ = dict(PATH=f'{wrapper.parent}:/usr/bin:/bin', CPATH='/opt/x/include')
+    env, notes = gpu_check.cuda_build_env(environ, roots=[str(tmp_path / 'site')] * 2,
+                                          cuda_globs=())
+    assert env == [('CUDA_HOME', str(home)), ('CPATH', f'/opt/x/include:{inc}'),
+                   ('LIBRARY_PATH', str(tmp_path / 'site' / 'nvidia' / 'cu13' / 'lib'))]
+    assert [k for k, _ in notes] == ['cuda_home', 'cuda_headers']
+    assert "nvcc's TOP" in notes[0][1] and inc in notes[1][1]
+
+
+def test_cuda_build_env_leaves_a_complete_cuda_alone(tmp_path):
+    home = tmp_path / 'cuda'
+    _fake_cuda(home, library_headers=True)
+    roots = [str(tmp_path / 'site')]
+    _nvidia_wheels(tmp_path / 'site')
+    path = f'{home}/bin:/usr/bin:/bin'
+    # CUDA_HOME set by the user: nothing to add
+    assert gpu_check.cuda_build_env(dict(PATH=path, CUDA_HOME=str(home)), roots) == ([], [])
+    # unset: nvcc's TOP, the same folder torch would take; no headers to add
+    env, _ = gpu_check.cuda_build_env(dict(PATH=path), roots, cuda_globs=())
+    assert env == [('CUDA_HOME', str(home))]
+
+
+def test_cuda_build_env_finds_a_cuda_off_path(tmp_path):
+    """No nvcc on PATH: the first /usr/local/cuda* with bin/nvcc (here a glob under tmp)."""
+    _fake_cuda(tmp_path / 'cuda-13.0', library_headers=True)
+    (tmp_path / 'cuda-12.9').mkdir()  # no nvcc: skipped
+    env, notes = gpu_check.cuda_build_env(dict(PATH='/usr/bin:/bin'), roots=[],
+                                          cuda_globs=(str(tmp_path / 'cuda-*'),))
+    assert env == [('CUDA_HOME', str(tmp_path / 'cuda-13.0')),
+                   ('PATH', f'{tmp_path}/cuda-13.0/bin:/usr/bin:/bin')]
+    assert notes[0][0] == 'cuda_home'
+    assert gpu_check.cuda_build_env(dict(PATH='/usr/bin:/bin'), roots=[],
+                                    cuda_globs=(str(tmp_path / 'none-*'),)) == ([], [])
+
+
+def test_cuda_build_env_cli_lines_are_what_gpu_check_sh_reads(tmp_path):
+    """``gpu_check.py --cuda-build-env`` prints ``env NAME=VALUE`` / ``setup KEY=NOTE`` lines,
+    which gpu_check.sh exports / records."""
+    home = tmp_path / 'cuda'
+    _fake_cuda(home)
+    sh = ('SETUP=(); while read -r kind item; do case "$kind" in env) export "${item?}" ;; '
+          'setup) SETUP+=("$item") ;; esac; done < <("$PY" '
+          'tools/analysis_tools/gpu_check.py --cuda-build-env); '
+          'echo "$CUDA_HOME"; printf "%s\n" "${SETUP[@]}"')
+    env = {k: v for k, v in os.environ.items() if k != 'CUDA_HOME'}
+    env.update(PATH=f'{home}/bin:{os.environ["PATH"]}', PY=sys.executable)
+    out = subprocess.run(['bash', '-c', sh], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == str(home)
+    assert lines[1] == f"cuda_home={home} (nvcc's TOP)"

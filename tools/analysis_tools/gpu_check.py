@@ -11,7 +11,7 @@ short still leaves its figures) and ``OUT_DIR/gpu_check.md``::
         [--no-overfit] [--force-profile] [--sizes KEY=VALUE ...] [--setup KEY=VALUE ...] \
         [--work-dir DIR]
     python tools/analysis_tools/gpu_check.py OUT_DIR --finalize [--setup KEY=VALUE ...]
-    python tools/analysis_tools/gpu_check.py --cuda-include-dirs
+    python tools/analysis_tools/gpu_check.py --cuda-build-env
 
 Exit code 0, or 3 when a measurement or the overfit of this call was cut by ``--deadline``.
 
@@ -159,6 +159,69 @@ def cuda_include_dirs(cuda_home, roots=None):
     return dirs
 
 
+def nvcc_top(nvcc):
+    """The CUDA installation an ``nvcc`` belongs to, as it reports it (``TOP`` of
+    ``nvcc --dryrun``, real path), or None."""
+    import subprocess
+    try:
+        out = subprocess.run([nvcc, '--dryrun', '-x', 'cu', '-c', os.devnull, '-o', os.devnull],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith('#$ TOP='):
+            return osp.realpath(line[len('#$ TOP='):].strip())
+    return None
+
+
+def cuda_build_env(environ, roots=None, cuda_globs=('/usr/local/cuda', '/usr/local/cuda-*')):
+    """Environment variables that let torch's extension builder compile mmcv's CUDA ops, and a
+    note of each, as ``([(name, value)], [(setup_key, note)])``; nothing when ``environ``
+    already describes a complete CUDA installation.
+
+    * no ``nvcc`` on ``PATH``: the first ``cuda_globs`` folder with ``bin/nvcc`` gives
+      ``CUDA_HOME`` and goes first on ``PATH``;
+    * ``CUDA_HOME`` unset: torch would take the folder above the first ``nvcc`` on ``PATH``,
+      wrong when that is a wrapper script or a link (``/usr/local/bin/nvcc``): ``CUDA_HOME``
+      is the ``TOP`` that nvcc reports, when its ``include/cuda_runtime_api.h`` exists;
+    * that folder lacks the :data:`CUDA_LIBRARY_HEADERS` (a CUDA made of NVIDIA's wheels):
+      :func:`cuda_include_dirs` are appended to ``CPATH`` (read by the host compiler and by
+      nvcc's preprocessing; ``-I`` folders, ``CUDA_HOME/include`` first, still come first) and
+      their ``lib`` siblings to ``LIBRARY_PATH``.
+    """
+    import shutil
+    env, notes = [], []
+    path = environ.get('PATH', '')
+    cuda_home = environ.get('CUDA_HOME') or None
+    nvcc = shutil.which('nvcc', path=path)
+    if nvcc is None:
+        for pattern in cuda_globs:
+            found = [d for d in sorted(glob.glob(pattern))
+                     if os.access(osp.join(d, 'bin', 'nvcc'), os.X_OK)]
+            if found:
+                cuda_home, nvcc = found[0], osp.join(found[0], 'bin', 'nvcc')
+                path = f'{found[0]}/bin' + (f':{path}' if path else '')
+                env += [('CUDA_HOME', cuda_home), ('PATH', path)]
+                notes.append(('cuda_home', f'{cuda_home} (no nvcc on PATH)'))
+                break
+    if cuda_home is None and nvcc is not None:
+        top = nvcc_top(nvcc)
+        if top and osp.isfile(osp.join(top, 'include', 'cuda_runtime_api.h')):
+            cuda_home = top
+            env.append(('CUDA_HOME', top))
+            notes.append(('cuda_home', f"{top} (nvcc's TOP)"))
+    inc = cuda_include_dirs(cuda_home, roots)
+    if inc:
+        def append(name, dirs):
+            old = environ.get(name, '')
+            return name, ':'.join(([old] if old else []) + dirs)
+        env += [append('CPATH', inc),
+                append('LIBRARY_PATH', [osp.join(osp.dirname(d), 'lib') for d in inc])]
+        notes.append(('cuda_headers', 'cuBLAS/cuSPARSE/cuSOLVER headers not in '
+                      f'{cuda_home}/include: CPATH += {":".join(inc)}'))
+    return env, notes
+
+
 class OutOfTime(Exception):
     """A measurement would not finish before the deadline."""
 
@@ -192,12 +255,11 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default=osp.join('/tmp', 'gpu_check_work'),
                    help='where SynthRef is written (reused when complete)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--cuda-include-dirs', action='store_true',
-                   help="only print (':'-joined) the include folders of NVIDIA's wheels that "
-                   "supply the CUDA library headers torch's CUDA_HOME lacks (used by "
-                   'gpu_check.sh before it builds mmcv)')
+    p.add_argument('--cuda-build-env', action='store_true',
+                   help='only print what mmcv\'s CUDA build needs set (cuda_build_env): lines '
+                   '"env NAME=VALUE" and "setup KEY=NOTE" (used by gpu_check.sh)')
     args = p.parse_args(argv)
-    if args.cuda_include_dirs:
+    if args.cuda_build_env:
         return args
     if args.out_dir is None:
         p.error('OUT_DIR is required')
@@ -926,9 +988,12 @@ def status_of(data) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.cuda_include_dirs:
-        from torch.utils.cpp_extension import CUDA_HOME
-        print(':'.join(cuda_include_dirs(CUDA_HOME)))
+    if args.cuda_build_env:
+        env, notes = cuda_build_env(os.environ)
+        for name, value in env:
+            print(f'env {name}={value}')
+        for key, note in notes:
+            print(f'setup {key}={note}')
         return 0
     res = Results(args.out_dir)
     res.data.setdefault('setup', OrderedDict()).update(parse_setup(args.setup))

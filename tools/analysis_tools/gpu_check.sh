@@ -24,7 +24,7 @@
 #     (MMCV_WITH_OPS=1 FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST of this GPU only, MAX_JOBS = the cores
 #     not kept for the measurements), log in OUT_DIR/mmcv_build.log; CUDA_HOME from nvcc's TOP
 #     when unset, and the cuBLAS/cuSPARSE headers of torch's nvidia wheels on CPATH when
-#     CUDA_HOME lacks them;
+#     CUDA_HOME lacks them (gpu_check.py --cuda-build-env);
 #  3. while it builds, on 2 cores kept for them (when there are >= 4): Latent-VG (it calls no
 #     mmcv op: mmcv._ext is a stub that raises), then InstAlign with its deformable attention
 #     on mmcv's PyTorch path, overfit included;
@@ -128,27 +128,12 @@ else
             ARCH=""
         else
             ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") || { log "torch sees no GPU"; exit 1; }
-            if ! command -v nvcc >/dev/null 2>&1; then
-                for d in /usr/local/cuda /usr/local/cuda-*; do [ -x "$d/bin/nvcc" ] && { export CUDA_HOME=$d PATH=$d/bin:$PATH; break; }; done
-            fi
-            # torch takes CUDA_HOME as the folder above the first nvcc on PATH, which is wrong
-            # when that nvcc is a wrapper script or a link (/usr/local/bin/nvcc): ask nvcc
-            if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
-                TOP=$(nvcc --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -1)
-                if [ -n "$TOP" ] && [ -f "$TOP/include/cuda_runtime_api.h" ]; then
-                    export CUDA_HOME=$(cd "$TOP" && pwd -P)
-                    SETUP+=("cuda_home=$CUDA_HOME (nvcc's TOP)")
-                fi
-            fi
-            # torch's CUDA headers include cuBLAS / cuSPARSE / cuSOLVER; a CUDA_HOME holding only
-            # the compiler and runtime (nvcc installed from NVIDIA's wheels) lacks them, while
-            # torch's own nvidia/cu* wheels carry them: the compiler then finds them via CPATH
-            CUDA_INC=$(CUDA_HOME=${CUDA_HOME:-} "$PY" tools/analysis_tools/gpu_check.py --cuda-include-dirs 2>/dev/null)
-            if [ -n "$CUDA_INC" ]; then
-                export CPATH="${CPATH:+$CPATH:}$CUDA_INC"
-                export LIBRARY_PATH="${LIBRARY_PATH:+$LIBRARY_PATH:}$(echo "$CUDA_INC" | sed 's#/include\(:\|$\)#/lib\1#g')"
-                SETUP+=("cuda_headers=cuBLAS/cuSPARSE headers not in CUDA_HOME: CPATH=$CUDA_INC")
-            fi
+            # CUDA_HOME, PATH, CPATH, LIBRARY_PATH where the CUDA installation needs them
+            # (gpu_check.py's cuda_build_env: nvcc's own TOP as CUDA_HOME, the cuBLAS /
+            # cuSPARSE headers of torch's nvidia wheels when CUDA_HOME lacks them)
+            while read -r kind item; do
+                case "$kind" in env) export "${item?}" ;; setup) SETUP+=("$item") ;; esac
+            done < <("$PY" tools/analysis_tools/gpu_check.py --cuda-build-env 2>/dev/null)
         fi
         # torch compiles the ops in parallel (MAX_JOBS) only through ninja; pip's ninja sits
         # beside the interpreter
