@@ -317,14 +317,15 @@ def test_cuda_build_env_finds_a_cuda_off_path(tmp_path):
 
 
 def test_cuda_build_env_cli_lines_are_what_gpu_check_sh_reads(tmp_path):
-    """``gpu_check.py --cuda-build-env`` prints ``env NAME=VALUE`` / ``setup KEY=NOTE`` lines,
-    which gpu_check.sh exports / records."""
+    """``gpu_check.py --cuda-build-env`` prints ``env NAME=VALUE`` / ``setup KEY=NOTE`` lines;
+    gpu_check.sh's own loop (taken from the script) exports / records them."""
+    with open(SCRIPT) as f:
+        loop = re.search(r'^\s*(while read -r kind item; do\n.*?\n\s*done < <\([^\n]*'
+                         r'--cuda-build-env[^\n]*\))$', f.read(), re.S | re.M)
+    assert loop, 'gpu_check.sh no longer reads gpu_check.py --cuda-build-env in a loop'
     home = tmp_path / 'cuda'
     _fake_cuda(home)
-    sh = ('SETUP=(); while read -r kind item; do case "$kind" in env) export "${item?}" ;; '
-          'setup) SETUP+=("$item") ;; esac; done < <("$PY" '
-          'tools/analysis_tools/gpu_check.py --cuda-build-env); '
-          'echo "$CUDA_HOME"; printf "%s\n" "${SETUP[@]}"')
+    sh = f'SETUP=(); {loop.group(1)}\necho "$CUDA_HOME"; printf "%s\\n" "${{SETUP[@]}}"'
     env = {k: v for k, v in os.environ.items() if k != 'CUDA_HOME'}
     env.update(PATH=f'{home}/bin:{os.environ["PATH"]}', PY=sys.executable)
     out = subprocess.run(['bash', '-c', sh], cwd=ROOT, env=env, capture_output=True, text=True,
