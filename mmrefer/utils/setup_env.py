@@ -34,8 +34,8 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     ``torchrun`` environment ourselves; the Runner then finds it initialised and skips its own
     set-up. Its default DDP wrapper pins ``device_ids=[LOCAL_RANK]`` (GPU-only), so the model
     wrapper becomes a CPU ``MMDistributedDataParallel`` (``device_ids=None``), keeping whatever
-    else ``model_wrapper_cfg`` sets. With CUDA
-    present, or with ``launcher='none'``, nothing happens.
+    else ``model_wrapper_cfg`` sets. With CUDA present, or with ``launcher='none'``, nothing
+    happens.
     """
     import os
 
