@@ -13,10 +13,15 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
 * crowd annotations are skipped; polygon parts with fewer than 3 points are dropped (an
   annotation left without any part is dropped), counted and reported in one warning;
 * an annotation whose mask covers no pixel (zero area, e.g. collinear points or an empty RLE)
-  is dropped, counted and reported with the same warning;
+  stays a target with an empty mask (as pycocotools' ``annToMask``, ReLA and LAVT give it),
+  counted and reported with the same warning;
 * a ref naming an annotation id absent from ``instances.json`` raises a ``KeyError`` naming the
   file, ``ref_id`` and ``ann_id`` (the official files never do this, so it means mismatched files);
-* a targeted ref left without any usable target (all crowd / degenerate) is skipped and counted;
+* a targeted ref left without any usable target (all crowd, or no polygon part left) is skipped
+  and counted;
+* a ref without ``split``, an image entry without ``file_name`` / ``height`` / ``width`` and a
+  sentence with neither ``raw`` nor ``sent`` raise a ``KeyError`` naming the file and the ref,
+  image or sentence (the official ``refer.py`` / ``G_REFER`` fail on them too);
 * empty sentences are skipped and counted; sentences are otherwise kept verbatim (``raw``, as
   ReLA, LAVT and DMMI feed their tokenizers, falling back to ``sent``);
 * an unknown split raises a ``ValueError`` listing the splits the file holds.
@@ -202,11 +207,10 @@ class BaseRefDataset(BaseDataset):
         except (KeyError, ValueError, TypeError) as e:
             raise type(e)(f'{self.ann_file}: annotation {ann["id"]} of image {img["id"]} has a '
                           f'bad segmentation: {e}') from e
-        if area == 0:
-            stats['annotations dropped (zero-area mask)'] += 1
+        if area == 0:  # still a target: kept with an empty mask, as pycocotools, ReLA and LAVT
+            stats['zero-area target masks kept (empty)'] += 1
             if len(examples) < 5:
                 examples.append(ann['id'])
-            return None
         return dict(mask=mask, bbox=_xywh_to_xyxy(ann['bbox']), bbox_label=0, ignore_flag=0)
 
     # ---------------------------------------------------------------------------- loading
@@ -218,6 +222,10 @@ class BaseRefDataset(BaseDataset):
         if not refs:
             raise ValueError(f'refs file {refs_file!r} holds no refs')
         splits = [self.split] if isinstance(self.split, str) else list(self.split)
+        no_split = next((r for r in refs if 'split' not in r), None)
+        if no_split is not None:  # refer.py / G_REFER index every ref by its split
+            raise KeyError(f"{refs_file}: ref {no_split.get('ref_id', '?')} has no 'split' field "
+                           f'(keys: {sorted(no_split)})')
         avail = sorted({str(r.get('split')) for r in refs})
         unknown = [s for s in splits if s not in avail]
         if unknown:
@@ -241,6 +249,10 @@ class BaseRefDataset(BaseDataset):
                 raise KeyError(f'{refs_file}: ref_id {ref_id} names image_id {img_id}, which is '
                                f'not in {self.ann_file}')
             img = imgs[img_id]
+            missing = [k for k in ('file_name', 'height', 'width') if k not in img]
+            if missing:
+                raise KeyError(f'{self.ann_file}: image {img_id} (named by ref_id {ref_id} of '
+                               f'{refs_file}) has no field(s) {missing}')
             no_target, ann_ids, source = self.parse_targets(ref, refs_file)
             instances = []
             for aid in ([] if no_target else ann_ids):
@@ -264,6 +276,9 @@ class BaseRefDataset(BaseDataset):
             ref_bbox = None if no_target else union_box([inst['bbox'] for inst in instances])
             img_path = osp.join(self.data_prefix.get('img_path', ''), img['file_name'])
             for k, sent in enumerate(ref['sentences']):
+                if not isinstance(sent, Mapping) or ('raw' not in sent and 'sent' not in sent):
+                    raise KeyError(f"{refs_file}: ref_id {ref_id} sentence {k} has neither 'raw' "
+                                   f"nor 'sent' ({sent!r:.200})")
                 # raw first (what ReLA/LAVT/DMMI tokenize), sent when raw is missing or blank
                 text = next((t for t in (sent.get('raw'), sent.get('sent'))
                              if t and (not isinstance(t, str) or t.strip())), '')
@@ -281,13 +296,14 @@ class BaseRefDataset(BaseDataset):
                              f'of {refs_file!r} ({dict(stats)})')
         summary = ', '.join(f'{k}: {v}' for k, v in sorted(stats.items()))
         # bad data (not exclude_images_of, a deliberate filter) makes the summary a warning
-        bad = any(('skipped' in k or 'dropped' in k) and 'exclude_images_of' not in k
-                  for k in stats)
+        bad = any(('skipped' in k or 'dropped' in k or 'zero-area' in k)
+                  and 'exclude_images_of' not in k for k in stats)
         print_log(f'{type(self).__name__} [{self.dataset_name}] split={self.split}: '
                   f'{len(data_list)} samples; {summary}', logger='current',
                   level=logging.WARNING if bad else logging.INFO)
         if examples:
-            print_log(f'{type(self).__name__}: dropped degenerate polygon parts (< 3 points) or '
-                      f'zero-area masks in {self.ann_file}, e.g. annotation ids {examples}',
+            print_log(f'{type(self).__name__}: degenerate polygon parts (< 3 points, dropped) or '
+                      f'zero-area masks (kept empty) in {self.ann_file}, e.g. annotation ids '
+                      f'{examples}',
                       logger='current', level=logging.WARNING)
         return data_list

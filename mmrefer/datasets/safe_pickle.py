@@ -14,7 +14,7 @@ import pickle
 from typing import Any, List
 
 __all__ = ['UnsafePickleError', 'RestrictedUnpickler', 'safe_pickle_load', 'load_refs',
-           'SAFE_BUILTINS']
+           'check_refs', 'SAFE_BUILTINS']
 
 #: builtins a refs pickle may name (protocol 0/1 pickles name ``set``/``frozenset`` through a
 #: global; the other containers and scalars have their own opcodes).
@@ -57,7 +57,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             f'refused to unpickle {self.filename!r}: it asks for the global {module}.{name}, '
             f'but only builtin containers and scalars ({", ".join(sorted(SAFE_BUILTINS))}) are '
             'allowed in referring annotation files. Nothing was executed. If the file is '
-            'trusted, convert it to JSON with tools/dataset_converters/refs_pickle_to_json.py.')
+            'trusted, convert it to JSON with tools/dataset_converters/refs_pickle_to_json.py '
+            '--trust-pickle.')
 
     def persistent_load(self, pid):  # noqa: ANN001
         raise UnsafePickleError(
@@ -130,6 +131,12 @@ def load_refs(path: str) -> List[dict]:
             raise ValueError(
                 f'refs file {path!r} is neither JSON nor a readable pickle '
                 f'(first bytes {data[:16]!r}): {type(e).__name__}: {e}') from e
+    return check_refs(refs, path)
+
+
+def check_refs(refs: Any, path: str) -> List[dict]:
+    """``refs`` (what ``path`` held) as a list of ref dicts; a ``{"refs": [...]}`` wrapper is
+    unwrapped; anything else raises a ``ValueError`` naming ``path``."""
     if isinstance(refs, dict) and 'refs' in refs:  # tolerate {"refs": [...]} wrappers
         refs = refs['refs']
     if not isinstance(refs, list):

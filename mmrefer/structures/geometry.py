@@ -25,7 +25,7 @@ from torch import Tensor
 
 __all__ = [
     'content_region', 'maps_to_original', 'mask_to_original', 'box_to_original',
-    'pred_mask_to_original', 'prediction_to_original', 'to_numpy'
+    'pred_mask_to_original', 'prediction_to_original', 'to_numpy', 'as_flag'
 ]
 
 
@@ -174,12 +174,14 @@ def box_to_original(box: Tensor, metainfo: Mapping) -> Tensor:
     """Box ``[4]`` (or ``[n, 4]``) xyxy at ``img_shape`` -> xyxy at ``ori_shape``.
 
     ``x0 = clip((x_in - left) / w_scale, 0, w0)``, ``y0 = clip((y_in - top) / h_scale, 0, h0)``;
-    an all-zero box (empty mask / no target) stays all zeros.
+    an all-zero box (empty mask / no target) stays all zeros. Computed in float64 for a float64
+    box (the REC metric's: IoU exactly at 0.5 must not drop below it), in float32 otherwise.
     """
     h0, w0 = _hw(metainfo, 'ori_shape')
     w_scale, h_scale = _scale(metainfo)
     left, top = _pad(metainfo)
-    b = _as_tensor(box).float().clone()
+    b = _as_tensor(box)
+    b = (b.double() if b.dtype == torch.float64 else b.float()).clone()
     if b.shape[-1:] != (4, ):
         raise ValueError(f'box_to_original: box shape {tuple(b.shape)} is not [4] or [n, 4]')
     b[..., 0::2] = ((b[..., 0::2] - left) / w_scale).clamp(0, w0)
@@ -197,13 +199,23 @@ def _accessors(sample):
     raise TypeError(f'geometry: expected a DetDataSample or a dict, got {type(sample).__name__}')
 
 
-def _flag(value) -> bool:
+def as_flag(value: Any, name: str = 'pred_no_target') -> bool:
+    """A no-target flag (``bool``, a 0/1 integer, or a one-element bool/integer tensor or array)
+    as a Python ``bool``; ``None`` is ``False``. A score such as ``0.3`` or a string such as
+    ``'False'`` raises a ``ValueError`` naming ``name``: a score must be thresholded first (the
+    post-processing does), never read as "anything non-zero is no-target"."""
     if value is None:
         return False
     v = np.asarray(to_numpy(value))
     if v.size != 1:
-        raise ValueError(f'geometry: pred_no_target must be a single flag, got shape {v.shape}')
-    return bool(v.reshape(()).item())
+        raise ValueError(f'{name} must be a single flag, got shape {v.shape}')
+    v = v.reshape(())
+    if v.dtype == np.bool_:
+        return bool(v)
+    if v.dtype.kind in 'iuf' and v.item() in (0, 1):
+        return bool(v.item())
+    raise ValueError(f'{name} must be a boolean flag (True/False, 0/1), got {value!r}; threshold '
+                     'a no-target score before storing it as a flag')
 
 
 def pred_mask_to_original(sample, ungated: bool = False) -> Tensor:
@@ -228,7 +240,7 @@ def pred_mask_to_original(sample, ungated: bool = False) -> Tensor:
     if prob is not None:
         thr = get('pred_mask_thr')
         thr = 0.5 if thr is None else float(np.asarray(to_numpy(thr)).reshape(()))
-        if not ungated and _flag(get('pred_no_target')):
+        if not ungated and as_flag(get('pred_no_target')):
             return torch.zeros(_hw(meta, 'ori_shape'), dtype=torch.bool)
         return mask_to_original(_squeeze(_as_tensor(prob)).float(), meta, thr)
     key = 'pred_mask_ungated' if ungated and get('pred_mask_ungated') is not None else 'pred_mask'
@@ -270,7 +282,7 @@ def prediction_to_original(sample) -> Dict[str, Any]:
         Python scalars), other values unchanged.
     """
     meta, get = _accessors(sample)
-    no_target = _flag(get('pred_no_target'))
+    no_target = as_flag(get('pred_no_target'))
     mask = None
     if get('pred_prob') is not None or get('pred_mask') is not None:
         mask = to_numpy(pred_mask_to_original(sample)).astype(bool)

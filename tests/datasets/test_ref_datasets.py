@@ -236,3 +236,47 @@ def test_refs_to_json_converter(mini_root, capsys):
     b = _ds(RefZOMDataset, mini_root, split='test', split_file='zom.json')
     assert [a.get_data_info(i)['instances'] for i in range(len(a))] == \
         [b.get_data_info(i)['instances'] for i in range(len(b))]
+
+
+def test_refs_to_json_converter_trusts_numpy_pickle_on_request(mini_root):
+    """A Python-3 refs pickle holding numpy ints is refused by the datasets (and by the converter
+    by default); ``--trust-pickle`` converts it, and the JSON loads the same samples as the
+    plain-int original."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from mmrefer.datasets.safe_pickle import UnsafePickleError
+    tool = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'dataset_converters',
+                    'refs_pickle_to_json.py')
+    refs = pickle.load(open(mini_root / 'refs(final).p', 'rb'))
+
+    def numpy_ids(ref):
+        ref = dict(ref, ref_id=np.int64(ref['ref_id']), image_id=np.int64(ref['image_id']))
+        aid = ref['ann_id']
+        ref['ann_id'] = (np.array(aid, np.int64) if isinstance(aid, list) else np.int64(aid))
+        return ref
+
+    (mini_root / 'np.p').write_bytes(pickle.dumps([numpy_ids(r) for r in refs], protocol=4))
+    with pytest.raises(UnsafePickleError, match=r'np\.p.*numpy.*--trust-pickle'):
+        _ds(RefZOMDataset, mini_root, split='test', split_file='np.p')
+    spec = importlib.util.spec_from_file_location('refs_pickle_to_json', tool)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(UnsafePickleError):
+        mod.convert(str(mini_root / 'np.p'), str(mini_root / 'np.json'))
+    root = osp.join(osp.dirname(__file__), '..', '..')  # this tree's mmrefer, not the wheel's
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    proc = subprocess.run([sys.executable, tool, str(mini_root / 'np.p'), '--trust-pickle'],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.load(open(mini_root / 'np.json')) == json.loads(json.dumps(refs))
+    for split in ('train', 'test'):
+        a = _ds(RefZOMDataset, mini_root, split=split)
+        b = _ds(RefZOMDataset, mini_root, split=split, split_file='np.json')
+        assert [a.get_data_info(i) for i in range(len(a))] == \
+            [b.get_data_info(i) for i in range(len(b))]

@@ -270,6 +270,48 @@ def test_rec_metric_input_and_original():
     assert res == {'Acc@0.5': 50.0, 'box_mIoU': pytest.approx(62.5)}
 
 
+def test_rec_metric_original_maps_boxes_in_float64():
+    """427x324 stretched to 480x480 (non-integer scales): [0, 0, 45, 480] maps back to exactly
+    [0, 0, 30.375, 427], half of which the GT covers: IoU exactly 0.5 passes Acc@0.5 (>=). In
+    float32 the mapped x2 is 30.375002 and the IoU falls just below 0.5."""
+    s = make_sample(0, [[1]], [[1]], pred_box=torch.tensor([0., 0., 45., 480.], dtype=torch.float64),
+                    img_shape=(480, 480), ori_shape=(427, 324),
+                    scale_factor=(480 / 324, 480 / 427))
+    s.ori_gt_ref_bbox = torch.tensor([0., 0., 15.1875, 427.], dtype=torch.float64)
+    res = strip(evaluate(RECMetric(eval_resolution='original'), [s]), 'rec')
+    assert res == {'Acc@0.5': 100.0, 'box_mIoU': 50.0}
+    # random geometries: the same IoU as mapping the box by hand in float64
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        h0, w0 = (int(v) for v in rng.integers(200, 641, size=2))
+        x, y = rng.integers(0, 400, size=2)
+        pred = np.array([x, y, x + rng.integers(20, 80), y + rng.integers(20, 80)], np.float64)
+        mapped = np.minimum(pred / ([480 / w0, 480 / h0] * 2), [w0, h0] * 2)
+        gt = mapped + rng.normal(scale=3, size=4)
+        s = make_sample(i, [[1]], [[1]], pred_box=torch.from_numpy(pred), img_shape=(480, 480),
+                        ori_shape=(h0, w0), scale_factor=(480 / w0, 480 / h0))
+        s.ori_gt_ref_bbox = torch.from_numpy(gt)
+        res = strip(evaluate(RECMetric(eval_resolution='original'), [s]), 'rec')
+        assert res['box_mIoU'] == rec_metrics([mapped], [gt])['box_mIoU']
+
+
+@pytest.mark.parametrize('flag', [0.3, 'False', np.float32(0.5), torch.tensor(2)])
+def test_no_target_flag_must_be_boolean(flag):
+    """A no-target score or a string is refused, naming the field; never read as "non-zero"."""
+    s = make_sample(0, [[1]], [[1]])
+    s.pred_no_target = flag
+    with pytest.raises(ValueError, match='pred_no_target must be a boolean flag'):
+        evaluate(GRESMetric(), [s])
+    s = make_sample(0, [[1]], [[1]])
+    s.set_metainfo(dict(no_target=flag))
+    with pytest.raises(ValueError, match='^no_target must be a boolean flag'):
+        evaluate(GRESMetric(), [s])
+    for ok, expected in ((np.bool_(True), 0.0), (torch.tensor([1]), 0.0), (0, 100.0)):
+        s = make_sample(0, [[1]], [[1]])
+        s.pred_no_target = ok
+        assert strip(evaluate(GRESMetric(), [s]), 'gres')['gIoU'] == expected
+
+
 @pytest.mark.parametrize('ext', ['json', 'pkl'])
 def test_gres_dump_per_sample(tmp_path, ext):
     samples, preds, gts, pnt, gnt = random_samples(3, n=9)

@@ -14,10 +14,13 @@ instances.json without images  ValueError naming the file ('holds no images')   
 ref whose ann ids are missing  KeyError naming refs file, ref_id and ann_id           both
 crowd-only target              ref skipped; warning with counts                       both
 degenerate polygon (< 3 pts)   part dropped (ann dropped if none left); warning       both
-zero-area mask                 annotation dropped (ref skipped if none left); warning both
+zero-area mask                 target kept with an empty mask; warning, count, ids    both
 empty sentence                 sentence skipped; warning with count                   both
 500-word sentence              kept; tokenizers truncate with a warning + count       both
 unknown split name             ValueError listing the available splits               both
+ref without a split            KeyError naming the refs file and the ref_id           both
+image entry without height     KeyError naming instances.json, the image and field    both
+sentence without raw/sent      KeyError naming the refs file, ref_id and sentence     both
 refs neither pickle nor JSON   ValueError naming the file                             both
 malicious refs pickle          UnsafePickleError naming file and global; no code runs both
 =============================  =====================================================  ========
@@ -228,12 +231,40 @@ def case_degenerate_polygon_part(root, kind):
     assert inst['mask'] == [square]
 
 
+def _keep_empty_target(root, kind, corrupt):
+    """Corrupt the target annotations of the first targeted val ref so that their masks cover
+    no pixel: every sample stays (a target whose mask is empty is still a target, as in
+    pycocotools' annToMask, ReLA and LAVT), its loaded ground truth is empty, its REC box still
+    comes from instances.json, and a warning counts and names the annotations."""
+    base = build(root, kind)
+    refs = [r for r in read_refs(root, kind) if r['split'] == 'val']
+    _, ref = first_val_ref(refs)
+    ids = set(target_ids(ref))
+    uses = sum(len(set(target_ids(r)) & ids) for r in refs)
+    coco = read_coco(root, kind)
+    for a in coco['annotations']:
+        if a['id'] in ids:
+            corrupt(a, coco)
+    write_coco(root, kind, coco)
+    with captured_log() as log:
+        ds = build(root, kind, pipeline=PIPELINE[:2])
+    assert len(ds) == len(base)
+    text = warnings_of(log)
+    assert f'zero-area target masks kept (empty): {uses}' in text, text
+    assert all(re.search(rf'annotation ids \[[^\]]*\b{aid}\b', text) for aid in ids), text
+    i = next(i for i in range(len(ds)) if ds.get_data_info(i)['ref_id'] == ref['ref_id'])
+    before, info = base.get_data_info(i), ds.get_data_info(i)
+    assert info['ref_bbox'] == before['ref_bbox'] and not info['no_target']
+    assert len(info['instances']) == len(before['instances'])
+    masks = ds[i]['gt_masks'].masks
+    assert masks.shape[0] == len(ids) and masks.sum() == 0
+
+
 def case_zero_area_polygon(root, kind):
     def collinear(a, coco):
         x, y = a['bbox'][:2]
         a['segmentation'] = [[x, y, x + 4, y + 4, x + 8, y + 8]]  # 3 points on a line
-    _skip_one_ref(root, kind, collinear, lambda n_ann, n_ref: {
-        'annotations dropped (zero-area mask)': n_ann, 'refs skipped (no usable target)': n_ref})
+    _keep_empty_target(root, kind, collinear)
 
 
 def case_zero_area_rle(root, kind):
@@ -241,8 +272,7 @@ def case_zero_area_rle(root, kind):
         img = next(i for i in coco['images'] if i['id'] == a['image_id'])
         rle = mask_utils.encode(np.zeros((img['height'], img['width']), np.uint8, order='F'))
         a['segmentation'] = dict(size=rle['size'], counts=rle['counts'].decode('ascii'))
-    _skip_one_ref(root, kind, empty_rle, lambda n_ann, n_ref: {
-        'annotations dropped (zero-area mask)': n_ann, 'refs skipped (no usable target)': n_ref})
+    _keep_empty_target(root, kind, empty_rle)
 
 
 def case_empty_sentence(root, kind):
@@ -283,6 +313,37 @@ def case_long_sentence(root, kind):
     ds = build(root, kind)
     texts = [ds.get_data_info(i)['text'] for i in range(len(ds))]
     assert texts.count(long) == 1
+
+
+def case_ref_without_split(root, kind):
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    del ref['split']
+    write_refs(root, kind, refs)
+    with pytest.raises(KeyError, match=rf"{re.escape(str(refs_path(root, kind)))}: ref "
+                                       rf"{ref['ref_id']} has no 'split' field"):
+        build(root, kind)
+
+
+def case_image_entry_without_size(root, kind):
+    info, _ = first_sample_image(root, kind)
+    coco = read_coco(root, kind)
+    img = next(i for i in coco['images'] if i['id'] == info['img_id'])
+    del img['height']
+    write_coco(root, kind, coco)
+    with pytest.raises(KeyError, match=rf"instances.json: image {info['img_id']} \(named by "
+                                       rf"ref_id \d+ of .*\) has no field\(s\) \['height'\]"):
+        build(root, kind)
+
+
+def case_sentence_without_text_field(root, kind):
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    ref['sentences'][1] = dict(sent_id=ref['sentences'][1]['sent_id'], tokens=['a'])
+    write_refs(root, kind, refs)
+    with pytest.raises(KeyError, match=rf"ref_id {ref['ref_id']} sentence 1 has neither 'raw' "
+                                       r"nor 'sent'"):
+        build(root, kind)
 
 
 def case_unknown_split(root, kind):

@@ -1,21 +1,25 @@
 """Convert a refs pickle (``refs(unc).p``, ``refs(final).p``, ``grefs(unc).p``) to JSON.
 
     python tools/dataset_converters/refs_pickle_to_json.py data/refcoco/refs(unc).p \
-        [--out data/refcoco/refs(unc).json]
+        [--out data/refcoco/refs(unc).json] [--trust-pickle]
 
 The pickle is read with mmrefer's restricted unpickler (builtin containers and scalars only; any
-other global is refused and nothing runs). Prints the number of refs and sentences per split and,
+other global is refused and nothing runs). A pickle the datasets refuse because it holds other
+objects (numpy integers, say) converts with ``--trust-pickle``, which loads it with plain
+``pickle``: loading a pickle can run code, so use it only on a file from a source you trust.
+numpy scalars and arrays become JSON numbers and lists. Prints the number of refs and sentences per split and,
 for Ref-ZOM, per ``source``. The datasets accept the JSON in place of the pickle
 (``split_file=...json``): the format is decided by content.
 """
 import argparse
 import json
 import os.path as osp
+import pickle
 from collections import Counter
 
 from tqdm import tqdm
 
-from mmrefer.datasets.safe_pickle import load_refs
+from mmrefer.datasets.safe_pickle import check_refs, load_refs, read_annotation_file
 
 
 def _jsonable(obj):
@@ -25,12 +29,26 @@ def _jsonable(obj):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, (bytes, bytearray)):
         return bytes(obj).decode('latin1')
+    if type(obj).__module__ == 'numpy' and hasattr(obj, 'tolist'):  # numpy scalar or array
+        return _jsonable(obj.tolist())
     return obj
 
 
-def convert(src: str, dst: str) -> dict:
-    """Convert ``src`` to ``dst``; return counts ``{(split, source): (refs, sentences)}``."""
-    refs = load_refs(src)
+def load_trusted_refs(path: str) -> list:
+    """Refs from a pickle loaded with plain ``pickle`` (runs whatever the file asks for)."""
+    data = read_annotation_file(path, 'refs')
+    for encoding in ('ASCII', 'utf-8', 'latin1'):  # Python-2 str: ASCII, UTF-8 text, bytes
+        try:
+            return check_refs(pickle.loads(data, encoding=encoding), path)
+        except UnicodeDecodeError:
+            if encoding == 'latin1':
+                raise
+
+
+def convert(src: str, dst: str, trust_pickle: bool = False) -> dict:
+    """Convert ``src`` to ``dst``; return counts ``{(split, source): (refs, sentences)}``.
+    ``trust_pickle``: load with plain ``pickle`` instead of the restricted unpickler."""
+    refs = load_trusted_refs(src) if trust_pickle else load_refs(src)
     out, counts = [], Counter()
     for ref in tqdm(refs, desc=osp.basename(src), unit='ref'):
         out.append(_jsonable(ref))
@@ -46,9 +64,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='refs pickle')
     parser.add_argument('--out', help='output JSON (default: src with .json extension)')
+    parser.add_argument('--trust-pickle', action='store_true',
+                        help='load with plain pickle (it can run code: trusted files only), for '
+                        'pickles holding objects the restricted unpickler refuses (numpy ints)')
     args = parser.parse_args()
     dst = args.out or osp.splitext(args.src)[0] + '.json'
-    counts = convert(args.src, dst)
+    counts = convert(args.src, dst, trust_pickle=args.trust_pickle)
     print(f'wrote {dst}')
     print(f'{"split":<8} {"source":<6} {"refs":>8} {"sentences":>10}')
     keys = sorted({k[:2] for k in counts})

@@ -4,6 +4,7 @@ from typing import Sequence
 import numpy as np
 
 from mmrefer.registry import METRICS
+from mmrefer.structures.geometry import as_flag
 from ..functional.gres_metrics import gres_metrics_from_stats, gres_per_sample
 from .ref_metric_base import BaseRefMetric
 
@@ -36,8 +37,8 @@ class GRESMetric(BaseRefMetric):
     def process(self, data_batch, data_samples: Sequence) -> None:
         for ds in data_samples:
             ds = self._as_dict(ds)
-            pred_nt = self._flag(self._require(ds, 'pred_no_target',
-                                               'the model must fill pred_no_target'))
+            pred_nt = as_flag(self._require(ds, 'pred_no_target',
+                                            'the model must fill pred_no_target'))
             key = ('pred_mask_ungated' if pred_nt and ds.get('pred_mask_ungated') is not None
                    else 'pred_mask')
             self.results.append(dict(ids=self._ids(ds), pred_nt=pred_nt,

@@ -19,6 +19,8 @@ from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 from mmengine.utils import mkdir_or_exist
 
+from mmrefer.structures.geometry import as_flag
+
 from ..functional.mask_stats import mask_stats, to_bool_mask
 
 #: metainfo keys copied into every per-sample record (those present), so dumps can be joined
@@ -125,16 +127,9 @@ class BaseRefMetric(BaseMetric):
             value = value.data
         return value
 
-    @staticmethod
-    def _flag(value) -> bool:
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ValueError(f'expected a single boolean flag, got shape {tuple(value.shape)}')
-            return bool(value.item())
-        return bool(np.asarray(value).item())
-
     def _gt_no_target(self, ds: Mapping) -> bool:
-        return self._flag(self._require(ds, 'no_target', 'the dataset must set no_target'))
+        return as_flag(self._require(ds, 'no_target', 'the dataset must set no_target'),
+                       'no_target')
 
     def _mask_pair(self, ds: Mapping, pred_key: str = 'pred_mask'):
         """(prediction, ground truth) 2-D bool masks at the evaluation resolution.

@@ -4,6 +4,7 @@ from typing import Sequence
 import numpy as np
 
 from mmrefer.registry import METRICS
+from mmrefer.structures.geometry import as_flag
 from ..functional.refzom_metrics import refzom_metrics_from_stats, refzom_per_sample
 from .ref_metric_base import BaseRefMetric
 
@@ -27,7 +28,7 @@ class RefZOMMetric(BaseRefMetric):
 
     def _is_zero(self, ds) -> bool:
         if 'no_target' in ds and ds['no_target'] is not None:
-            return self._flag(ds['no_target'])
+            return as_flag(ds['no_target'], 'no_target')
         return self._require(ds, 'source', 'Ref-ZOM samples need no_target or source') == 'zero'
 
     def process(self, data_batch, data_samples: Sequence) -> None:
