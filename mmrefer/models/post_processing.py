@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .utils import img_regions, img_shapes
+from .utils import content_boxes, img_regions, img_shapes
 
 __all__ = ['masks_to_boxes', 'RefPostProcessor']
 
@@ -85,7 +85,8 @@ class RefPostProcessor:
                              f'batch of {B} probability maps')
         prob = prob.float()
         shapes = img_shapes(batch_data_samples, (H, W))
-        region = img_regions(shapes, (H, W), prob.device)
+        # the image content: no batch padding, no letterbox band (they hold no image pixel)
+        region = img_regions(content_boxes(batch_data_samples, shapes), (H, W), prob.device)
         fg = (prob > self.mask_thr) & region
         if nt_prob is None:
             is_nt = torch.zeros(B, dtype=torch.bool, device=prob.device)

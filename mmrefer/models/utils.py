@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['batch_shape', 'img_shapes', 'img_regions', 'stack_merged_gt']
+from mmrefer.structures.geometry import content_region
+
+__all__ = ['batch_shape', 'img_shapes', 'content_boxes', 'img_regions', 'stack_merged_gt']
 
 
 def batch_shape(batch_data_samples: Sequence) -> Tuple[int, int]:
@@ -39,14 +41,28 @@ def img_shapes(batch_data_samples: Sequence, pad_shape: Tuple[int, int]) -> List
     return shapes
 
 
-def img_regions(shapes: Sequence[Tuple[int, int]], pad_shape: Tuple[int, int],
+def content_boxes(batch_data_samples: Sequence,
+                  shapes: Sequence[Tuple[int, int]]) -> List[Tuple[int, int, int, int]]:
+    """``(top, left, h, w)`` of each sample's image content: its ``img_shape`` less the
+    letterbox bands of ``RefResize(letterbox=True)`` and the padding of mmdet's
+    ``Resize(keep_ratio=True)`` + ``Pad`` (:func:`mmrefer.structures.geometry.content_region`);
+    ``(0, 0, h, w)`` for a sample without ``img_shape`` (``shapes``: :func:`img_shapes`)."""
+    return [content_region(ds.metainfo) if ds.metainfo.get('img_shape') is not None
+            else (0, 0) + tuple(hw) for ds, hw in zip(batch_data_samples, shapes)]
+
+
+def img_regions(shapes: Sequence[Tuple[int, ...]], pad_shape: Tuple[int, int],
                 device) -> Tensor:
-    """``[B, H, W]`` bool, True inside each sample's ``[:h, :w]`` (no per-sample loop)."""
+    """``[B, H, W]`` bool, True inside each sample's ``[:h, :w]`` (``shapes`` of ``(h, w)``) or
+    ``[top:top + h, left:left + w]`` (``shapes`` of ``(top, left, h, w)``, see
+    :func:`content_boxes`), with no per-sample loop."""
     H, W = pad_shape
-    hw = torch.tensor(shapes, device=device).reshape(-1, 2)
+    box = torch.tensor([(0, 0) + tuple(s) if len(s) == 2 else tuple(s) for s in shapes],
+                       device=device).reshape(-1, 4)[:, :, None, None]
     rows = torch.arange(H, device=device)[None, :, None]
     cols = torch.arange(W, device=device)[None, None, :]
-    return (rows < hw[:, 0, None, None]) & (cols < hw[:, 1, None, None])
+    return ((rows >= box[:, 0]) & (rows < box[:, 0] + box[:, 2]) &
+            (cols >= box[:, 1]) & (cols < box[:, 1] + box[:, 3]))
 
 
 def stack_merged_gt(batch_data_samples: Sequence, pad_shape: Tuple[int, int],

@@ -7,7 +7,9 @@ image, and the one post-processing step that brings a prediction back to the ima
 that ``x_in = x0 * w_scale`` and ``y_in = y0 * h_scale`` with ``scale_factor = (w_scale,
 h_scale)``, or letterboxes it: resizes it to ``(h, w) = (round(h0 * h_scale), round(w0 *
 w_scale))`` and pads at ``letterbox['pad'] = (left, top)``, so that ``x_in = x0 * w_scale +
-left``. mmdet's ``Resize`` (no ``letterbox`` key) is the stretch case.
+left`` (the new size rounded half up, as ``mmcv.rescale_size``). mmdet's ``Resize`` (no
+``letterbox`` key) is the stretch case; followed by mmdet's ``Pad``, which sets ``img_shape`` to
+the padded shape, the content is the top-left ``(round(h0 * h_scale), round(w0 * w_scale))``.
 
 Rule for masks and maps (as ReLA's / detectron2's ``sem_seg_postprocess``): keep the
 **probabilities**, crop the content region ``[top:top + h, left:left + w]``, interpolate
@@ -93,7 +95,9 @@ def content_region(metainfo: Mapping) -> Tuple[int, int, int, int]:
     """``(top, left, h, w)``: the rows ``top:top + h`` and columns ``left:left + w`` of the
     network input that hold the resized image.
 
-    Stretch resize: ``(0, 0, H, W)``. Letterbox: ``(top, left) = letterbox['pad'][::-1]``,
+    Stretch resize: ``(0, 0, H, W)``. mmdet's ``Resize(keep_ratio=True)`` followed by ``Pad``
+    (which overwrites ``img_shape`` with the padded shape): ``(0, 0, round(h0 * h_scale),
+    round(w0 * w_scale))``. Letterbox: ``(top, left) = letterbox['pad'][::-1]``,
     ``h = round(h0 * h_scale)``, ``w = round(w0 * w_scale)`` (``RefResize`` sets ``w_scale =
     w / w0``, so this recovers its ``w`` exactly).
 
@@ -107,7 +111,13 @@ def content_region(metainfo: Mapping) -> Tuple[int, int, int, int]:
     """
     H, W = _hw(metainfo, 'img_shape')
     if not metainfo.get('letterbox'):
-        return 0, 0, H, W
+        if metainfo.get('scale_factor') is None or metainfo.get('ori_shape') is None:
+            return 0, 0, H, W
+        # stretch: (0, 0, H, W) again; mmdet's Resize(keep_ratio=True) + Pad: Pad sets img_shape
+        # to the padded shape, the content is the top-left round(h0 * h_scale) rows
+        (h0, w0), (w_scale, h_scale) = _hw(metainfo, 'ori_shape'), _scale(metainfo)
+        return (0, 0, min(H, max(1, int(round(h0 * h_scale)))),
+                min(W, max(1, int(round(w0 * w_scale)))))
     h0, w0 = _hw(metainfo, 'ori_shape')
     w_scale, h_scale = _scale(metainfo)
     left, top = (int(round(float(v))) for v in _pad(metainfo))

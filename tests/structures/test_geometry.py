@@ -296,3 +296,62 @@ def test_prediction_to_original_errors():
     bad.pred_extras = [1]
     with pytest.raises(TypeError, match='pred_extras'):
         prediction_to_original(bad)
+
+
+# ----------------------------------------------- other resizes, letterbox bands (geometry audit)
+@pytest.mark.parametrize('ori,side', [((333, 500), 250), ((5, 960), 480), ((425, 640), 320),
+                                      ((640, 425), 320), ((427, 640), 480), ((481, 479), 97)])
+def test_letterbox_size_rounds_half_up_like_mmcv(ori, side):
+    """RefResize(letterbox=True) gives the content mmdet's Resize(keep_ratio=True) gives: the
+    new size rounded half up (mmcv.rescale_size), e.g. 333 rows x 0.5 -> 167, not 166."""
+    import mmcv
+    h0, w0 = ori
+    res = RefResize(scale=(side, side), letterbox=True)(
+        dict(img=np.zeros((h0, w0, 3), np.uint8), ori_shape=ori))
+    nw, nh = mmcv.rescale_size((w0, h0), (side, side))
+    assert content_region(res) == ((side - nh) // 2, (side - nw) // 2, nh, nw)
+    assert res['img'].shape[:2] == (side, side)
+
+
+def test_mmdet_keep_ratio_resize_then_pad():
+    """mmdet's Pad sets img_shape to the padded shape: the content is the top-left
+    round(h0 * h_scale) x round(w0 * w_scale), and only it is mapped back."""
+    from mmdet.datasets.transforms import Pad, Resize
+    res = Resize(scale=(480, 480), keep_ratio=True)(
+        dict(img=np.zeros((427, 640, 3), np.uint8), img_shape=(427, 640), ori_shape=(427, 640)))
+    res = Pad(size=(480, 480))(res)
+    meta = dict(img_shape=res['img_shape'], ori_shape=res['ori_shape'],
+                scale_factor=res['scale_factor'])
+    assert meta['img_shape'] == (480, 480)
+    assert content_region(meta) == (0, 0, 320, 480)
+    prob = torch.rand(480, 480, generator=torch.Generator().manual_seed(0))
+    oracle = F.interpolate(prob[None, None, :320, :480], (427, 640), mode='bilinear',
+                           align_corners=False)[0, 0] > 0.5
+    assert torch.equal(mask_to_original(prob, meta), oracle)
+    # mmdet's Resize alone (no Pad) and RefResize's stretch: the whole input
+    assert content_region(dict(meta, img_shape=(320, 480))) == (0, 0, 320, 480)
+    assert content_region(PLAIN) == (0, 0, 8, 12)
+
+
+def test_post_processor_reads_only_the_letterbox_content():
+    """Foreground in a letterbox band is no image pixel: pred_mask, pred_box and pred_score
+    ignore it, so the box is the box of the mask that comes back at the original size."""
+    from mmrefer.models.post_processing import RefPostProcessor
+    res = RefResize(scale=(480, 480), letterbox=True)(
+        dict(img=np.zeros((427, 640, 3), np.uint8), ori_shape=(427, 640)))
+    meta = {k: res[k] for k in ('img_shape', 'ori_shape', 'scale_factor', 'letterbox')}
+    top, left, h, w = content_region(meta)
+    assert (top, left, h, w) == (80, 0, 320, 480)
+    prob = torch.zeros(480, 480)
+    prob[150:250, 100:200] = 0.9  # the object
+    prob[:40] = 0.7  # the top band
+    prob[440:] = 0.7  # the bottom band
+    ds = DetDataSample(metainfo=meta)
+    RefPostProcessor()([ds], prob[None])
+    assert not ds.pred_mask[:top].any() and not ds.pred_mask[top + h:].any()
+    assert ds.pred_box.tolist() == [100, 150, 200, 250]
+    assert ds.pred_score == pytest.approx(0.9)
+    out = prediction_to_original(ds)
+    ys, xs = np.nonzero(np.asarray(out['mask']))
+    np.testing.assert_allclose(np.asarray(out['box']),
+                               [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1)

@@ -80,7 +80,8 @@ class RefResize(BaseTransform):
         W, H = self.scale
         if self.letterbox:
             s = min(W / w0, H / h0)
-            nw, nh = min(W, max(1, int(round(w0 * s)))), min(H, max(1, int(round(h0 * s))))
+            # round half up, as mmcv.rescale_size (mmdet's Resize(keep_ratio=True)) does
+            nw, nh = min(W, max(1, int(w0 * s + 0.5))), min(H, max(1, int(h0 * s + 0.5)))
             left, top = (W - nw) // 2, (H - nh) // 2
         else:
             s, nw, nh, left, top = None, W, H, 0, 0

@@ -203,12 +203,27 @@ class InstAlignHead(BaseModule):
     def loss(self, x: Dict, batch_data_samples: List) -> Dict[str, Tensor]:
         return self.loss_by_feat(*self(x, batch_data_samples), batch_data_samples)
 
+    @staticmethod
+    def _check_mask_grid(pad_shape: Tuple[int, int], mask_size: Tuple[int, int]) -> None:
+        """The mask logits' grid must tile the batch exactly (one stride for both axes): Swin
+        pads an input that is not a multiple of 4 (and of 32 at its deepest stage) inside, so
+        its 1/4 grid would then cover more than the batch and resizing it onto the batch would
+        stretch every mask. Raises a ``ValueError`` naming the shapes and the fix."""
+        (H, W), (h, w) = (int(v) for v in pad_shape), (int(v) for v in mask_size)
+        if H % h or W % w or H // h != W // w:
+            raise ValueError(
+                f'InstAlignHead: the batch shape {(H, W)} is not a whole multiple of the mask '
+                f'grid {(h, w)} (the backbone padded its input inside), so masks would be '
+                'stretched; pad the batch to a multiple of 32 with '
+                'model.data_preprocessor.pad_size_divisor=32 (the InstAlign configs do)')
+
     def get_targets(self, batch_data_samples: List, mask_size: Tuple[int, int],
                     device) -> Tuple[Optional[List[InstanceData]], Tensor, Tensor]:
         """The GT instances at the mask size (``PhraseAlignedInstanceSupervision.gt_instances``;
         None without instance supervision), the merged GT [B, H, W] at the batch shape and the
         no-target GT [B] (metainfo ``no_target``, by default: no GT instance)."""
         pad_shape = batch_shape(batch_data_samples)
+        self._check_mask_grid(pad_shape, mask_size)
         gts = (self.instance_loss.gt_instances(batch_data_samples, pad_shape, mask_size, device)
                if self.instance_loss is not None else None)
         no_target = []
@@ -274,8 +289,10 @@ class InstAlignHead(BaseModule):
     def predict_by_feat(self, all_score_logits, all_mask_logits, all_merged, all_phrase_costs,
                         all_relevance, nt_logits, batch_data_samples, words=None) -> List:
         """:meth:`predict_maps` at the batch shape -> :meth:`fill_predictions`."""
+        pad_shape = batch_shape(batch_data_samples)
+        self._check_mask_grid(pad_shape, all_mask_logits[-1].shape[-2:])
         maps = self.predict_maps(all_score_logits, all_mask_logits, all_merged, all_phrase_costs,
-                                 all_relevance, nt_logits, batch_shape(batch_data_samples))
+                                 all_relevance, nt_logits, pad_shape)
         return self.fill_predictions(self.post_processor, self.test_cfg, batch_data_samples,
                                      maps, words)
 
