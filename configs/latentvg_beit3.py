@@ -1,5 +1,6 @@
-# Latent-VG, paper setting: BEiT3-B (indomain weights), 480x480, text length 20, N=2 latent
-# expressions with k={4,10}, 100 concept tokens, gamma=0.2; trained on the combined
+# Latent-VG at paper size: BEiT3-B (indomain weights), N=2 latent expressions with k={4,10},
+# 100 concept tokens, gamma=0.2 (the paper's); 480x480 and text length 20 (ours: the paper does
+# not state them, see docs/latentvg.md); trained on the combined
 # RefCOCO/RefCOCO+/RefCOCOg set, evaluated for RIS (masks) and REC (box of the mask).
 #   mim train mmrefer configs/latentvg_beit3.py --cfg-options \
 #       model.pretrained=PATH/beit3_base_indomain_patch16_224.pth \

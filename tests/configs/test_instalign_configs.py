@@ -85,3 +85,30 @@ def test_get_flops_counts_the_tiny_model():
     res = get_flops.count(cfg, 128, 128, 20)
     assert res['params'] == _count(MODELS.build(cfg.model))
     assert res['flops'] > 0
+
+
+@pytest.mark.slow
+def test_paper_schedule_param_groups(paper_model):
+    """The paper's one learning rate (1e-4) for every parameter, Swin-B and RoBERTa included;
+    weight decay 0.05 except on every norm (Swin's, RoBERTa's, the head's), Swin's position
+    tables and the query / level embeddings."""
+    import torch.nn as nn
+    from mmengine.optim import build_optim_wrapper
+    cfg, model = paper_model
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {names[id(p)]: (g['lr'], g['weight_decay'])
+              for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert set(groups) == set(names.values())
+    assert {lr for lr, _ in groups.values()} == {1e-4}
+    norms = {f'{m}.{p}' for m, mod in model.named_modules()
+             if isinstance(mod, (nn.LayerNorm, nn.GroupNorm))
+             for p, _ in mod.named_parameters(recurse=False)}
+    no_decay = norms | {n for n in groups if n.endswith(('relative_position_bias_table',
+                                                         'query_embed.weight',
+                                                         'query_feat.weight',
+                                                         'level_embed.weight'))}
+    assert any(n.startswith('backbone.stages.2.blocks.17.norm1') for n in norms)
+    assert any(n.startswith('text_encoder.') and 'LayerNorm' in n for n in norms)
+    for n, (_, wd) in groups.items():
+        assert wd == (0.0 if n in no_decay else 0.05), (n, wd)

@@ -64,6 +64,7 @@ ABLATIONS = {
     'infonce': ('latent', True, True, 'InfoNCELoss'),
     'triplet': ('latent', True, True, 'TripletContrastiveLoss'),
     'arcface': ('latent', True, True, 'ArcFaceContrastiveLoss'),
+    'full_vci-per-layer': ('latent', True, True, 'PositiveMarginContrastiveLoss'),
 }
 
 
@@ -84,3 +85,13 @@ def test_parameter_targets(name, target):
     """Supplementary Table 10 (params do not depend on the input size)."""
     n = _params(_build_meta(_load(f'latentvg/latentvg_ablation_{name}.py')))
     assert abs(n / target - 1) <= 0.02, f'{name}: {n / 1e6:.2f}M vs {target / 1e6:.0f}M'
+
+
+def test_per_layer_concept_banks_add_the_supplementarys_million():
+    """Supplementary C.3: the injector adds ~1M parameters "of the concept tokens"; 12 banks of
+    100 x 768 over the shared one: +0.84M, and the per-layer config stays within Table 10."""
+    shared = _build_meta(_load('latentvg/latentvg_ablation_full.py'))
+    per_layer = _build_meta(_load('latentvg/latentvg_ablation_full_vci-per-layer.py'))
+    assert tuple(per_layer.concept_injector.concepts.shape) == (12, 100, 768)
+    assert _params(per_layer) - _params(shared) == 11 * 100 * 768
+    assert abs(_params(per_layer) / 267e6 - 1) <= 0.02

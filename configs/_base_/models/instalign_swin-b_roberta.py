@@ -79,8 +79,10 @@ model = dict(
         instance_supervision=True,
         phrase_alignment=True,
         deep_supervision=True,
-        # L_inst terms: 2 * score BCE + 5 * (mask BCE + Dice) + 1 * phrase
+        # L_inst terms: 2 * score BCE + 5 * (mask BCE + Dice) + 1 * phrase on matched queries,
+        # 1 * score BCE(p, 0) on the others (Eq. 7)
         loss_score=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0),
+        unmatched_score_weight=1.0,
         loss_mask=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=5.0),
         loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True, naive_dice=True,
                        eps=1.0, loss_weight=5.0),

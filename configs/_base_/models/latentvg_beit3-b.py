@@ -62,7 +62,8 @@ model = dict(
         mlp_hidden_dims=embed_dims,
         no_target_predictor=None,  # GRES: the empty token (latentvg_beit3-b_grefcoco.py)
         loss_mask=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0),
-        loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=False, activate=False,
+        # the plain Dice 1 - (2 sum pM + eps) / (sum p + sum M + eps) of the paper's equation
+        loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=False, activate=False, naive_dice=True,
                        loss_weight=0.5),
         loss_contrastive=dict(type='PositiveMarginContrastiveLoss', gamma=0.2,
                               temperature=0.07, loss_weight=1.0),

@@ -8,7 +8,7 @@ Shapes (B images, N queries, L tokens, C channels, h x w = 1/4 of the padded bat
                     s = MLP(LN(Q_k)) . V_4                          [B, N, h, w]   (Eq. 4)
                     R, P, L_phrase = phrase_object_alignment(LN(Q_k), T_k)        (Eq. 1-3)
                     M = sigmoid(sum_i p_i PReLU(s_i))               [B, h, w]      (Eq. 8)
-    no-target:      p_nt = sigmoid(MLP([sum_i p_i Q_K^i, mean_l T_K^l]))  [B]      (Eq. 10-12)
+    no-target:      p_nt = sigmoid(MLP([sum_i p_i LN(Q_K)^i, mean_l T_K^l]))  [B]  (Eq. 10-12)
 
 Losses (Eq. 7, 9, 13): ``5 (BCE + Dice)(up_{HxW}(M), M_gt) + L_inst`` (instance_supervision.py)
 per supervised layer (``loss_*`` last, ``d{i}.loss_*`` layer i) + ``0.1 BCE(p_nt, no_target)``.
@@ -63,7 +63,9 @@ class InstAlignHead(BaseModule):
             layers 1..K-1; the merged loss is on every supervised layer either way.
         score_prior_prob (float, optional): initial ``p_i`` (bias ``-log((1 - pi) / pi)``);
             default ``1 / num_queries`` (Eq. 8 starts on the scale of one instance logit).
-        loss_score, loss_mask, loss_dice, loss_phrase (dict): ``L_inst`` terms (2, 5, 5, 1).
+        loss_score, loss_mask, loss_dice, loss_phrase (dict): ``L_inst`` terms (2, 5, 5, 1);
+            ``loss_score``'s weight applies to matched queries.
+        unmatched_score_weight (float): weight of an unmatched query's ``BCE(p, 0)`` (Eq. 7: 1).
         loss_merged_bce, loss_merged_dice, loss_no_target (dict): weights 5, 5, 0.1.
         train_cfg (dict): ``assigner`` (``HungarianAssigner`` with the Eq. 6 costs).
         test_cfg (dict): ``mask_thr``, ``nt_thr`` (0.5), ``extras_topk`` (10; None = all N
@@ -85,6 +87,7 @@ class InstAlignHead(BaseModule):
                  loss_mask: dict = dict(_BCE, loss_weight=5.0),
                  loss_dice: dict = dict(_DICE, loss_weight=5.0),
                  loss_phrase: dict = dict(type='PhraseAlignmentLoss', loss_weight=1.0),
+                 unmatched_score_weight: float = 1.0,
                  loss_merged_bce: dict = dict(_BCE, loss_weight=5.0),
                  loss_merged_dice: dict = dict(_DICE, loss_weight=5.0),
                  loss_no_target: dict = dict(_BCE, loss_weight=0.1),
@@ -138,7 +141,7 @@ class InstAlignHead(BaseModule):
                                'instance_supervision=True')
             self.instance_loss = PhraseAlignedInstanceSupervision(
                 self.train_cfg['assigner'], loss_score, loss_mask, loss_dice,
-                loss_phrase if phrase_alignment else None)
+                loss_phrase if phrase_alignment else None, unmatched_score_weight)
             self.assigner = self.instance_loss.assigner
         self.test_cfg = dict(mask_thr=0.5, nt_thr=0.5, extras_topk=10, words_topk=3)
         self.test_cfg.update(test_cfg or {})

@@ -15,7 +15,8 @@ Per image, with N queries, M ground-truth instances and the mask-prediction size
 
 The assignment is mmdet's ``HungarianAssigner`` (``train_cfg.assigner``) with the two query-only
 costs below plus mmdet's ``CrossEntropyLossCost`` / ``DiceCost``. ``L_inst`` is normalised as in
-Mask2Former: ``2 * BCE(p, 1[matched])`` averaged over the B x N queries, ``5 * BCE`` over the
+Mask2Former: the score BCE averaged over the B x N queries, with weight 2 (``loss_score``) on a
+matched query and 1 (``unmatched_score_weight``, Eq. 7) on the others, ``5 * BCE`` over the
 matched pixels, ``5 * Dice`` and ``1 * L_phrase`` over the matched instances (their count
 all-reduced across ranks and kept as a tensor).
 
@@ -113,13 +114,16 @@ class PhraseAlignedInstanceSupervision(BaseModule):
     """
 
     def __init__(self, assigner: dict, loss_score: dict, loss_mask: dict, loss_dice: dict,
-                 loss_phrase: Optional[dict] = None):
+                 loss_phrase: Optional[dict] = None, unmatched_score_weight: float = 1.0):
         super().__init__()
         self.assigner = TASK_UTILS.build(assigner)
         self.loss_score = MODELS.build(loss_score)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
         self.loss_phrase = MODELS.build(loss_phrase) if loss_phrase is not None else None
+        # Eq. 7: lambda_score weighs the score BCE of matched queries only (inside L_match);
+        # an unmatched query's BCE(p, 0) enters with this weight
+        self.unmatched_score_weight = float(unmatched_score_weight)
 
     @staticmethod
     def gt_instances(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
@@ -200,7 +204,11 @@ class PhraseAlignedInstanceSupervision(BaseModule):
         ``loss_mask``, ``loss_dice``, ``loss_phrase`` (None without ``loss_phrase``)."""
         score_targets, pos, mask_targets, num_pos = self.get_targets(
             score_logits, mask_logits, phrase_costs, batch_gt_instances, batch_img_metas)
-        loss_score = self.loss_score(score_logits.flatten().float(), score_targets.flatten())
+        targets = score_targets.flatten()
+        unmatched = self.unmatched_score_weight / self.loss_score.loss_weight
+        weight = torch.where(targets > 0, torch.ones_like(targets), torch.full_like(targets,
+                                                                                   unmatched))
+        loss_score = self.loss_score(score_logits.flatten().float(), targets, weight=weight)
         if num_pos == 0:  # nothing matched (all no-target): zeros that keep the graph connected
             zero = mask_logits.sum() * 0
             phrase = phrase_costs.sum() * 0 if self.loss_phrase is not None else None

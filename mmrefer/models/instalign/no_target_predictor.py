@@ -1,6 +1,6 @@
 """No-target predictor (InstAlign section 3.6, Eq. 10-12) and its ablation inputs.
 
-    Q_global = sum_i p_i * Q_K^i                    [B, C]
+    Q_global = sum_i p_i * Q_K^i                    [B, C]  (the head passes LN(Q_K))
     T_sen    = mean over valid words of T_K         [B, C]
     p_nt     = sigmoid(MLP(concat(Q_global, T_sen)))    (``inputs='qglobal_tsen'``, the paper)
 

@@ -5,7 +5,8 @@ pixel features V_k [B, H_k*W_k, C] of scale ``k % num_levels`` (round robin, low
 Mask2Former) and runs, in order:
 
     1. Q <- LN(Q + CrossAttn(Q, V_k))                (optionally masked by the previous masks)
-    2. Object-Text Cross Attention (bidirectional, both from the block's inputs):
+    2. Object-Text Cross Attention (bidirectional, both from this layer's inputs: the queries
+       of step 1 and the block's input text):
            Q <- LN(Q + Attn(Q, T, T)),   T <- LN(T + Attn(T, Q, Q))
     3. Q <- LN(Q + SelfAttn(Q))
     4. Q <- LN(Q + FFN(Q))

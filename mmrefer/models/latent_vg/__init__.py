@@ -3,14 +3,17 @@
 =============================  ==================================================
 section                        module
 =============================  ==================================================
-3.2 latent expressions         ``latent_expression.LatentExpressionInitializer``
-3.3 subject distributor        ``subject_distributor.SubjectDistributor``
-3.3 visual concept injector    ``visual_concept_injector.VisualConceptInjector``
-3.4 positive-margin loss       ``contrastive_losses.PositiveMarginContrastiveLoss``
-3.4 prediction head            ``latentvg_head.LatentVGHead``
+3.1 latent expressions         ``latent_expression.LatentExpressionInitializer``
+3.2* subject distributor       ``subject_distributor.SubjectDistributor``
+3.2 visual concept injector    ``visual_concept_injector.VisualConceptInjector``
+3.3* positive-margin loss      ``contrastive_losses.PositiveMarginContrastiveLoss``
+3.3* prediction head           ``latentvg_head.LatentVGHead``
 supp. B, GRES empty token      ``empty_token.EmptyTokenPredictor``
-3.1 the whole model            ``latent_vg.LatentVG``
+3 the whole model              ``latent_vg.LatentVG``
 =============================  ==================================================
+
+The supplementary cites Sec. 3.1 for the subject extraction and the dropout of the latent
+expressions and Sec. 3.2 for the visual concept injector; the numbers marked * are inferred.
 """
 from .contrastive_losses import (ArcFaceContrastiveLoss, InfoNCELoss,
                                  PositiveMarginContrastiveLoss, TripletContrastiveLoss)

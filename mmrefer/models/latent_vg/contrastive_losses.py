@@ -1,4 +1,4 @@
-"""Positive-margin contrastive loss of Latent-VG (ICCV 2025, Sec. 3.4).
+"""Positive-margin contrastive loss of Latent-VG (ICCV 2025, Sec. 3.3, inferred).
 
 For a batch of ``B`` samples, original-text class tokens ``t_o`` (``[B, C]``) and the class
 tokens of ``N`` latent expressions ``z_o`` (``[B, N, C]``)::

@@ -1,4 +1,4 @@
-"""Latent expression initializer of Latent-VG (ICCV 2025, Sec. 3.2).
+"""Latent expression initializer of Latent-VG (ICCV 2025, Sec. 3.1).
 
 Notation: ``B`` batch, ``L`` text length (``<s>`` first), ``m = L - 1`` semantic slots,
 ``C`` width, ``N`` latent expressions, ``k_i`` attribute length of expression ``i``.

@@ -109,11 +109,11 @@ class LatentVG(BaseDetector):
         super().init_weights()
 
     def _layer_hook(self, i: int, x: Tensor) -> Tensor:
-        """Sec. 3.3 after every encoder layer: subject distributor, then concept injector."""
+        """Sec. 3.2 after every encoder layer: subject distributor, then concept injector."""
         if self.subject_distributor is not None:
             x = self.subject_distributor(x, self.layout)
         if self.concept_injector is not None:
-            x = self.concept_injector(x, self.layout)
+            x = self.concept_injector(x, self.layout, i)
         return x
 
     def extract_feat(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""Latent-VG prediction head (ICCV 2025, Sec. 3.4; GRES variant: supplementary B).
+"""Latent-VG prediction head (ICCV 2025, Sec. 3.3, inferred; GRES variant: supplementary B).
 
 Inputs from the BEiT-3 encoder: patch features ``F`` (``[B, C, h, w]``, 1/16), the output class
 tokens ``q = [t_o, z_o^1 .. z_o^N]`` (``[B, Q, C]``, ``Q = N + 1``) and the whole output sequence
@@ -50,7 +50,7 @@ class LatentVGPixelDecoder(nn.Module):
 
     ``x16 = GN(Conv1x1(F))``; ``x8 = Conv3x3(GELU(GN(ConvT(x16) + ConvT_lat(F))))``;
     ``x4 = Conv1x1(GELU(GN(ConvT(x8))))`` -> ``E`` channels; ``extra_upsamples`` further
-    ``GELU(GN(ConvT))`` x2 stages on ``E`` channels (output at ``1/(4 * 2^extra)`` of the patch
+    ``ConvT(GELU(GN(x)))`` x2 stages on ``E`` channels (output at ``1/(4 * 2^extra)`` of the patch
     grid's stride, e.g. for small inputs with coarse patch grids).
     """
 
@@ -123,7 +123,7 @@ class LatentVGHead(BaseModule):
                  loss_mask: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True,
                                         loss_weight=2.0),
                  loss_dice: dict = dict(type='mmdet.DiceLoss', use_sigmoid=False, activate=False,
-                                        loss_weight=0.5),
+                                        naive_dice=True, loss_weight=0.5),
                  loss_contrastive: Optional[dict] = dict(type='PositiveMarginContrastiveLoss',
                                                          gamma=0.2, temperature=0.07,
                                                          loss_weight=1.0),

@@ -1,4 +1,4 @@
-"""Subject distributor of Latent-VG (ICCV 2025, Sec. 3.3).
+"""Subject distributor of Latent-VG (ICCV 2025, Sec. 3.2, inferred).
 
 After every encoder layer ``l`` the subject slot of each latent expression is overwritten with
 the subject token carried in the visual CLS slot (position 0 of the joint sequence)::

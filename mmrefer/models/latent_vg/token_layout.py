@@ -1,4 +1,4 @@
-"""The joint token sequence of Latent-VG as one object (Sec. 3.1-3.3).
+"""The joint token sequence of Latent-VG as one object (Sec. 3.1-3.2).
 
 The BEiT-3 encoder runs one sequence ``X [B, T, C]`` made of consecutive groups::
 

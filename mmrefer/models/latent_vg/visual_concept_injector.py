@@ -1,4 +1,4 @@
-"""Visual concept injector of Latent-VG (ICCV 2025, Sec. 3.3).
+"""Visual concept injector of Latent-VG (ICCV 2025, Sec. 3.2).
 
 Runs after every encoder layer on the joint sequence
 ``X = [v_0, v_1..v_P | t_cls, t_1..t_m | Z^1 | ... | Z^N]``, ``Z^i = [z_cls^i ; s^i ; A^i]``.
@@ -38,6 +38,11 @@ class VisualConceptInjector(nn.Module):
         row_normalize (bool): divide each attribute's assignment by its row sum (slot-attention
             weighted mean) so ``A~`` stays on the scale of ``C^V``.
         residual (bool): add ``A~`` to the attributes instead of replacing them.
+        num_banks (int): concept banks. 1 (default): one bank ``[Nc, C]`` shared by every
+            layer, as the LEAD port says the released code does (DESIGN.md section 5).
+            ``L`` (the encoder depth): one bank ``[L, Nc, C]`` per layer, which is what the
+            supplementary's "+1M parameters" for the injector (C.3) fits: 12 x 100 x 768 =
+            0.92M, against 0.08M for the shared bank.
     """
 
     def __init__(self,
@@ -46,32 +51,50 @@ class VisualConceptInjector(nn.Module):
                  concept_temperature: float = 1.0,
                  assign_temperature: float = 1.0,
                  row_normalize: bool = True,
-                 residual: bool = False):
+                 residual: bool = False,
+                 num_banks: int = 1):
         super().__init__()
         if num_concepts < 1:
             raise ValueError(f'VisualConceptInjector: num_concepts must be >= 1, got {num_concepts}')
+        if num_banks < 1:
+            raise ValueError(f'VisualConceptInjector: num_banks must be >= 1, got {num_banks}')
+        self.num_banks = num_banks
         self.embed_dims = embed_dims
         self.num_concepts = num_concepts
         self.concept_temperature = concept_temperature
         self.assign_temperature = assign_temperature
         self.row_normalize = row_normalize
         self.residual = residual
-        self.concepts = nn.Parameter(torch.empty(num_concepts, embed_dims))
+        shape = (num_concepts, embed_dims) if num_banks == 1 else (num_banks, num_concepts,
+                                                                     embed_dims)
+        self.concepts = nn.Parameter(torch.empty(shape))
         self.reset_parameters()
 
     def reset_parameters(self):
-        # orthonormal rows when Nc <= C (orthonormal columns otherwise)
-        nn.init.orthogonal_(self.concepts)
+        # orthonormal rows when Nc <= C (orthonormal columns otherwise), bank by bank
+        for bank in self.concepts.data.reshape(-1, self.num_concepts, self.embed_dims):
+            nn.init.orthogonal_(bank)
+
+    def bank(self, layer: int = 0) -> torch.Tensor:
+        """The concept tokens ``[Nc, C]`` used after encoder layer ``layer``."""
+        if self.num_banks == 1:
+            return self.concepts
+        if not 0 <= layer < self.num_banks:
+            raise IndexError(f'VisualConceptInjector: layer {layer} has no concept bank '
+                             f'(num_banks={self.num_banks}: set it to the encoder depth)')
+        return self.concepts[layer]
 
     @fp32_island
-    def inject(self, vis: torch.Tensor, t_cls: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
-        """``vis [B,P,C]``, ``t_cls [B,C]``, ``attrs [B,Ka,C]`` -> new attributes ``[B,Ka,C]``."""
+    def inject(self, vis: torch.Tensor, t_cls: torch.Tensor, attrs: torch.Tensor,
+               layer: int = 0) -> torch.Tensor:
+        """``vis [B,P,C]``, ``t_cls [B,C]``, ``attrs [B,Ka,C]`` -> new attributes ``[B,Ka,C]``
+        (with the concept bank of ``layer``)."""
         dtype = attrs.dtype
         vis, t_cls, attrs = vis.float(), t_cls.float(), attrs.float()
         vis_n = F.normalize(vis, dim=-1, eps=1e-6)
         rel = torch.einsum('bpc,bc->bp', vis_n, F.normalize(t_cls, dim=-1, eps=1e-6))
         target = rel >= rel.mean(dim=1, keepdim=True)  # at least the max patch is kept
-        concepts = F.normalize(self.concepts.float(), dim=-1, eps=1e-6)
+        concepts = F.normalize(self.bank(layer).float(), dim=-1, eps=1e-6)
         logits = torch.einsum('kc,bpc->bkp', concepts, vis_n) / self.concept_temperature
         logits = logits.masked_fill(~target[:, None], float('-inf'))
         w = logits.softmax(dim=-1)
@@ -86,15 +109,16 @@ class VisualConceptInjector(nn.Module):
             new = attrs + new
         return new.to(dtype)
 
-    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout, layer: int = 0) -> torch.Tensor:
         """``x [B, T, C]`` joint sequence, ``layout`` its :class:`TokenLayout` (or group
-        sizes); returns the same shape with the attribute tokens replaced."""
+        sizes), ``layer`` the encoder layer just run (picks the bank when ``num_banks > 1``);
+        returns the same shape with the attribute tokens replaced."""
         layout = as_layout(layout, x, 'VisualConceptInjector')
         if not layout.num_latents:
             return x
         idx = torch.cat([torch.arange(layout.attrs(i).start, layout.attrs(i).stop,
                                       device=x.device) for i in range(layout.num_latents)])
-        new = self.inject(x[:, layout.patches], x[:, layout.text_cls], x[:, idx])
+        new = self.inject(x[:, layout.patches], x[:, layout.text_cls], x[:, idx], layer)
         out = x.clone()
         out[:, idx] = new
         return out

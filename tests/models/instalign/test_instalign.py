@@ -168,8 +168,11 @@ def test_loss_values_follow_the_formulas(tok_dir):
         InstanceData(masks=gt_small, labels=torch.zeros(1, dtype=torch.long)), {})
     t = torch.zeros(1, 5)
     t[0, q] = 1
-    score = F.binary_cross_entropy_with_logits(out['score_logits'], t)
-    assert losses['loss_score'].item() == pytest.approx(2 * score.item(), rel=1e-5)
+    # Eq. 7: lambda_score = 2 on the matched query (inside L_match), 1 on the unmatched ones;
+    # the mean over the B x N queries
+    score = F.binary_cross_entropy_with_logits(out['score_logits'], t, reduction='none')
+    expected = torch.where(t > 0, 2 * score, score).mean()
+    assert losses['loss_score'].item() == pytest.approx(expected.item(), rel=1e-5)
     pm = out['masks'][0, q].flatten(1)
     bce = F.binary_cross_entropy_with_logits(pm, gt_small.flatten(1))
     assert losses['loss_mask'].item() == pytest.approx(5 * bce.item(), rel=1e-5)

@@ -60,8 +60,8 @@ def test_losses_match_hand_computation():
     g = torch.stack([ds.gt_merged_mask.data[0] for ds in samples]).float().flatten(1)
     bce = F.binary_cross_entropy(p, g)
     torch.testing.assert_close(losses['loss_mask'], 2.0 * bce, rtol=1e-4, atol=1e-5)
-    eps = 1e-3  # mmdet DiceLoss (naive_dice=False)
-    dice = 1 - 2 * (p * g).sum(1) / ((p * p).sum(1) + eps + (g * g).sum(1) + eps)
+    eps = 1e-3  # the paper's plain Dice (mmdet DiceLoss, naive_dice=True)
+    dice = 1 - (2 * (p * g).sum(1) + eps) / (p.sum(1) + g.sum(1) + eps)
     torch.testing.assert_close(losses['loss_dice'], 0.5 * dice.mean(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(losses['loss_contrastive'],
                                PositiveMarginContrastiveLoss()(q[:, 0], q[:, 1:]))
@@ -137,7 +137,7 @@ def test_loss_reads_each_sample_in_its_img_shape_region():
     bce = F.binary_cross_entropy(torch.cat(crops_p), torch.cat(crops_g))
     torch.testing.assert_close(loss['loss_mask'], 2.0 * bce, rtol=1e-4, atol=1e-5)
     eps = 1e-3
-    dice = torch.stack([1 - 2 * (p * g).sum() / ((p * p).sum() + eps + (g * g).sum() + eps)
+    dice = torch.stack([1 - (2 * (p * g).sum() + eps) / (p.sum() + g.sum() + eps)
                         for p, g in zip(crops_p, crops_g)])
     torch.testing.assert_close(loss['loss_dice'], 0.5 * dice.mean(), rtol=1e-4, atol=1e-5)
     garbage = logits.clone()
