@@ -167,6 +167,29 @@ def test_combined_config_excludes_eval_images(synthref_root, tmp_path):
     assert ds[0]['inputs'].shape == (3, 480, 480)
 
 
+def test_refcocog_google_config_reads_its_two_splits(synthref_root, tmp_path):
+    """refs(google).p has train and val only; the config tests on val (the "val(G)" column)."""
+    root = tmp_path / 'data'
+    (root / 'refcocog').mkdir(parents=True)
+    os.symlink(synthref_root / 'images', root / 'images')
+    shutil.copy(synthref_root / 'refcoco' / 'instances.json', root / 'refcocog' / 'instances.json')
+    refs = [dict(r, split='val' if r['split'] != 'train' else 'train')
+            for r in pickle.load(open(synthref_root / 'refcoco' / 'refs(unc).p', 'rb'))]
+    with open(root / 'refcocog' / 'refs(google).p', 'wb') as f:
+        pickle.dump(refs, f, protocol=2)
+    cfg = Config.fromfile(osp.join(CONFIGS, 'latentvg', 'latentvg_beit3-b_refcocog-google.py'))
+    sizes = {}
+    for loader in LOADERS:
+        dcfg = cfg[loader].dataset
+        dcfg.data_root = str(root) + '/'
+        ds = DATASETS.build(dcfg)
+        sizes[loader] = len(ds)
+        assert ds.metainfo['dataset_name'] == 'refcocog_google'
+    for split, loader in (('train', 'train_dataloader'), ('val', 'test_dataloader')):
+        assert sizes[loader] == sum(len(r['sentences']) for r in refs if r['split'] == split)
+    assert sizes['val_dataloader'] == sizes['test_dataloader']
+
+
 def test_dataloader_and_data_preprocessor(synthref_root):
     """Config loader -> pseudo_collate -> mmdet DetDataPreprocessor (docs/contracts.md)."""
     from mmengine.runner import Runner
