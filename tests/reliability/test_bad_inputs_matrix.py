@@ -315,14 +315,22 @@ def case_long_sentence(root, kind):
     assert texts.count(long) == 1
 
 
-def case_ref_without_split(root, kind):
+def _edit_first_val_ref_raises(root, kind, edit, message):
+    """``edit(ref)`` on the first targeted val ref; building must raise a ``KeyError`` matching
+    ``message(ref)``."""
     refs = read_refs(root, kind)
     _, ref = first_val_ref(refs)
-    del ref['split']
+    edit(ref)
     write_refs(root, kind, refs)
-    with pytest.raises(KeyError, match=rf"{re.escape(str(refs_path(root, kind)))}: ref "
-                                       rf"{ref['ref_id']} has no 'split' field"):
+    with pytest.raises(KeyError, match=message(ref)):
         build(root, kind)
+
+
+def case_ref_without_split(root, kind):
+    _edit_first_val_ref_raises(
+        root, kind, lambda ref: ref.pop('split'),
+        lambda ref: rf"{re.escape(str(refs_path(root, kind)))}: ref {ref['ref_id']} has no "
+                    r"'split' field")
 
 
 def case_image_entry_without_size(root, kind):
@@ -337,13 +345,11 @@ def case_image_entry_without_size(root, kind):
 
 
 def case_sentence_without_text_field(root, kind):
-    refs = read_refs(root, kind)
-    _, ref = first_val_ref(refs)
-    ref['sentences'][1] = dict(sent_id=ref['sentences'][1]['sent_id'], tokens=['a'])
-    write_refs(root, kind, refs)
-    with pytest.raises(KeyError, match=rf"ref_id {ref['ref_id']} sentence 1 has neither 'raw' "
-                                       r"nor 'sent'"):
-        build(root, kind)
+    def edit(ref):
+        ref['sentences'][1] = dict(sent_id=ref['sentences'][1]['sent_id'], tokens=['a'])
+    _edit_first_val_ref_raises(
+        root, kind, edit,
+        lambda ref: rf"ref_id {ref['ref_id']} sentence 1 has neither 'raw' nor 'sent'")
 
 
 def case_unknown_split(root, kind):
