@@ -287,6 +287,6 @@ def test_main_instalign_shrunk(tmp_path):
     assert all(k.startswith('lm_head.') for k in data['skipped_keys']['roberta'])
     assert data['missing_keys'] == {'swin': [], 'roberta': []}
     assert 'gres/gIoU' in data['val_metrics'] and len(data['overfit_curve']) == 2
-    # the config's base lr 1e-4, x0.1 for the backbone and the text encoder, no warm-up
-    assert data['overfit_lr'] == pytest.approx([1e-05, 1e-04])
+    # the config's base lr 1e-4 for every parameter (the paper's one learning rate), no warm-up
+    assert data['overfit_lr'] == pytest.approx([1e-04])
     assert data['real_photos_sentences'] == 2
