@@ -165,24 +165,32 @@ def case_missing_ann_ids(root, kind):
             f"not in {root / KINDS[kind]['ann_file']}") in str(err.value)
 
 
-def _skip_one_ref(root, kind, corrupt, counts):
-    """Corrupt the annotations of the first targeted val ref with ``corrupt(ann, coco)``; every
-    val ref left without a target must be skipped (its sentences gone, nothing else) with a
-    warning holding ``counts(n_annotation_uses, n_refs_skipped)``."""
+def _corrupt_first_val_ref_targets(root, kind, corrupt):
+    """Build the dataset (``base``), then apply ``corrupt(ann, coco)`` to the target annotations
+    of the first targeted val ref; returns ``(base, val refs, that ref, its target ids, how many
+    times the val refs name them)``."""
     base = build(root, kind)
     refs = [r for r in read_refs(root, kind) if r['split'] == 'val']
     _, ref = first_val_ref(refs)
     ids = set(target_ids(ref))
     uses = sum(len(set(target_ids(r)) & ids) for r in refs)
-    gone = [r['ref_id'] for r in refs
-            if target_ids(r) != [-1] and set(target_ids(r)) <= ids]
-    lost = sum(len(sentences_of(base, rid)) for rid in gone)
-    assert ref['ref_id'] in gone and lost > 0
     coco = read_coco(root, kind)
     for a in coco['annotations']:
         if a['id'] in ids:
             corrupt(a, coco)
     write_coco(root, kind, coco)
+    return base, refs, ref, ids, uses
+
+
+def _skip_one_ref(root, kind, corrupt, counts):
+    """Corrupt the annotations of the first targeted val ref with ``corrupt(ann, coco)``; every
+    val ref left without a target must be skipped (its sentences gone, nothing else) with a
+    warning holding ``counts(n_annotation_uses, n_refs_skipped)``."""
+    base, refs, ref, ids, uses = _corrupt_first_val_ref_targets(root, kind, corrupt)
+    gone = [r['ref_id'] for r in refs
+            if target_ids(r) != [-1] and set(target_ids(r)) <= ids]
+    lost = sum(len(sentences_of(base, rid)) for rid in gone)
+    assert ref['ref_id'] in gone and lost > 0
     with captured_log() as log:
         ds = build(root, kind)
     assert all(sentences_of(ds, rid) == [] for rid in gone)
@@ -236,16 +244,7 @@ def _keep_empty_target(root, kind, corrupt):
     no pixel: every sample stays (a target whose mask is empty is still a target, as in
     pycocotools' annToMask, ReLA and LAVT), its loaded ground truth is empty, its REC box still
     comes from instances.json, and a warning counts and names the annotations."""
-    base = build(root, kind)
-    refs = [r for r in read_refs(root, kind) if r['split'] == 'val']
-    _, ref = first_val_ref(refs)
-    ids = set(target_ids(ref))
-    uses = sum(len(set(target_ids(r)) & ids) for r in refs)
-    coco = read_coco(root, kind)
-    for a in coco['annotations']:
-        if a['id'] in ids:
-            corrupt(a, coco)
-    write_coco(root, kind, coco)
+    base, _, ref, ids, uses = _corrupt_first_val_ref_targets(root, kind, corrupt)
     with captured_log() as log:
         ds = build(root, kind, pipeline=PIPELINE[:2])
     assert len(ds) == len(base)
