@@ -11,10 +11,10 @@ import io
 import json
 import os.path as osp
 import pickle
-from typing import Any, List
+from typing import Any, Callable, List
 
 __all__ = ['UnsafePickleError', 'RestrictedUnpickler', 'safe_pickle_load', 'load_refs',
-           'check_refs', 'SAFE_BUILTINS']
+           'check_refs', 'unpickle_py2_text', 'SAFE_BUILTINS']
 
 #: builtins a refs pickle may name (protocol 0/1 pickles name ``set``/``frozenset`` through a
 #: global; the other containers and scalars have their own opcodes).
@@ -66,20 +66,22 @@ class RestrictedUnpickler(pickle.Unpickler):
             'plain annotation files never do.')
 
 
-def safe_pickle_load(data: bytes, filename: str = '<bytes>') -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`.
+def unpickle_py2_text(load: Callable[[str], Any]) -> Any:
+    """``load(encoding)`` with the encodings Python-2 ``str`` objects may need: ASCII, then
+    UTF-8 (what Python 2 text in a ``str`` meant), then ``latin1`` (never fails)."""
+    for encoding in ('ASCII', 'utf-8'):
+        try:
+            return load(encoding)
+        except UnicodeDecodeError:
+            pass
+    return load('latin1')
 
-    Python-2 pickles whose byte strings are not ASCII are retried as UTF-8 (what Python 2 text
-    in a ``str`` meant), then with ``latin1`` (never fails).
-    """
-    try:
-        return RestrictedUnpickler(io.BytesIO(data), filename).load()
-    except UnicodeDecodeError:
-        pass
-    try:
-        return RestrictedUnpickler(io.BytesIO(data), filename, encoding='utf-8').load()
-    except UnicodeDecodeError:
-        return RestrictedUnpickler(io.BytesIO(data), filename, encoding='latin1').load()
+
+def safe_pickle_load(data: bytes, filename: str = '<bytes>') -> Any:
+    """Unpickle ``data`` with :class:`RestrictedUnpickler` (:func:`unpickle_py2_text`'s
+    encodings for Python-2 byte strings)."""
+    return unpickle_py2_text(
+        lambda encoding: RestrictedUnpickler(io.BytesIO(data), filename, encoding).load())
 
 
 def read_annotation_file(path: str, what: str) -> bytes:

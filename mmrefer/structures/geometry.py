@@ -110,18 +110,16 @@ def content_region(metainfo: Mapping) -> Tuple[int, int, int, int]:
         ValueError: the region does not fit inside ``img_shape``.
     """
     H, W = _hw(metainfo, 'img_shape')
-    if not metainfo.get('letterbox'):
-        if metainfo.get('scale_factor') is None or metainfo.get('ori_shape') is None:
-            return 0, 0, H, W
-        # stretch: (0, 0, H, W) again; mmdet's Resize(keep_ratio=True) + Pad: Pad sets img_shape
-        # to the padded shape, the content is the top-left round(h0 * h_scale) rows
-        (h0, w0), (w_scale, h_scale) = _hw(metainfo, 'ori_shape'), _scale(metainfo)
-        return (0, 0, min(H, max(1, int(round(h0 * h_scale)))),
-                min(W, max(1, int(round(w0 * w_scale)))))
+    letterbox = metainfo.get('letterbox')
+    if not letterbox and (metainfo.get('scale_factor') is None
+                          or metainfo.get('ori_shape') is None):
+        return 0, 0, H, W
     h0, w0 = _hw(metainfo, 'ori_shape')
     w_scale, h_scale = _scale(metainfo)
-    left, top = (int(round(float(v))) for v in _pad(metainfo))
     h, w = max(1, int(round(h0 * h_scale))), max(1, int(round(w0 * w_scale)))
+    if not letterbox:  # stretch: (0, 0, H, W) again; mmdet's Resize + Pad: the top-left part
+        return 0, 0, min(H, h), min(W, w)
+    left, top = (int(round(float(v))) for v in _pad(metainfo))
     if top < 0 or left < 0 or top + h > H or left + w > W:
         raise ValueError(f'geometry: letterbox content rows {top}:{top + h}, cols {left}:'
                          f'{left + w} (from ori_shape {(h0, w0)}, scale_factor '

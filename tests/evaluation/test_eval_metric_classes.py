@@ -274,8 +274,8 @@ def test_rec_metric_original_maps_boxes_in_float64():
     """427x324 stretched to 480x480 (non-integer scales): [0, 0, 45, 480] maps back to exactly
     [0, 0, 30.375, 427], half of which the GT covers: IoU exactly 0.5 passes Acc@0.5 (>=). In
     float32 the mapped x2 is 30.375002 and the IoU falls just below 0.5."""
-    s = make_sample(0, [[1]], [[1]], pred_box=torch.tensor([0., 0., 45., 480.], dtype=torch.float64),
-                    img_shape=(480, 480), ori_shape=(427, 324),
+    pred_box = torch.tensor([0., 0., 45., 480.], dtype=torch.float64)
+    s = make_sample(0, [[1]], [[1]], pred_box=pred_box, img_shape=(480, 480), ori_shape=(427, 324),
                     scale_factor=(480 / 324, 480 / 427))
     s.ori_gt_ref_bbox = torch.tensor([0., 0., 15.1875, 427.], dtype=torch.float64)
     res = strip(evaluate(RECMetric(eval_resolution='original'), [s]), 'rec')

@@ -7,8 +7,8 @@ The pickle is read with mmrefer's restricted unpickler (builtin containers and s
 other global is refused and nothing runs). A pickle the datasets refuse because it holds other
 objects (numpy integers, say) converts with ``--trust-pickle``, which loads it with plain
 ``pickle``: loading a pickle can run code, so use it only on a file from a source you trust.
-numpy scalars and arrays become JSON numbers and lists. Prints the number of refs and sentences per split and,
-for Ref-ZOM, per ``source``. The datasets accept the JSON in place of the pickle
+numpy scalars and arrays become JSON numbers and lists. Prints the number of refs and sentences
+per split and, for Ref-ZOM, per ``source``. The datasets accept the JSON in place of the pickle
 (``split_file=...json``): the format is decided by content.
 """
 import argparse
@@ -19,7 +19,8 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from mmrefer.datasets.safe_pickle import check_refs, load_refs, read_annotation_file
+from mmrefer.datasets.safe_pickle import (check_refs, load_refs, read_annotation_file,
+                                          unpickle_py2_text)
 
 
 def _jsonable(obj):
@@ -37,12 +38,7 @@ def _jsonable(obj):
 def load_trusted_refs(path: str) -> list:
     """Refs from a pickle loaded with plain ``pickle`` (runs whatever the file asks for)."""
     data = read_annotation_file(path, 'refs')
-    for encoding in ('ASCII', 'utf-8', 'latin1'):  # Python-2 str: ASCII, UTF-8 text, bytes
-        try:
-            return check_refs(pickle.loads(data, encoding=encoding), path)
-        except UnicodeDecodeError:
-            if encoding == 'latin1':
-                raise
+    return check_refs(unpickle_py2_text(lambda enc: pickle.loads(data, encoding=enc)), path)
 
 
 def convert(src: str, dst: str, trust_pickle: bool = False) -> dict:

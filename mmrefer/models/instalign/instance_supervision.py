@@ -206,8 +206,7 @@ class PhraseAlignedInstanceSupervision(BaseModule):
             score_logits, mask_logits, phrase_costs, batch_gt_instances, batch_img_metas)
         targets = score_targets.flatten()
         unmatched = self.unmatched_score_weight / self.loss_score.loss_weight
-        weight = torch.where(targets > 0, torch.ones_like(targets), torch.full_like(targets,
-                                                                                   unmatched))
+        weight = torch.where(targets > 0, 1.0, unmatched).to(targets)
         loss_score = self.loss_score(score_logits.flatten().float(), targets, weight=weight)
         if num_pos == 0:  # nothing matched (all no-target): zeros that keep the graph connected
             zero = mask_logits.sum() * 0

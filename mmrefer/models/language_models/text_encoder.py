@@ -52,7 +52,8 @@ class HFTextEncoder(BaseModule):
             for RoBERTa, ``vocab.txt`` for BERT). Loaded on first use.
         pretrained (str, optional): local dir with ``config.json`` + weights, loaded in
             :meth:`init_weights`. ``None`` keeps the random init.
-        max_length (int): tokens per sentence incl. specials (20: ReLA's; InstAlign's paper states none).
+        max_length (int): tokens per sentence incl. specials (20: ReLA's; InstAlign's paper
+            states none).
         freeze (bool): stop gradients into the encoder.
         lower_case (bool): lower-case sentences before tokenizing (default False: RoBERTa is
             cased; a BERT-uncased tokenizer lower-cases by itself). The from-scratch SynthRef
