@@ -125,7 +125,7 @@ class MultiwayAttention(nn.Module):
         keep = None
         if key_padding_mask is not None:  # SDPA's boolean mask: True = attend
             keep = ~key_padding_mask[:, None, None, :].to(torch.bool)
-        # fused softmax(q k^T * scaling + mask) v (same arithmetic, one kernel)
+        # fused softmax(q k^T * scaling + mask) v: torchscale's bmm / softmax steps up to rounding
         o = F.scaled_dot_product_attention(
             q, k, v, attn_mask=keep, scale=self.scaling,
             dropout_p=self.attn_drop.p if self.training else 0.0)

@@ -33,6 +33,13 @@ from mmrefer.registry import MODELS
 from ..mixed_precision import fp32_island
 
 
+def _one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One-hot ``[B, m]`` of ``index [B]`` with ``like``'s width, dtype and device
+    (``F.one_hot`` checks the index range with a host read on some devices)."""
+    slots = torch.arange(like.size(-1), device=index.device)
+    return (index[:, None] == slots).to(like)
+
+
 @MODELS.register_module()
 class LatentExpressionInitializer(nn.Module):
     """Build ``N`` latent expressions ``Z_0^i`` and the subject token from text embeddings.
@@ -105,9 +112,10 @@ class LatentExpressionInitializer(nn.Module):
         ``noise`` (Gumbel samples ``[B, m]``) may be given for testing; drawn when None.
         """
         logits = self.subject_selector(sem).squeeze(-1).float()  # [B, m]
-        sem_pad = sem_pad.clone()
-        # a sentence with no token after <s> (should not happen) selects slot 0
-        sem_pad[sem_pad.all(dim=1), 0] = False
+        # a sentence with no token after <s> (should not happen) selects slot 0; tensor ops
+        # only (a boolean-mask assignment would read the mask back to the host)
+        first = sem_pad[:, :1] & ~sem_pad.all(dim=1, keepdim=True)
+        sem_pad = torch.cat([first, sem_pad[:, 1:]], dim=1)
         if self.training:
             if noise is None:
                 u = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-10)
@@ -116,11 +124,11 @@ class LatentExpressionInitializer(nn.Module):
             scaled = ((logits + noise) / self.temperature).masked_fill(sem_pad, float('-inf'))
             soft = F.softmax(scaled, dim=-1)
             index = soft.argmax(dim=-1)
-            hard = F.one_hot(index, soft.size(-1)).to(soft)
+            hard = _one_hot(index, soft)
             weights = hard - soft.detach() + soft  # straight-through
         else:
             index = logits.masked_fill(sem_pad, float('-inf')).argmax(dim=-1)
-            weights = F.one_hot(index, logits.size(-1)).to(logits)
+            weights = _one_hot(index, logits)
         subject = torch.einsum('bm,bmc->bc', weights.to(sem.dtype), sem)[:, None]
         return subject, weights, index
 
