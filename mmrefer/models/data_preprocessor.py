@@ -2,14 +2,18 @@
 device, once.
 
 After normalising and padding the images to the batch shape ``[H, W]`` (mmdet), in training it
-puts on the model's device, padded at the bottom / right like the images:
+pads on the host and copies to the model's device in **one transfer per batch** (a single uint8
+buffer ``[B + sum_b n_b, H, W]``, pinned on CUDA and copied ``non_blocking``), then hands every
+sample views of it:
 
 * ``gt_merged_mask``: ``PixelData(data=uint8 [1, H, W])`` (the union of the targets);
-* ``gt_instances.masks``: a bool tensor ``[n, H, W]`` (from ``BitmapMasks``; mmdet's
-  ``pad_gt_masks`` pads them the same way).
+* ``gt_instances.masks``: a bool tensor ``[n, H, W]`` (from ``BitmapMasks``; padded at the
+  bottom / right like the images, as mmdet's ``pad_gt_masks`` does);
+* ``gt_no_target``: a bool 0-d tensor, the ``no_target`` metainfo (set when the metainfo has it;
+  a second, ``[B]``-sized transfer).
 
-So the heads only stack tensors that are already where they compute (no per-sample transfer in
-the loss). Validation and test batches are left as mmdet leaves them.
+So the heads only stack tensors that are already where they compute (no transfer and no host
+read in the loss). Validation and test batches are left as mmdet leaves them.
 """
 from typing import Optional, Sequence
 
@@ -19,6 +23,7 @@ from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmengine.structures import PixelData
 
 from mmrefer.registry import MODELS
+from mmrefer.structures import as_flag
 
 __all__ = ['RefDataPreprocessor']
 
@@ -38,26 +43,65 @@ class RefDataPreprocessor(DetDataPreprocessor):
     @staticmethod
     def pad_ref_gt(data_samples: Sequence, shape, device: Optional[torch.device] = None):
         """Pad ``gt_merged_mask`` and ``gt_instances.masks`` of every sample to ``shape``
-        (bottom / right, zeros) as tensors on ``device``."""
+        (bottom / right, zeros) and put them, with ``gt_no_target``, on ``device`` in one copy
+        (see the module docstring). A no-target sample with GT instances is an error."""
         H, W = shape
+        pieces, slots, flags = [], [], []
         for i, ds in enumerate(data_samples):
+            name = ds.metainfo.get('img_path')
             if 'gt_merged_mask' in ds:
-                m = torch.as_tensor(ds.gt_merged_mask.data).to(device)
-                m = m.reshape((1, ) + tuple(m.shape[-2:]))
-                h, w = m.shape[-2:]
-                if h > H or w > W:
-                    raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
-                                     f'gt_merged_mask {(h, w)} is larger than the batch {(H, W)}')
-                ds.gt_merged_mask = PixelData(data=F.pad(m, (0, W - w, 0, H - h)))
+                m = torch.as_tensor(ds.gt_merged_mask.data)
+                pieces.append(_padded(m.reshape((1, ) + tuple(m.shape[-2:])), H, W,
+                                      f'data sample {i} ({name}): gt_merged_mask'))
+                slots.append((i, 'merged'))
+            n = None
             if 'gt_instances' in ds and 'masks' in ds.gt_instances:
                 masks = ds.gt_instances.masks
                 if hasattr(masks, 'masks'):  # BitmapMasks
                     masks = torch.from_numpy(masks.masks)
-                masks = torch.as_tensor(masks).to(device=device, dtype=torch.bool)
-                h, w = masks.shape[-2:]
-                if h > H or w > W:
-                    raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
-                                     f'gt_instances.masks {(h, w)} are larger than the batch '
-                                     f'{(H, W)}')
-                ds.gt_instances.masks = F.pad(masks, (0, W - w, 0, H - h))
+                masks = torch.as_tensor(masks)
+                pieces.append(_padded(masks, H, W,
+                                      f'data sample {i} ({name}): gt_instances.masks'))
+                slots.append((i, 'instances'))
+                n = len(masks)
+            if 'no_target' in ds.metainfo:
+                flag = as_flag(ds.metainfo['no_target'], f'data sample {i} ({name}) no_target')
+                if flag and n:
+                    raise ValueError(f'data sample {i} ({name}, {ds.metainfo.get("text")!r}) is '
+                                     f'no_target but has {n} GT instances')
+                flags.append((i, flag))
+        if pieces:
+            if all(p.device.type == 'cpu' for p in pieces):
+                buf = _to_device(torch.cat(pieces), device)
+            else:  # some are on a device already: no read back, one copy per host piece
+                buf = torch.cat([_to_device(p, device) for p in pieces])
+            views = buf.split([len(p) for p in pieces])
+            for (i, field), v in zip(slots, views):
+                if field == 'merged':
+                    data_samples[i].gt_merged_mask = PixelData(data=v)
+                else:
+                    data_samples[i].gt_instances.masks = v.bool()
+        if flags:
+            nt = _to_device(torch.tensor([f for _, f in flags]), device)
+            for (i, _), v in zip(flags, nt.unbind()):
+                data_samples[i].gt_no_target = v
         return data_samples
+
+
+def _padded(m: torch.Tensor, H: int, W: int, what: str) -> torch.Tensor:
+    """``m [k, h, w]`` as uint8 zero-padded to ``[k, H, W]`` (bottom / right)."""
+    h, w = m.shape[-2:]
+    if h > H or w > W:
+        raise ValueError(f'{what} {(h, w)} is larger than the batch {(H, W)}')
+    if m.dtype != torch.uint8:
+        m = (m != 0).to(torch.uint8)
+    return F.pad(m, (0, W - w, 0, H - h))
+
+
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """One host -> device copy (pinned and asynchronous on CUDA)."""
+    if device is None or t.device == torch.device(device):
+        return t
+    if t.device.type == 'cpu' and torch.device(device).type == 'cuda':
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)

@@ -219,8 +219,8 @@ def export_onnx(model: RefExportModel, inputs: Sequence[Tensor], out_file: str,
     every input and output (input size and text length stay as in ``inputs``).
 
     Why not the dynamo exporter: it targets opset >= 18 (its conversion to 17 fails on these
-    graphs) and ``torch.export`` cannot trace mmdet's ``MSDeformAttnPixelDecoder``
-    (``torch._shape_as_tensor``) nor mmcv's deformable attention (a split by tensor values).
+    graphs) and ``torch.export`` cannot trace mmcv's deformable attention (a split by tensor
+    values).
     InstAlign's ``MultiScaleDeformableAttention`` takes mmcv's pure-PyTorch path on CPU tensors
     (``grid_sample``: ONNX ``GridSample``, opset >= 16).
 

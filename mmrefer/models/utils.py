@@ -3,17 +3,18 @@ and the merged ground truth stacked at that shape.
 
 The data preprocessor pads a batch to ``[H, W]`` at the bottom / right; sample ``b``'s image fills
 ``[:h_b, :w_b]`` (its ``img_shape``). Heads compute at ``[H, W]`` and read each sample in its own
-region, in the loss as in the prediction.
+region, in the loss as in the prediction. The no-target GT is stacked here too.
 """
-from typing import List, Sequence, Tuple
+from typing import Any, Callable, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmrefer.structures.geometry import content_region
+from mmrefer.structures.geometry import as_flag, content_region
 
-__all__ = ['batch_shape', 'img_shapes', 'content_boxes', 'img_regions', 'stack_merged_gt']
+__all__ = ['batch_shape', 'img_shapes', 'content_boxes', 'img_regions', 'stack_merged_gt',
+           'stack_no_target_gt']
 
 
 def batch_shape(batch_data_samples: Sequence) -> Tuple[int, int]:
@@ -86,3 +87,17 @@ def stack_merged_gt(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
             g = F.pad(g, (0, pad_shape[1] - w, 0, pad_shape[0] - h))
         out.append(g)
     return torch.stack(out).to(device=device, dtype=torch.float32)
+
+
+def stack_no_target_gt(batch_data_samples: Sequence, device,
+                       default: Callable[[Any], bool] = lambda ds: False) -> Tensor:
+    """The no-target GT of every sample as float ``[B]`` on ``device``: the ``gt_no_target``
+    tensors ``RefDataPreprocessor`` put there (no transfer), else (samples made without it) the
+    ``no_target`` metainfo, ``default(data_sample)`` where that is missing too."""
+    if all('gt_no_target' in ds for ds in batch_data_samples):
+        return torch.stack([ds.gt_no_target for ds in batch_data_samples]).to(
+            device=device, dtype=torch.float32)
+    flags = [as_flag(ds.metainfo['no_target'], f'data sample {i} no_target')
+             if 'no_target' in ds.metainfo else bool(default(ds))
+             for i, ds in enumerate(batch_data_samples)]
+    return torch.tensor(flags, dtype=torch.float32).to(device, non_blocking=True)

@@ -1,4 +1,5 @@
-"""RefDataPreprocessor pads the referring GT with the images (bottom / right) in training."""
+"""RefDataPreprocessor pads the referring GT with the images (bottom / right) in training and
+puts it on the device in one copy per batch."""
 import numpy as np
 import pytest
 import torch
@@ -46,3 +47,56 @@ def test_test_batch_untouched_and_oversized_gt_is_named():
     bad.set_metainfo(dict(img_path='big.jpg'))
     with pytest.raises(ValueError, match=r'big.jpg.*larger than the batch \(6, 10\)'):
         RefDataPreprocessor.pad_ref_gt([bad], (6, 10))
+
+
+def test_ground_truth_reaches_the_device_in_one_copy():
+    """Every mask of the batch travels in one host -> device copy and the no-target flags in a
+    second one, whatever the batch size; samples get views (the ``meta`` device stands in for
+    an accelerator)."""
+    from torch.overrides import TorchFunctionMode
+
+    class Copies(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.Tensor.to and (kwargs.get('device') is not None or any(
+                    isinstance(a, (str, torch.device)) for a in args[1:])):
+                self.n += args[0].device.type == 'cpu'
+            return func(*args, **kwargs)
+
+    for B in (1, 4):
+        samples = [_sample(6, 10) for _ in range(B)]
+        for b, ds in enumerate(samples):
+            ds.set_metainfo(dict(no_target=False, img_path=f'{b}.jpg'))
+        samples[0].gt_instances = samples[0].gt_instances[:0]  # a no-target sample
+        samples[0].gt_merged_mask = PixelData(data=torch.zeros(1, 6, 10, dtype=torch.uint8))
+        samples[0].set_metainfo(dict(no_target=True))
+        with Copies() as copies:
+            RefDataPreprocessor.pad_ref_gt(samples, (8, 12), torch.device('meta'))
+        assert copies.n == 2, copies.n
+        for b, ds in enumerate(samples):
+            assert ds.gt_merged_mask.data.device.type == 'meta'
+            assert ds.gt_merged_mask.data.shape == (1, 8, 12)
+            assert ds.gt_instances.masks.shape == ((0, 8, 12) if b == 0 else (2, 8, 12))
+            assert ds.gt_instances.masks.dtype == torch.bool
+            assert ds.gt_no_target.device.type == 'meta' and ds.gt_no_target.shape == ()
+
+
+def test_no_target_flags_and_contradictions():
+    samples = [_sample(6, 10), _sample(6, 10)]
+    samples[0].gt_instances = samples[0].gt_instances[:0]
+    samples[0].set_metainfo(dict(no_target=True))
+    samples[1].set_metainfo(dict(no_target=0))
+    RefDataPreprocessor.pad_ref_gt(samples, (6, 10))
+    assert [bool(ds.gt_no_target) for ds in samples] == [True, False]
+    bad = _sample(6, 10)
+    bad.set_metainfo(dict(no_target=True, img_path='two.jpg', text='nobody'))
+    with pytest.raises(ValueError, match=r"two.jpg, 'nobody'\) is no_target but has 2 GT"):
+        RefDataPreprocessor.pad_ref_gt([bad], (6, 10))
+    odd = _sample(6, 10)
+    odd.set_metainfo(dict(no_target=0.3, img_path='odd.jpg'))
+    with pytest.raises(ValueError, match=r'odd.jpg\) no_target must be a boolean flag'):
+        RefDataPreprocessor.pad_ref_gt([odd], (6, 10))

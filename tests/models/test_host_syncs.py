@@ -1,11 +1,12 @@
 """Host-device synchronisations in ``loss`` and ``predict`` of both quick-start models, counted
-by where they happen, against the budget documented in docs/benchmarks.md ("Host
+by where they happen, against the budget documented in docs/efficiency.md ("No hidden host
 synchronisations").
 
 A synchronisation is a device -> host read: ``item``, ``tolist``, ``cpu``, ``numpy``,
-``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ``masked_select`` or a boolean-mask index
-(their output size needs the data). The recorder instruments the tensor functions
-(``TorchFunctionMode``) and the data-dependent aten ops (``TorchDispatchMode``) and files every
+``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ``masked_select``, a boolean-mask index or
+assignment, or a tensor -> number conversion made in C++ (``aten._local_scalar_dense``: a size
+given as a 0-d tensor to ``split`` / ``reshape``, a range check). The recorder instruments the
+tensor functions (``TorchFunctionMode``) and the aten ops (``TorchDispatchMode``) and files every
 read under the first frame outside torch: mmrefer's own code, mmdet's ``HungarianAssigner``,
 mmcv's deformable attention, transformers' RoBERTa, ...
 
@@ -15,9 +16,11 @@ Budget (per call, batch of B samples; tiny configs on CPU):
   copy of the per-sample decisions and scores), 2 for InstAlign (plus the indices of the words
   each shown instance aligns to);
 * mmdet's Hungarian assignment (InstAlign ``loss``): at most 1 per image and supervised layer
-  (the cost matrix goes to scipy);
-* third-party encoders (transformers' RoBERTa mask preparation, mmcv's deformable attention on
-  its CPU path): listed and bounded below, not ours to change.
+  (the cost matrix goes to scipy); nothing else from mmdet (the pixel decoder keeps the level
+  sizes on the host);
+* third-party encoders (transformers' RoBERTa mask preparation, mmcv's deformable attention:
+  its shape assert, and on its CPU path the level sizes): listed and bounded below, not ours to
+  change.
 """
 import copy
 import itertools
@@ -100,8 +103,10 @@ class HostReads(TorchFunctionMode):
             out = func(*args, **(kwargs or {}))
         finally:
             self._depth -= func in READS
-        made_on_host = func in (torch.tensor, torch.as_tensor, torch.from_numpy) and str(
-            (kwargs or {}).get('device', 'cpu')).startswith('cpu')  # built from Python data
+        # built from Python data without a device; one built with ``device=`` (the model's, so
+        # the accelerator's there) is device data even when that device is the CPU here
+        made_on_host = (func in (torch.tensor, torch.as_tensor, torch.from_numpy)
+                        and (kwargs or {}).get('device') is None)
         moved = func in (torch.Tensor.to, torch.Tensor.cuda)  # lands on the device
         if (host_in and not moved) or made_on_host or func in (torch.Tensor.cpu,
                                                                 torch.Tensor.numpy):
@@ -118,10 +123,14 @@ class DataDependentOps(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
-        bool_index = name.startswith('aten.index.Tensor') and any(
-            i is not None and getattr(i, 'dtype', None) == torch.bool for i in args[1])
+        bool_index = name.startswith(('aten.index.Tensor', 'aten.index_put')) and any(
+            i is not None and getattr(i, 'dtype', None) in (torch.bool, torch.uint8)
+            for i in args[1])
+        # _local_scalar_dense: a tensor -> Python number conversion made in C++ (a size given
+        # as a 0-d tensor to split / reshape, a range check, ...), invisible to the function mode
         if not self.reads._depth and not self.reads.on_host(args, kwargs) and (
-                bool_index or 'nonzero' in name or 'masked_select' in name):
+                bool_index or 'nonzero' in name or 'masked_select' in name
+                or '_local_scalar_dense' in name):
             self.reads.record()
         return func(*args, **(kwargs or {}))
 
@@ -152,9 +161,13 @@ def test_recorder_sees_each_kind_of_read():
         bool(t.any())
         t.nonzero()
         t[t > 1]
-        t.cpu()
+        u = t.clone()
+        u[t > 1] = 0.  # a boolean-mask assignment
+        t.reshape((t > 1).sum() + 2)  # a size given as a 0-d tensor (read in C++)
+        torch.split(t, [(t > 1).sum(), (t > 1).sum() + 1])  # two sizes
+        t.cpu()  # last: on a CPU-only machine this returns t itself, host data from then on
     _, counts = _count(reads)
-    assert sum(counts.values()) == 5, counts
+    assert sum(counts.values()) == 9, counts
 
 
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
@@ -182,8 +195,10 @@ def test_loss_and_predict_within_the_host_read_budget(method, synthref_root, one
         layers = len(head.decoder.layers) + 1  # the initial prediction and every block
         targeted = sum(not ds.metainfo['no_target'] for ds in data['data_samples'])
         assert 0 < loss_reads['hungarian'] <= targeted * layers, loss_reads
-        # third-party encoders: per forward, a bounded number of reads (docs/benchmarks.md)
+        # third-party encoders: per forward, a bounded number of reads (docs/efficiency.md);
+        # none from mmdet's pixel decoder (HostShapeMSDeformAttnPixelDecoder keeps the sizes)
         enc_layers = head.pixel_decoder.encoder.num_layers
         for reads in (loss_reads, predict_reads):
-            assert reads['mmcv'] <= 8 * enc_layers, reads
+            # per layer: the shape assert (also on CUDA) + 9 on the pure-PyTorch CPU path
+            assert reads['mmcv'] <= 10 * enc_layers, reads
             assert reads['transformers'] <= 4 * B, reads

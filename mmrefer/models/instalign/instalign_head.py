@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
 from ..post_processing import RefPostProcessor
-from ..utils import batch_shape, stack_merged_gt
+from ..utils import batch_shape, stack_merged_gt, stack_no_target_gt
 from .instance_supervision import PhraseAlignedInstanceSupervision
 from .phrase_object_transformer import (PhraseObjectTransformer, aligned_words,
                                         phrase_object_alignment)
@@ -229,14 +229,14 @@ class InstAlignHead(BaseModule):
         self._check_mask_grid(pad_shape, mask_size)
         gts = (self.instance_loss.gt_instances(batch_data_samples, pad_shape, mask_size, device)
                if self.instance_loss is not None else None)
-        no_target = []
-        for ds in batch_data_samples:
+        for ds in batch_data_samples:  # checked by RefDataPreprocessor where it ran
             n = len(ds.gt_instances) if 'gt_instances' in ds else 0
-            no_target.append(bool(ds.metainfo.get('no_target', n == 0)))
-            if no_target[-1] and n:
+            if 'gt_no_target' not in ds and n and ds.metainfo.get('no_target', False):
                 raise ValueError(f"InstAlignHead: sample {ds.metainfo.get('img_path')} / "
                                  f"{ds.metainfo.get('text')!r} is no_target but has {n} instances")
-        gt_nt = torch.tensor(no_target, dtype=torch.float32).to(device, non_blocking=True)
+        gt_nt = stack_no_target_gt(
+            batch_data_samples, device,
+            default=lambda ds: len(ds.gt_instances) == 0 if 'gt_instances' in ds else True)
         return gts, stack_merged_gt(batch_data_samples, pad_shape, device), gt_nt
 
     def loss_by_feat(self, all_score_logits: List[Tensor], all_mask_logits: List[Tensor],

@@ -42,7 +42,8 @@ from torch import Tensor
 from mmrefer.registry import MODELS
 from ..mixed_precision import fp32_island
 from ..post_processing import RefPostProcessor
-from ..utils import batch_shape, img_regions, img_shapes, stack_merged_gt
+from ..utils import (batch_shape, img_regions, img_shapes, stack_merged_gt,
+                     stack_no_target_gt)
 
 
 class LatentVGPixelDecoder(nn.Module):
@@ -223,8 +224,7 @@ class LatentVGHead(BaseModule):
             losses['loss_contrastive'] = self.loss_contrastive(class_embeds[:, 0],
                                                                class_embeds[:, 1:])
         if self.loss_no_target is not None:
-            nt_gt = torch.tensor([float(bool(ds.metainfo.get('no_target', False)))
-                                  for ds in batch_data_samples], device=mask_logits.device)
+            nt_gt = stack_no_target_gt(batch_data_samples, mask_logits.device)
             losses['loss_no_target'] = self.loss_no_target(no_target_logits[:, None].float(),
                                                            nt_gt[:, None])
         return losses

@@ -1,0 +1,67 @@
+"""HostShapeMSDeformAttnPixelDecoder: mmdet's MSDeformAttnPixelDecoder (same keys, equal output)
+without the device -> host reads of mmdet's forward (the level sizes stay Python ints)."""
+import copy
+
+import pytest
+import torch
+from mmdet.models.layers import MSDeformAttnPixelDecoder
+from mmengine.config import ConfigDict
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mmrefer.models import HostShapeMSDeformAttnPixelDecoder
+from mmrefer.registry import MODELS
+
+CFG = dict(in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32], feat_channels=32,
+           out_channels=32, num_outs=3, norm_cfg=dict(type='GN', num_groups=8),
+           act_cfg=dict(type='ReLU'),
+           encoder=dict(num_layers=2, layer_cfg=dict(
+               self_attn_cfg=dict(embed_dims=32, num_heads=4, num_levels=3, num_points=2,
+                                  dropout=0.0, batch_first=True),
+               ffn_cfg=dict(embed_dims=32, feedforward_channels=64, num_fcs=2, ffn_drop=0.0))),
+           positional_encoding=dict(num_feats=16, normalize=True))
+
+
+class ScalarReads(TorchDispatchMode):
+    """Tensor -> Python number conversions (each a device -> host read on an accelerator)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += '_local_scalar_dense' in str(func)
+        return func(*args, **(kwargs or {}))
+
+
+def _feats(B, h, w):
+    """Four levels from ``(h, w)`` at stride 4, each next one ceil-halved (as a backbone
+    with padding gives them)."""
+    feats = []
+    for c in (8, 16, 24, 32):
+        feats.append(torch.randn(B, c, h, w))
+        h, w = -(-h // 2), -(-w // 2)
+    return feats
+
+
+@pytest.mark.parametrize('size', [(16, 16), (15, 21)])  # odd, non-square levels too
+def test_equals_mmdet_and_reads_nothing_back(size):
+    torch.manual_seed(0)
+    ours = MODELS.build(ConfigDict(type='HostShapeMSDeformAttnPixelDecoder', **copy.deepcopy(CFG)))
+    ours.init_weights()
+    ref = MSDeformAttnPixelDecoder(**ConfigDict(copy.deepcopy(CFG)))  # mmdet reads attributes
+    assert isinstance(ours, HostShapeMSDeformAttnPixelDecoder)
+    ref.load_state_dict(ours.state_dict(), strict=True)  # the same keys
+    ours.eval(), ref.eval()
+    feats = _feats(2, *size)
+    with torch.no_grad():
+        with ScalarReads() as mm:
+            ref_mask, ref_outs = ref(feats)
+        with ScalarReads() as host:
+            mask, outs = ours(feats)
+    assert torch.equal(mask, ref_mask)
+    assert len(outs) == len(ref_outs) == 3
+    for a, b in zip(outs, ref_outs):
+        assert torch.equal(a, b)
+    # mmdet reads 3 per level (split size + reshape h, w); mmcv's deformable attention reads
+    # its shape assert (1 per layer) and, on the CPU path taken here, the level sizes again
+    assert mm.n - host.n == 9, (mm.n, host.n)
