@@ -334,3 +334,45 @@ def test_cuda_build_env_cli_lines_are_what_gpu_check_sh_reads(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0] == str(home)
     assert lines[1] == f"cuda_home={home} (nvcc's TOP)"
+
+
+def test_a_second_call_keeps_what_the_first_measured(tmp_path):
+    """gpu_check.sh reruns InstAlign when the build failed after the first run was cut: the
+    rerun measures only what is missing and keeps the longer overfit. Measurements taken while
+    the background build runs (GPU_CHECK_BUILD_PID alive) say so."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    first = dict(measurements=dict(infer_bf16_b2=dict(what='inference', batch=2,
+                                                      precision='bf16', img_per_s=12345.0,
+                                                      median_ms=1.0, iters=3)),
+                 overfit=dict(batch=2, iters=999, iters_done=999, precision='bf16',
+                              target=0.5, loss_first=2.0, loss_last=1.0, loss_ratio=0.5,
+                              target_met=True), notes=[])
+    with open(out / 'gpu_check.json', 'w') as f:
+        json.dump(dict(schema=1, status='running', setup={}, notes=[],
+                       models=dict(latentvg=first)), f)
+    build = subprocess.Popen(['sleep', '300'])
+    try:
+        env = dict(os.environ, OMP_NUM_THREADS='1', GPU_CHECK_BUILD_PID=str(build.pid))
+        proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis_tools',
+                                                        'gpu_check.py'), str(out),
+                               '--device', 'cpu', '--quick', '--models', 'latentvg',
+                               '--mmcv-ops', 'stub', '--work-dir', str(tmp_path / 'work')],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        build.kill()
+        build.wait()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / 'gpu_check.json') as f:
+        entry = json.load(f)['models']['latentvg']
+    ms = entry['measurements']
+    assert ms['infer_bf16_b2']['img_per_s'] == 12345.0  # kept, not measured again
+    assert 'during_mmcv_build' not in ms['infer_bf16_b2']
+    assert set(ms) == set(QUICK_KEYS)
+    for mk in set(QUICK_KEYS) - {'infer_bf16_b2'}:
+        assert ms[mk]['img_per_s'] > 0 and ms[mk]['during_mmcv_build'] is True, ms[mk]
+    assert entry['overfit']['iters_done'] == 999  # the longer one
+    assert any('the first one' in n for n in entry['notes'])
+    with open(out / 'gpu_check.md') as f:
+        assert '(during the mmcv build)' in f.read()
+    assert not gpu_check.building_mmcv()  # no GPU_CHECK_BUILD_PID in this process

@@ -369,7 +369,9 @@ def render_markdown(data) -> str:
                              f"{r.get('precision', '-')} | {state}: {why} | - | - | - | "
                              f"{goal_s} |")
                 continue
-            lines.append(f"| {name} | {r.get('what', mk)} | {r['batch']} | {r['precision']} | "
+            what = r.get('what', mk) + (' (during the mmcv build)'
+                                        if r.get('during_mmcv_build') else '')
+            lines.append(f"| {name} | {what} | {r['batch']} | {r['precision']} | "
                          f"{_fmt(r['img_per_s'])} | {_fmt(r['median_ms'], 2)} | {r['iters']} | "
                          f"{_fmt(r.get('peak_mem_mib'), 0)} | {goal_s} |")
     rows = [(m.get('name', k), m['overfit']) for k, m in (data.get('models') or {}).items()
@@ -685,6 +687,16 @@ def profile_summary(fn, device, steps: int, top: int = 15) -> dict:
 
 
 # ----------------------------------------------------------------------------- one model
+def building_mmcv() -> bool:
+    """Whether gpu_check.sh's background mmcv build (``GPU_CHECK_BUILD_PID``) still runs."""
+    pid = os.environ.get('GPU_CHECK_BUILD_PID', '')
+    try:
+        with open(f'/proc/{int(pid)}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'  # a zombie has finished
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def check_model(key: str, args, res: Results, clock: Clock, log):
     import torch
     from mmengine.optim import build_optim_wrapper
@@ -819,7 +831,11 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     goal_keys = {f'infer_bf16_b{big}': 'infer_bf16_b32', f'train_bf16_b{tb}': 'train_bf16_b16'}
     last_training = [p[0] for p in plan if p[1].startswith('training')][-1]
     for mk, what, n, precision, cp in plan:
+        if (entry['measurements'].get(mk) or {}).get('img_per_s') is not None:
+            continue  # measured by an earlier call of this run (gpu_check.sh's rerun): kept
         r = OrderedDict(what=what, batch=n, precision=precision)
+        if building_mmcv():
+            r['during_mmcv_build'] = True  # the CPU-bound parts compete with the compile jobs
         entry['measurements'][mk] = r
         training = what.startswith('training')
         if cp and not cp_modules:
@@ -892,6 +908,7 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     # ---- overfit one fixed batch from the initial weights
     o = OrderedDict(batch=sizes['overfit_batch'], iters=sizes['overfit_iters'], iters_done=0,
                     precision='bf16', target=OVERFIT_TARGET)
+    previous = entry.get('overfit') or {}  # an earlier call's (cut) overfit: the longer stays
     entry['overfit'] = o
     try:
         model.load_state_dict(init_state)
@@ -931,6 +948,10 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
             type(e).__name__
         o['traceback'] = traceback.format_exc()[-2000:]
         log(f'{key} overfit: FAILED {o["error"]}')
+    if previous.get('iters_done', 0) > o['iters_done'] and not previous.get('error'):
+        entry['overfit'] = previous
+        entry['notes'].append(f"a second overfit ran {o['iters_done']} iterations; the first "
+                              f"one's {previous['iters_done']} are kept")
     entry['total_s'] = round(time.time() - t_model, 1)
     res.save()
 
@@ -997,6 +1018,8 @@ def main(argv=None) -> int:
         return 0
     res = Results(args.out_dir)
     res.data.setdefault('setup', OrderedDict()).update(parse_setup(args.setup))
+    if not args.finalize:
+        res.save()  # the setup facts survive a failure of the imports below
 
     def log(msg):
         print(f'[gpu_check] {msg}', flush=True)

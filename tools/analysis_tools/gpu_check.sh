@@ -135,6 +135,8 @@ else
                 case "$kind" in env) export "${item?}" ;; setup) SETUP+=("$item") ;; esac
             done < <("$PY" tools/analysis_tools/gpu_check.py --cuda-build-env 2>/dev/null)
         fi
+        # torch's C++ compiler is c++ (nvcc calls gcc itself)
+        command -v c++ >/dev/null 2>&1 || { command -v g++ >/dev/null 2>&1 && export CXX=g++; }
         # torch compiles the ops in parallel (MAX_JOBS) only through ninja; pip's ninja sits
         # beside the interpreter
         PYBIN=$(dirname "$(command -v "$PY")")
@@ -152,6 +154,7 @@ if [ -n "$BUILD_CMD" ]; then
     set -m  # the build gets its own process group, so that a kill reaches nvcc and ninja
     "${BPIN[@]}" bash -c "$BUILD_CMD" >"$OUT/mmcv_build.log" 2>&1 &
     BUILD_PID=$!
+    export GPU_CHECK_BUILD_PID=$BUILD_PID  # measurements taken meanwhile say so
     set +m
     OPS=stub
 else
