@@ -61,8 +61,9 @@ def add_runner_args(parser, amp_help: str) -> None:
     """The command-line options ``tools/train.py`` and ``tools/test.py`` share."""
     from mmengine.config import DictAction
     parser.add_argument('--amp', action='store_true', help=amp_help)
-    parser.add_argument('--amp-dtype', choices=list(AMP_DTYPES), default='bf16',
-                        help='autocast dtype with --amp (fp16 on CUDA only: CPU is bf16)')
+    parser.add_argument('--amp-dtype', choices=list(AMP_DTYPES), default=None,
+                        help='autocast dtype with --amp: bf16 (default) or fp16 (CUDA only: '
+                        'CPU is bf16)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -80,6 +81,19 @@ def check_launcher(launcher: str, script: str = 'tools/dist_train.sh') -> None:
                          f'({script} with NNODES / NODE_RANK / MASTER_ADDR / PORT)')
 
 
+def check_amp_args(args) -> None:
+    """``--amp-dtype`` only with ``--amp`` and fp16 only on CUDA, refused before anything is
+    built; fills in the default dtype (bf16)."""
+    import torch
+    dtype = getattr(args, 'amp_dtype', None)
+    if dtype is not None and not args.amp:
+        raise SystemExit(f'--amp-dtype {dtype} needs --amp (without it the run is fp32)')
+    if args.amp and dtype == 'fp16' and not torch.cuda.is_available():
+        raise SystemExit('--amp-dtype fp16 needs CUDA: mixed precision on CPU is bf16 '
+                         '(--amp alone)')
+    args.amp_dtype = dtype or 'bf16'
+
+
 def load_run_config(args, script: str):
     """The config ``tools/train.py`` / ``tools/test.py`` run: read, ``--cfg-options`` merged,
     the CPU process group set up after them (it reads ``find_unused_parameters``), the work dir
@@ -90,6 +104,7 @@ def load_run_config(args, script: str):
     from mmengine.config import Config
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     check_launcher(args.launcher, script)
+    check_amp_args(args)
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

@@ -1,7 +1,8 @@
 """``tools/train.py --amp`` on CPU, as a user runs it, for both tiny quick-start models: the run
 trains in bf16 autocast (mmrefer's AutocastOptimWrapper; the validation loop becomes AmpValLoop),
 logs finite losses, validates with the config's metric and saves a checkpoint; ``--amp-dtype
-fp16`` without CUDA is refused naming the option."""
+fp16`` without CUDA, and ``--amp-dtype`` without ``--amp``, are refused by train.py and test.py
+naming the option."""
 import glob
 import json
 import math
@@ -46,11 +47,18 @@ def test_train_amp_on_cpu(method, synthref_root, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='fp16 is refused only without CUDA')
-def test_train_amp_fp16_needs_cuda(synthref_root, tmp_path):
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_amp_dtype_refused_before_anything_is_built(tool, synthref_root, tmp_path):
+    """fp16 without CUDA, and --amp-dtype without --amp, end both tools at once with one line
+    (no traceback, no model built, no checkpoint read: the checkpoint here does not exist)."""
     cfg = short_config('latentvg', synthref_root, str(tmp_path / 'short.py'), iters=1)
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg,
-                           '--work-dir', str(tmp_path / 'work'), '--amp', '--amp-dtype', 'fp16'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, 'PYTHONPATH': ROOT})
-    assert proc.returncode != 0
-    assert '--amp-dtype fp16 needs CUDA' in proc.stderr + proc.stdout
+    ckpt = [str(tmp_path / 'missing.pth')] if tool == 'test' else []
+    for flags, message in ((['--amp', '--amp-dtype', 'fp16'], '--amp-dtype fp16 needs CUDA'),
+                           (['--amp-dtype', 'bf16'], '--amp-dtype bf16 needs --amp')):
+        proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', f'{tool}.py'), cfg,
+                               *ckpt, '--work-dir', str(tmp_path / 'work'), *flags],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, 'PYTHONPATH': ROOT})
+        out = proc.stderr + proc.stdout
+        assert proc.returncode != 0 and message in out, out[-2000:]
+        assert 'Traceback' not in out, out[-2000:]
