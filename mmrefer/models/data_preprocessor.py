@@ -31,7 +31,14 @@ __all__ = ['RefDataPreprocessor']
 @MODELS.register_module()
 class RefDataPreprocessor(DetDataPreprocessor):
     """``DetDataPreprocessor`` (same arguments) that also pads the referring ground truth to the
-    batch shape and moves it to the device in training (see the module docstring)."""
+    batch shape and moves it to the device in training (see the module docstring).
+
+    ``non_blocking`` defaults to True here (mmengine's default is False): a blocking host ->
+    device copy of the batch waits for everything queued on the CUDA stream, the tail of the
+    previous step included."""
+
+    def __init__(self, *args, non_blocking: bool = True, **kwargs):
+        super().__init__(*args, non_blocking=non_blocking, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         data = super().forward(data=data, training=training)

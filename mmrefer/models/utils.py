@@ -58,8 +58,8 @@ def img_regions(shapes: Sequence[Tuple[int, ...]], pad_shape: Tuple[int, int],
     ``[top:top + h, left:left + w]`` (``shapes`` of ``(top, left, h, w)``, see
     :func:`content_boxes`), with no per-sample loop."""
     H, W = pad_shape
-    box = torch.tensor([(0, 0) + tuple(s) if len(s) == 2 else tuple(s) for s in shapes],
-                       device=device).reshape(-1, 4)[:, :, None, None]
+    box = torch.tensor([(0, 0) + tuple(s) if len(s) == 2 else tuple(s) for s in shapes]).to(
+        device, non_blocking=True).reshape(-1, 4)[:, :, None, None]
     rows = torch.arange(H, device=device)[None, :, None]
     cols = torch.arange(W, device=device)[None, None, :]
     return ((rows >= box[:, 0]) & (rows < box[:, 0] + box[:, 2]) &
@@ -86,7 +86,7 @@ def stack_merged_gt(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
                                  f'{(h, w)} inside the batch shape {tuple(pad_shape)}')
             g = F.pad(g, (0, pad_shape[1] - w, 0, pad_shape[0] - h))
         out.append(g)
-    return torch.stack(out).to(device=device, dtype=torch.float32)
+    return torch.stack(out).to(device=device, dtype=torch.float32, non_blocking=True)
 
 
 def stack_no_target_gt(batch_data_samples: Sequence, device,

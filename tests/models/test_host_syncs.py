@@ -2,7 +2,9 @@
 by where they happen, against the budget documented in docs/efficiency.md ("No hidden host
 synchronisations").
 
-A synchronisation is a device -> host read: ``item``, ``tolist``, ``cpu``, ``numpy``,
+A synchronisation is a device -> host read, or a host -> device copy without
+``non_blocking=True`` (torch ends it with a stream synchronisation on CUDA): ``item``,
+``tolist``, ``cpu``, ``numpy``,
 ``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ``masked_select``, a boolean-mask index or
 assignment, or a tensor -> number conversion made in C++ (``aten._local_scalar_dense``: a size
 given as a 0-d tensor to ``split`` / ``reshape``, a range check). The recorder instruments the
@@ -12,11 +14,12 @@ mmcv's deformable attention, transformers' RoBERTa, ...
 
 Budget (per call, batch of B samples; tiny configs on CPU):
 
-* mmrefer's own code: ``loss`` 0; ``predict`` 1 for Latent-VG (the post-processor's single
-  copy of the per-sample decisions and scores), 2 for InstAlign (plus the indices of the words
-  each shown instance aligns to);
-* mmdet's Hungarian assignment (InstAlign ``loss``): at most 1 per image and supervised layer
-  (the cost matrix goes to scipy); nothing else from mmdet (the pixel decoder keeps the level
+* mmrefer's own code: ``loss`` 0 for Latent-VG; ``predict`` 1 for Latent-VG (the
+  post-processor's single copy of the per-sample decisions and scores), 2 for InstAlign (plus
+  the indices of the words each shown instance aligns to);
+* InstAlign's ``loss`` 1: the cost matrices of every supervised layer and image go to scipy in
+  one copy (mmdet's ``HungarianAssigner.assign`` made 3 waits per image and layer: the copy
+  and two blocking uploads of the match); nothing from mmdet (the pixel decoder keeps the level
   sizes on the host);
 * third-party encoders (transformers' RoBERTa mask preparation, mmcv's deformable attention:
   its shape assert, and on its CPU path the level sizes): listed and bounded below, not ours to
@@ -28,6 +31,7 @@ import traceback
 import weakref
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -68,6 +72,12 @@ def _tensors(x):
             yield from _tensors(v)
 
 
+def _names_device(args, kwargs) -> bool:
+    """``Tensor.to(...)`` with a device (or a tensor whose device it takes), not a dtype only."""
+    return 'device' in kwargs or any(isinstance(a, (str, torch.device, torch.Tensor))
+                                     for a in args[1:])
+
+
 class HostReads(TorchFunctionMode):
     """Counts device -> host reads by origin (see the module docstring).
 
@@ -89,6 +99,16 @@ class HostReads(TorchFunctionMode):
         self.counts[origin] += 1
         self.where.append((origin, [f'{f.filename}:{f.lineno}' for f in stack[-6:]]))
 
+    def blocking_upload(self, func, args, kwargs) -> bool:
+        """A host -> device copy without ``non_blocking=True``: on CUDA torch finishes it with
+        a stream synchronisation (``memcpy_and_sync``), a wait like a read."""
+        if func in (torch.tensor, torch.as_tensor):  # data from Python (or the host) + device=
+            return kwargs.get('device') is not None and not any(
+                not self.on_host((t, ), None) for t in _tensors(args))
+        if func is not torch.Tensor.to or not self.on_host(args[:1], None):
+            return False
+        return _names_device(args, kwargs) and not (kwargs.get('non_blocking') or any(a is True for a in args[1:]))
+
     def on_host(self, args, kwargs) -> bool:
         ts = list(_tensors(args)) + list(_tensors(kwargs or {}))
         return bool(ts) and all(
@@ -97,6 +117,8 @@ class HostReads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         host_in = self.on_host(args, kwargs)
         if func in READS and not self._depth and not host_in:
+            self.record()
+        if not self._depth and self.blocking_upload(func, args, kwargs or {}):
             self.record()
         self._depth += func in READS  # a read inside a read (e.g. bool -> item) counts once
         try:
@@ -107,9 +129,11 @@ class HostReads(TorchFunctionMode):
         # the accelerator's there) is device data even when that device is the CPU here
         made_on_host = (func in (torch.tensor, torch.as_tensor, torch.from_numpy)
                         and (kwargs or {}).get('device') is None)
-        moved = func in (torch.Tensor.to, torch.Tensor.cuda)  # lands on the device
-        if (host_in and not moved) or made_on_host or func in (torch.Tensor.cpu,
-                                                                torch.Tensor.numpy):
+        moved = func is torch.Tensor.cuda or (func is torch.Tensor.to and _names_device(
+            args, kwargs or {}))  # lands on the device
+        if moved:  # device data from now on, even when .to() returned the tensor itself here
+            self._host.pop(id(out), None)
+        elif (host_in or made_on_host or func in (torch.Tensor.cpu, torch.Tensor.numpy)):
             self._host.update((id(t), weakref.ref(t)) for t in _tensors(out))
         return out
 
@@ -137,8 +161,18 @@ class DataDependentOps(TorchDispatchMode):
 
 def _count(fn):
     reads = HostReads()
-    with reads, DataDependentOps(reads):
-        out = fn()
+    from_numpy = torch.from_numpy  # not a torch function the mode sees: its output is host data
+
+    def host_from_numpy(array):
+        t = from_numpy(array)
+        reads._host[id(t)] = weakref.ref(t)
+        return t
+    torch.from_numpy = host_from_numpy
+    try:
+        with reads, DataDependentOps(reads):
+            out = fn()
+    finally:
+        torch.from_numpy = from_numpy
     return out, reads.counts
 
 
@@ -165,9 +199,14 @@ def test_recorder_sees_each_kind_of_read():
         u[t > 1] = 0.  # a boolean-mask assignment
         t.reshape((t > 1).sum() + 2)  # a size given as a 0-d tensor (read in C++)
         torch.split(t, [(t > 1).sum(), (t > 1).sum() + 1])  # two sizes
+        torch.tensor([1, 2], device=t.device)  # blocking uploads: 3
+        torch.tensor([1, 2]).to(t.device)
+        torch.from_numpy(np.arange(2)).to(t.device)
+        torch.tensor([1, 2]).to(t.device, non_blocking=True)  # not these: 0
+        torch.tensor([1, 2]).to(torch.float32)
         t.cpu()  # last: on a CPU-only machine this returns t itself, host data from then on
     _, counts = _count(reads)
-    assert sum(counts.values()) == 9, counts
+    assert sum(counts.values()) == 12, counts
 
 
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
@@ -183,18 +222,16 @@ def test_loss_and_predict_within_the_host_read_budget(method, synthref_root, one
                                                         batch['data_samples']))
     B = len(data['data_samples'])
     print(f'{method}: loss {dict(loss_reads)}, predict {dict(predict_reads)}')
-    assert loss_reads['mmrefer'] == 0, loss_reads
+    # InstAlign's loss: the cost matrices of every supervised layer and image, in one copy
+    assert loss_reads['mmrefer'] == (0 if method == 'latentvg' else 1), loss_reads
     assert predict_reads['mmrefer'] == (1 if method == 'latentvg' else 2), predict_reads
-    allowed = {'mmrefer', 'hungarian', 'mmcv', 'transformers'}
+    allowed = {'mmrefer', 'mmcv', 'transformers'}  # mmdet's Hungarian assigner is not called
     assert set(loss_reads) <= allowed and set(predict_reads) <= allowed, (loss_reads,
                                                                           predict_reads)
     if method == 'latentvg':  # a plain-torch BEiT-3: nothing else reads back
         assert set(loss_reads) <= {'mmrefer'} and set(predict_reads) == {'mmrefer'}
     else:
         head = model.head
-        layers = len(head.decoder.layers) + 1  # the initial prediction and every block
-        targeted = sum(not ds.metainfo['no_target'] for ds in data['data_samples'])
-        assert 0 < loss_reads['hungarian'] <= targeted * layers, loss_reads
         # third-party encoders: per forward, a bounded number of reads (docs/efficiency.md);
         # none from mmdet's pixel decoder (HostShapeMSDeformAttnPixelDecoder keeps the sizes)
         enc_layers = head.pixel_decoder.encoder.num_layers

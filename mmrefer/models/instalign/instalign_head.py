@@ -255,11 +255,15 @@ class InstAlignHead(BaseModule):
         with_inst = [self.instance_supervision and (i == n - 1 or (
             self.supervise_initial_instances if i == 0 else self.supervise_intermediate_instances))
             for i in layers]
+        # Eq. 5 for every supervised layer and image at once (one copy to scipy and back)
+        inst = [i for i, w in zip(layers, with_inst) if w]
+        matched = iter(self.instance_loss.get_targets_layers(
+            [(all_score_logits[i], all_mask_logits[i], all_phrase_costs[i]) for i in inst],
+            gts, metas) if inst else [])
+        targets = [next(matched) if w else None for w in with_inst]
         per_layer = multi_apply(self._loss_by_feat_single, all_score_logits[sel],
                                 all_mask_logits[sel], all_merged[sel], all_phrase_costs[sel],
-                                with_inst,
-                                [gts] * len(layers), [gt_merged] * len(layers),
-                                [metas] * len(layers))
+                                targets, [gt_merged] * len(layers))
         losses = {}
         for j in [len(layers) - 1] + list(range(len(layers) - 1)):  # last layer first
             prefix = '' if layers[j] == n - 1 else f'd{layers[j]}.'
@@ -269,20 +273,21 @@ class InstAlignHead(BaseModule):
         return losses
 
     def _loss_by_feat_single(self, score_logits: Tensor, mask_logits: Tensor, merged: Tensor,
-                             phrase_costs: Tensor, with_instances: bool,
-                             batch_gt_instances: List[InstanceData], gt_merged: Tensor,
-                             batch_img_metas: List[dict]) -> Tuple[Optional[Tensor], ...]:
+                             phrase_costs: Tensor, targets: Optional[Tuple],
+                             gt_merged: Tensor) -> Tuple[Optional[Tensor], ...]:
         """One layer: merged BCE + Dice at the batch shape (``merged`` [B, h, w] upsampled to
-        ``gt_merged`` [B, H, W]) and, when ``with_instances``, ``L_inst``; values in the order
-        of ``_LOSS_NAMES`` (None for a term not computed)."""
+        ``gt_merged`` [B, H, W]) and, with its instance ``targets`` (an entry of
+        ``PhraseAlignedInstanceSupervision.get_targets_layers``; None: no ``L_inst`` on this
+        layer), ``L_inst``; values in the order of ``_LOSS_NAMES`` (None for a term not
+        computed)."""
         pred = F.interpolate(merged[:, None].float(), gt_merged.shape[-2:], mode='bilinear',
                              align_corners=False)[:, 0].flatten(1)
         target = gt_merged.flatten(1)
         out = (self.loss_merged_bce(pred, target), self.loss_merged_dice(pred, target))
-        if not with_instances:
+        if targets is None:
             return out + (None, ) * 4
         return out + self.instance_loss.loss(score_logits, mask_logits, phrase_costs,
-                                             batch_gt_instances, batch_img_metas)
+                                             targets=targets)
 
     @torch.no_grad()
     def predict(self, x: Dict, batch_data_samples: List) -> List:

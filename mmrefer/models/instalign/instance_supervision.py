@@ -13,27 +13,32 @@ Per image, with N queries, M ground-truth instances and the mask-prediction size
     (Eq. 5)  omega* = argmin_omega sum_j L_match(omega_j, j)       min(N, M) pairs
     (Eq. 7)  L_inst = sum_j L_match(omega*_j, j) + sum_{i not in omega*} BCE(p_i, 0)
 
-The assignment is mmdet's ``HungarianAssigner`` (``train_cfg.assigner``) with the two query-only
-costs below plus mmdet's ``CrossEntropyLossCost`` / ``DiceCost``. ``L_inst`` is normalised as in
+The costs are those of mmdet's ``HungarianAssigner`` (``train_cfg.assigner``): the two
+query-only costs below plus mmdet's ``CrossEntropyLossCost`` / ``DiceCost``, summed as its
+``assign`` sums them; the matching is scipy's ``linear_sum_assignment``, as there. ``L_inst`` is normalised as in
 Mask2Former: the score BCE averaged over the B x N queries, with weight 2 (``loss_score``) on a
 matched query and 1 (``unmatched_score_weight``, Eq. 7) on the others, ``5 * BCE`` over the
 matched pixels, ``5 * Dice`` and ``1 * L_phrase`` over the matched instances (their count
 all-reduced across ranks and kept as a tensor).
 
-Host transfers: the cost matrix goes to the host for scipy (one transfer per image, in the
-assigner). Everything else stays on the device: the number of matched pairs is known from the
-shapes (``min(N, M)``), so the matched queries are read off the assignment with a stable sort of
-known length instead of a data-dependent ``nonzero`` (mmdet's ``MaskPseudoSampler`` would add one).
+Host transfers: scipy needs the cost matrices on the host. mmdet's ``assign`` copies each one
+there and the match back, both blocking: two waits for the GPU per image and supervised layer
+(160 per step for 10 layers and 16 images). Here the head matches all its layers at once
+(:meth:`PhraseAlignedInstanceSupervision.get_targets_layers`): every cost matrix of the step in
+one device -> host copy, every match (score targets, matched queries, their GT rows) back in one
+non-blocking copy. The number of matched pairs is known from the shapes (``min(N, M)``), so
+nothing else is read back (no ``nonzero``; mmdet's ``MaskPseudoSampler`` would add one).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
-from mmdet.models.utils import multi_apply
 from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS, TASK_UTILS
@@ -117,6 +122,10 @@ class PhraseAlignedInstanceSupervision(BaseModule):
                  loss_phrase: Optional[dict] = None, unmatched_score_weight: float = 1.0):
         super().__init__()
         self.assigner = TASK_UTILS.build(assigner)
+        if not hasattr(self.assigner, 'match_costs'):
+            raise TypeError('PhraseAlignedInstanceSupervision: the assigner must be a '
+                            'HungarianAssigner (its match_costs make the Eq. 6 cost), got '
+                            f'{type(self.assigner).__name__}')
         self.loss_score = MODELS.build(loss_score)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
@@ -142,7 +151,7 @@ class PhraseAlignedInstanceSupervision(BaseModule):
                                'gt_instances.masks (needed by the instance supervision)')
             m = ds.gt_instances.masks
             m = (m.to_tensor(torch.float32, device) if hasattr(m, 'to_tensor')  # BitmapMasks
-                 else torch.as_tensor(m, device=device).float())
+                 else torch.as_tensor(m).to(device, non_blocking=True).float())
             h, w = m.shape[-2:]
             if h > H or w > W:
                 raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
@@ -160,7 +169,7 @@ class PhraseAlignedInstanceSupervision(BaseModule):
     def get_targets(self, score_logits: Tensor, mask_logits: Tensor, phrase_costs: Tensor,
                     batch_gt_instances: List[InstanceData],
                     batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, int]:
-        """Match every image (``multi_apply`` of :meth:`_get_targets_single`).
+        """Match every image of one layer (:meth:`get_targets_layers` of that layer).
 
         Args:
             score_logits [B, N], mask_logits [B, N, h, w], phrase_costs [B, N]: one layer.
@@ -168,42 +177,85 @@ class PhraseAlignedInstanceSupervision(BaseModule):
 
         Returns:
             tuple: ``score_targets`` [B, N] (1 = matched), ``pos_inds`` [P] (matched queries as
-            indices into the flattened B x N), ``mask_targets`` [P, h, w] (their GT masks) and
-            ``num_pos`` = P (a Python int, from the shapes).
+            indices into the flattened B x N, ascending), ``mask_targets`` [P, h, w] (their GT
+            masks) and ``num_pos`` = P = sum_b min(N, M_b) (a Python int, from the shapes).
         """
-        score_targets, pos_inds, pos_gt_inds = multi_apply(
-            self._get_targets_single, score_logits, mask_logits, phrase_costs,
-            batch_gt_instances, batch_img_metas)
-        n = score_logits.shape[1]
-        flat = torch.cat([inds + b * n for b, inds in enumerate(pos_inds)])
-        mask_targets = torch.cat([gt.masks[inds] for gt, inds in
-                                  zip(batch_gt_instances, pos_gt_inds)])
-        return torch.stack(score_targets), flat, mask_targets, len(flat)
+        return self.get_targets_layers([(score_logits, mask_logits, phrase_costs)],
+                                       batch_gt_instances, batch_img_metas)[0]
 
     @fp32_island
-    def _get_targets_single(self, score_logits: Tensor, mask_logits: Tensor,
-                            phrase_costs: Tensor, gt_instances: InstanceData,
-                            img_meta: dict) -> Tuple[Tensor, Tensor, Tensor]:
-        """One image: ``score_logits`` [N], ``mask_logits`` [N, h, w], ``phrase_costs`` [N].
-        Returns ``score_target`` [N], ``pos_inds`` [K] (ascending) and ``pos_gt_inds`` [K],
-        ``K = min(N, M)``."""
-        pred = InstanceData(score_logits=score_logits.detach().float(),
-                            masks=mask_logits.detach().float(),
-                            phrase_costs=phrase_costs.detach().float())
-        gt_inds = self.assigner.assign(pred, gt_instances, img_meta=img_meta).gt_inds  # 0 = none
-        num_pos = min(len(gt_inds), len(gt_instances))
-        # matched queries first, in query order (stable sort; length known, no nonzero)
-        pos_inds = torch.sort((gt_inds <= 0).int(), stable=True).indices[:num_pos]
-        return (gt_inds > 0).float(), pos_inds, gt_inds[pos_inds] - 1
+    def get_targets_layers(self, layers: Sequence[Tuple[Tensor, Tensor, Tensor]],
+                           batch_gt_instances: List[InstanceData],
+                           batch_img_metas: List[dict]) -> List[Tuple[Tensor, Tensor, Tensor, int]]:
+        """:meth:`get_targets` of several layers (``(score_logits, mask_logits, phrase_costs)``
+        each) at once: the cost matrices of every (layer, image with a target) pair go to the
+        host in one copy (:meth:`match`), the matches come back in one non-blocking copy."""
+        B, N = layers[0][0].shape
+        device = layers[0][0].device
+        counts = [len(gt) for gt in batch_gt_instances]
+        pairs = [(j, b) for j in range(len(layers)) for b in range(B) if counts[b]]
+        matches = self.match([
+            self.pair_cost(InstanceData(score_logits=layers[j][0][b].detach().float(),
+                                        masks=layers[j][1][b].detach().float(),
+                                        phrase_costs=layers[j][2][b].detach().float()),
+                           batch_gt_instances[b], batch_img_metas[b]) for j, b in pairs])
+        # on the host: score targets, matched queries (flat, ascending), their GT rows in the
+        # batch's concatenated GT masks
+        first_gt = np.cumsum([0] + counts[:-1])
+        score_targets = np.zeros((len(layers), B, N), np.int64)
+        pos = [[np.zeros(0, np.int64)] for _ in layers]
+        gt_rows = [[np.zeros(0, np.int64)] for _ in layers]
+        for (j, b), (rows, cols) in zip(pairs, matches):  # rows ascending (scipy)
+            score_targets[j, b, rows] = 1
+            pos[j].append(rows + b * N)
+            gt_rows[j].append(cols + first_gt[b])
+        pos = [np.concatenate(p) for p in pos]
+        gt_rows = [np.concatenate(g) for g in gt_rows]
+        sizes = [score_targets.size] + [len(p) for p in pos] + [len(g) for g in gt_rows]
+        host = torch.from_numpy(np.concatenate([score_targets.ravel()] + pos + gt_rows))
+        dev = host.to(device, non_blocking=True).split(sizes)
+        all_masks = torch.cat([gt.masks for gt in batch_gt_instances])  # [sum M_b, h, w]
+        L = len(layers)
+        score_dev = dev[0].view(L, B, N).float()
+        return [(score_dev[j], dev[1 + j], all_masks[dev[1 + L + j]], len(pos[j]))
+                for j in range(L)]
+
+    def pair_cost(self, pred_instances: InstanceData, gt_instances: InstanceData,
+                  img_meta: dict) -> Tensor:
+        """Eq. 6 cost matrix [N, M] of one image: the sum of the assigner's match costs (as
+        mmdet's ``HungarianAssigner.assign`` sums them)."""
+        return torch.stack([cost(pred_instances=pred_instances, gt_instances=gt_instances,
+                                 img_meta=img_meta) for cost in self.assigner.match_costs]).sum(0)
+
+    @staticmethod
+    def match(costs: Sequence[Tensor]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Eq. 5 for each cost matrix [N_k, M_k]: scipy's Hungarian solver, the matched rows
+        (ascending) and columns. All matrices are copied to the host together: the one
+        device -> host read of the loss."""
+        if not costs:
+            return []
+        flat = torch.cat([c.flatten() for c in costs]).cpu().numpy()
+        out, start = [], 0
+        for c in costs:
+            n, m = c.shape
+            out.append(linear_sum_assignment(flat[start:start + n * m].reshape(n, m)))
+            start += n * m
+        return out
 
     @fp32_island
     def loss(self, score_logits: Tensor, mask_logits: Tensor, phrase_costs: Tensor,
-             batch_gt_instances: List[InstanceData],
-             batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+             batch_gt_instances: Optional[List[InstanceData]] = None,
+             batch_img_metas: Optional[List[dict]] = None,
+             targets: Optional[Tuple[Tensor, Tensor, Tensor, int]] = None
+             ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
         """``L_inst`` terms of one layer (shapes as :meth:`get_targets`): ``loss_score``,
-        ``loss_mask``, ``loss_dice``, ``loss_phrase`` (None without ``loss_phrase``)."""
-        score_targets, pos, mask_targets, num_pos = self.get_targets(
-            score_logits, mask_logits, phrase_costs, batch_gt_instances, batch_img_metas)
+        ``loss_mask``, ``loss_dice``, ``loss_phrase`` (None without ``loss_phrase``).
+        ``targets``: this layer's :meth:`get_targets_layers` entry (the head matches all its
+        layers at once); computed here from the GT when not given."""
+        if targets is None:
+            targets = self.get_targets(score_logits, mask_logits, phrase_costs,
+                                       batch_gt_instances, batch_img_metas)
+        score_targets, pos, mask_targets, num_pos = targets
         targets = score_targets.flatten()
         unmatched = self.unmatched_score_weight / self.loss_score.loss_weight
         weight = torch.where(targets > 0, 1.0, unmatched).to(targets)

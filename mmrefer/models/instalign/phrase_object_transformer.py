@@ -88,7 +88,7 @@ def aligned_words(relevance: Tensor, words: Optional[List[List[str]]],
                          f'{len(words[bad[0]])} positions, the text has {L} tokens')
     valid = torch.tensor([[bool(w) for w in row] for row in words], dtype=torch.bool)
     n_valid = valid.sum(1).tolist()  # a host tensor: no device sync
-    rel = relevance.masked_fill(~valid.to(relevance.device)[:, None], -1)
+    rel = relevance.masked_fill(~valid.to(relevance.device, non_blocking=True)[:, None], -1)
     idx = rel.topk(min(topk, L), dim=-1).indices.cpu()
     return [[[words[b][j] for j in row[:n_valid[b]].tolist()] for row in idx[b]]
             for b in range(len(words))]

@@ -53,9 +53,10 @@ class HostShapeMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             refs.append(ref)
             sizes.append((h, w))
         counts = [h * w for h, w in sizes]
-        spatial_shapes = torch.tensor(sizes, dtype=torch.long, device=device)
-        level_start_index = torch.tensor([0] + list(accumulate(counts))[:-1], dtype=torch.long,
-                                         device=device)
+        # host -> device without waiting for the stream (a blocking copy would)
+        spatial_shapes = torch.tensor(sizes, dtype=torch.long).to(device, non_blocking=True)
+        level_start_index = torch.tensor([0] + list(accumulate(counts))[:-1],
+                                         dtype=torch.long).to(device, non_blocking=True)
         reference_points = torch.cat(refs)[None, :, None].repeat(B, 1, self.num_encoder_levels,
                                                                  1)
         memory = self.encoder(

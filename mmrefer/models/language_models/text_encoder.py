@@ -140,8 +140,8 @@ class HFTextEncoder(BaseModule):
             if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
                 raise ValueError(f'HFTextEncoder expects a list of str, got {texts!r}')
             enc = self.tokenizer(texts)
-            input_ids = enc['input_ids'].to(device)
-            attention_mask = enc['attention_mask'].to(device)
+            input_ids = enc['input_ids'].to(device, non_blocking=True)
+            attention_mask = enc['attention_mask'].to(device, non_blocking=True)
         elif attention_mask is None:
             attention_mask = (input_ids != self.model.config.pad_token_id).long()
         # A row with no valid token (hand-made all-pad input_ids) would make every attention

@@ -83,8 +83,9 @@ def tokenize_samples(tokenizer, data_samples: Sequence, device=None) -> Dict[str
                            f'img_path={metas[missing[0]].get("img_path")}')
         out = tokenizer(texts)
         ids, mask, offsets = out['input_ids'], out['attention_mask'], out['offsets']
-    return dict(input_ids=ids.to(device), attention_mask=mask.to(device), offsets=offsets,
-                texts=texts)
+    # non-blocking: a blocking host -> device copy waits for the whole CUDA stream
+    return dict(input_ids=ids.to(device, non_blocking=True),
+                attention_mask=mask.to(device, non_blocking=True), offsets=offsets, texts=texts)
 
 
 def token_words(texts: Sequence[Optional[str]],

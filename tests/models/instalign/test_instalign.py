@@ -92,13 +92,13 @@ def _model(tok_dir, **kw):
 def test_gt_masks_reach_matcher_padded_not_zeroed(tok_dir):
     model = _model(tok_dir)
     seen = []
-    orig = model.head.assigner.assign
+    orig = model.head.instance_loss.pair_cost
 
     def spy(pred, gt, *a, **k):
         seen.append(gt.masks.clone())
         return orig(pred, gt, *a, **k)
 
-    model.head.assigner.assign = spy
+    model.head.instance_loss.pair_cost = spy
     # image 20x24 padded to 32x32; rects on the 4-px grid so the 1/4 target is exact
     s1 = make_sample('the red circle', [(4, 12, 8, 20), (12, 20, 0, 4)], img_shape=(20, 24))
     s2 = make_sample('blue thing left', [], img_shape=(20, 24))
@@ -106,35 +106,37 @@ def test_gt_masks_reach_matcher_padded_not_zeroed(tok_dir):
     losses = model.loss(inputs, samples)
     assert all(torch.isfinite(v) for v in losses.values())
     k = model.head.decoder.num_layers + 1  # deep supervision: every block + the initial query
-    assert len(seen) == 2 * k
-    m = seen[-2]
+    assert len(seen) == k  # one cost matrix per layer for s1; the no-target s2 has none
+    m = seen[-1]
     assert m.shape == (2, 8, 8)
     expected = torch.zeros(2, 8, 8)
     expected[0, 1:3, 2:5] = 1
     expected[1, 3:5, 0:1] = 1
     assert torch.equal(m, expected)
-    assert seen[-1].shape == (0, 8, 8)  # no-target sample: nothing to match
 
 
 def test_no_target_samples_match_nothing(tok_dir):
     model = _model(tok_dir)
     results = []
-    orig = model.head.instance_loss._get_targets_single
+    orig = model.head.instance_loss.get_targets_layers
 
     def spy(*args):
         r = orig(*args)
-        results.append(r)  # (score_target [N], matched queries, their GT indices)
+        results.append(r)  # per layer: (score targets [B, N], matched queries, GT masks, P)
         return r
 
-    model.head.instance_loss._get_targets_single = spy
+    model.head.instance_loss.get_targets_layers = spy
     s1 = make_sample('the red circle', [(0, 8, 0, 8)])
     s2 = make_sample('all green squares', [])
     inputs, samples = batch([s1, s2])
     model.loss(inputs, samples)
-    assert len(results) == 2 * (model.head.decoder.num_layers + 1)  # 2 images, every layer
-    for (t0, q0, g0), (t1, q1, g1) in zip(results[::2], results[1::2]):
-        assert len(q0) == 1 and g0.tolist() == [0] and t0.sum() == 1 and t0[q0] == 1
-        assert len(q1) == 0 and len(g1) == 0 and t1.sum() == 0
+    assert len(results) == 1  # every layer matched in one call
+    n = model.head.num_queries
+    assert len(results[0]) == model.head.decoder.num_layers + 1
+    for score_t, pos, mask_t, num_pos in results[0]:
+        assert num_pos == 1 and len(pos) == 1 and 0 <= int(pos[0]) < n  # a query of image 0
+        assert score_t[0].sum() == 1 and score_t[0, pos[0]] == 1 and score_t[1].sum() == 0
+        assert mask_t.shape[0] == 1 and mask_t.sum() > 0
 
 
 def test_losses_finite_all_no_target_and_backward(tok_dir):
@@ -163,9 +165,9 @@ def test_loss_values_follow_the_formulas(tok_dir):
     nt = outs[-1]
     gt_small = torch.zeros(1, 8, 8)
     gt_small[0, 1:3, 2:5] = 1
-    _, q, _ = model.head.instance_loss._get_targets_single(
-        out['score_logits'][0], out['masks'][0], out['phrase_cost'][0],
-        InstanceData(masks=gt_small, labels=torch.zeros(1, dtype=torch.long)), {})
+    _, q, _, _ = model.head.instance_loss.get_targets(
+        out['score_logits'], out['masks'], out['phrase_cost'],
+        [InstanceData(masks=gt_small, labels=torch.zeros(1, dtype=torch.long))], [{}])
     t = torch.zeros(1, 5)
     t[0, q] = 1
     # Eq. 7: lambda_score = 2 on the matched query (inside L_match), 1 on the unmatched ones;

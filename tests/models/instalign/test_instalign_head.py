@@ -161,16 +161,16 @@ def test_forward_and_loss_stay_on_the_device(tmp_path):
     rec = _HostAccess()
     for m in (model.text_encoder, model.head.pixel_decoder):
         _pause_in(rec, m)
-    assign = model.head.assigner.assign
+    match = model.head.instance_loss.match
 
-    def paused_assign(*args, **kwargs):
+    def paused_match(*args, **kwargs):  # scipy's Hungarian solver needs the costs on the host
         rec.paused += 1
         try:
-            return assign(*args, **kwargs)
+            return match(*args, **kwargs)
         finally:
             rec.paused -= 1
 
-    model.head.assigner.assign = paused_assign
+    model.head.instance_loss.match = paused_match
     with rec, _DataDependentOps(rec):
         torch.ones(1).item()  # positive control: the recorder sees a host read
         assert len(rec.hits) == 2

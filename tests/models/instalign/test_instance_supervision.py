@@ -99,3 +99,51 @@ def test_missing_field_is_a_clear_error():
     del pred.phrase_costs
     with pytest.raises(KeyError, match='phrase_costs'):
         TASK_UTILS.build(COSTS[3])(pred, gt)
+
+
+def _supervision():
+    from mmrefer.models.instalign import PhraseAlignedInstanceSupervision
+    return PhraseAlignedInstanceSupervision(
+        dict(type='HungarianAssigner', match_costs=COSTS),
+        loss_score=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=2.0),
+        loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=5.0),
+        loss_dice=dict(type='DiceLoss', use_sigmoid=True, loss_weight=5.0, eps=1.0),
+        loss_phrase=dict(type='PhraseAlignmentLoss', loss_weight=1.0))
+
+
+def test_all_layers_matched_at_once_as_mmdet_matches_each_image():
+    """get_targets_layers (every layer and image, one copy to scipy and one back) gives what
+    mmdet's HungarianAssigner.assign gives image by image: 3 layers, images with 2, 0 and 7
+    targets (more than the 5 queries)."""
+    sup = _supervision()
+    g = torch.Generator().manual_seed(3)
+    B, N, counts = 3, 5, (2, 0, 7)
+    gts = [InstanceData(masks=(torch.rand(m, 5, 7, generator=g) > 0.5).float(),
+                        labels=torch.zeros(m, dtype=torch.long)) for m in counts]
+    layers = [(torch.randn(B, N, generator=g), torch.randn(B, N, 5, 7, generator=g) * 3,
+               torch.rand(B, N, generator=g) * 2) for _ in range(3)]
+    got = sup.get_targets_layers(layers, gts, [{}] * B)
+    assert len(got) == len(layers)
+    for (score, masks, phrase), (score_t, pos, mask_t, num_pos) in zip(layers, got):
+        want_t, want_pos, want_masks = [], [], []
+        for b in range(B):
+            pred = InstanceData(score_logits=score[b], masks=masks[b], phrase_costs=phrase[b])
+            gt_inds = sup.assigner.assign(pred, gts[b], img_meta={}).gt_inds  # 0 = unmatched
+            want_t.append((gt_inds > 0).float())
+            q = torch.arange(N)[gt_inds > 0]  # ascending
+            want_pos.append(q + b * N)
+            want_masks.append(gts[b].masks[gt_inds[q] - 1])
+        assert torch.equal(score_t, torch.stack(want_t))
+        assert torch.equal(pos, torch.cat(want_pos))
+        assert torch.equal(mask_t, torch.cat(want_masks))
+        assert num_pos == sum(min(N, m) for m in counts) == 7
+
+
+def test_the_assigner_must_give_match_costs():
+    from mmrefer.models.instalign import PhraseAlignedInstanceSupervision
+    with pytest.raises(TypeError, match='must be a HungarianAssigner.*MaxIoUAssigner'):
+        PhraseAlignedInstanceSupervision(
+            dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5),
+            loss_score=dict(type='CrossEntropyLoss', use_sigmoid=True),
+            loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True),
+            loss_dice=dict(type='DiceLoss', use_sigmoid=True))
