@@ -376,3 +376,31 @@ def test_a_second_call_keeps_what_the_first_measured(tmp_path):
     with open(out / 'gpu_check.md') as f:
         assert '(during the mmcv build)' in f.read()
     assert not gpu_check.building_mmcv()  # no GPU_CHECK_BUILD_PID in this process
+
+
+def test_sync_audit_files_each_synchronisation_under_its_caller():
+    """The GPU run's sync audit (torch.cuda.set_sync_debug_mode('warn') there) counts every
+    synchronisation warning of one call, by the innermost frame outside torch; other warnings
+    are ignored, the mode is switched on around the call only, and a CPU device is skipped."""
+    import warnings
+    from collections import OrderedDict
+
+    import torch
+    modes = []
+    calls = []
+
+    def step():
+        calls.append(modes[-1] if modes else None)
+        if modes and modes[-1] == 'warn':
+            for _ in range(2):
+                warnings.warn(gpu_check.SYNC_WARNING + ' (from the test)')  # the line below
+            warnings.warn('something else')
+    line = step.__code__.co_firstlineno + 4
+    audit = gpu_check.sync_audit(OrderedDict(step=step), torch.device('cpu'),
+                                 set_mode=modes.append)
+    assert calls == [None, 'warn']  # one untimed call first, then one under 'warn'
+    assert modes == ['warn', 'default']
+    assert audit['step']['syncs'] == 2
+    (where, n), = audit['step']['where'].items()
+    assert n == 2 and where.endswith(f'test_gpu_check.py:{line}'), where
+    assert 'skipped' in gpu_check.sync_audit(OrderedDict(step=step), torch.device('cpu'))

@@ -399,6 +399,13 @@ def render_markdown(data) -> str:
             if top:
                 notes.append(f"{m.get('name', k)} {mk} profile, top: " + '; '.join(
                     f"{t['name'][:60]} {t['share_pct']}%" for t in top))
+    for k, m in (data.get('models') or {}).items():
+        for step, a in (m.get('sync_audit') or {}).items():
+            if isinstance(a, dict) and 'syncs' in a:
+                notes.append(f"{m.get('name', k)} {step}: {a['syncs']} CUDA synchronisations "
+                             '(set_sync_debug_mode)' + (': ' + '; '.join(
+                                 f'{w} x{n}' for w, n in list(a['where'].items())[:6])
+                                 if a['where'] else ''))
     if notes:
         lines += ['', 'Notes:', ''] + [f'- {n}' for n in notes]
     return '\n'.join(lines) + '\n'
@@ -644,6 +651,53 @@ def time_steps(fn, warmup: int, iters: int, device, clock: Clock) -> dict:
                 first_s=t_first, peak_mem_mib=_peak(device))
 
 
+SYNC_WARNING = 'called a synchronizing CUDA operation'  # torch.cuda.set_sync_debug_mode('warn')
+
+
+def sync_audit(fns: dict, device, set_mode=None, top: int = 25) -> dict:
+    """Where one call of each step function waits for the GPU, as CUDA itself counts it:
+    ``torch.cuda.set_sync_debug_mode('warn')`` makes every synchronising CUDA call (a read
+    back, a blocking upload, ``cudaStreamSynchronize``) warn; each warning is filed under the
+    innermost frame outside torch. One untimed call of each function first (lazy
+    initialisation is not counted). ``set_mode`` (tests) replaces the mode switch."""
+    import traceback as tb
+    import warnings
+
+    import torch
+    if set_mode is None:
+        if device.type != 'cuda':
+            return OrderedDict(skipped='CUDA only (torch.cuda.set_sync_debug_mode)')
+        set_mode = torch.cuda.set_sync_debug_mode
+    out = OrderedDict()
+    for name, fn in fns.items():
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        where = OrderedDict()
+
+        def record(message, category, filename, lineno, file=None, line=None):
+            if SYNC_WARNING not in str(message):
+                return
+            frames = [f for f in tb.extract_stack()[:-1]
+                      if '/torch/' not in f.filename and '/warnings.py' not in f.filename]
+            f = frames[-1] if frames else None
+            key = (f'{f.filename.split("site-packages/")[-1].split("/work/main/")[-1]}:'
+                   f'{f.lineno}' if f else f'{filename}:{lineno}')
+            where[key] = where.get(key, 0) + 1
+
+        with warnings.catch_warnings():
+            warnings.simplefilter('always')
+            warnings.showwarning = record
+            set_mode('warn')
+            try:
+                fn()
+            finally:
+                set_mode('default')
+        ranked = sorted(where.items(), key=lambda kv: -kv[1])
+        out[name] = OrderedDict(syncs=sum(where.values()), where=OrderedDict(ranked[:top]))
+    return out
+
+
 def profile_summary(fn, device, steps: int, top: int = 15) -> dict:
     """``torch.profiler`` over ``steps`` calls of ``fn``: the top kernels by self device time
     (CUDA) and the top CPU ops by self CPU time, each with its share of the total and its time
@@ -820,6 +874,15 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     big = max(sizes['infer_batches'])
     small = min(sizes['infer_batches'])
     tb = sizes['train_batch']
+    if 'sync_audit' not in entry:  # a few steps: where the steps wait for the GPU (CUDA only)
+        try:
+            entry['sync_audit'] = sync_audit(OrderedDict(
+                test_step_bf16=infer_fn(small, 'bf16'), train_step_bf16=train_fn(tb)), device)
+            log(f"{key} sync audit: " + ', '.join(
+                f"{k} {v.get('syncs', v)}" for k, v in entry['sync_audit'].items()))
+        except Exception as e:  # noqa: BLE001  (the measurements stand without it)
+            entry['sync_audit'] = dict(error=f'{type(e).__name__}: {e}'[:300])
+        res.save()
     plan = [
         (f'infer_bf16_b{big}', 'inference', big, 'bf16', False),
         (f'train_bf16_b{tb}', 'training', tb, 'bf16', False),
