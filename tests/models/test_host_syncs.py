@@ -107,7 +107,8 @@ class HostReads(TorchFunctionMode):
                 not self.on_host((t, ), None) for t in _tensors(args))
         if func is not torch.Tensor.to or not self.on_host(args[:1], None):
             return False
-        return _names_device(args, kwargs) and not (kwargs.get('non_blocking') or any(a is True for a in args[1:]))
+        non_blocking = kwargs.get('non_blocking') or any(a is True for a in args[1:])
+        return _names_device(args, kwargs) and not non_blocking
 
     def on_host(self, args, kwargs) -> bool:
         ts = list(_tensors(args)) + list(_tensors(kwargs or {}))

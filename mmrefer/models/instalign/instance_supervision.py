@@ -15,11 +15,11 @@ Per image, with N queries, M ground-truth instances and the mask-prediction size
 
 The costs are those of mmdet's ``HungarianAssigner`` (``train_cfg.assigner``): the two
 query-only costs below plus mmdet's ``CrossEntropyLossCost`` / ``DiceCost``, summed as its
-``assign`` sums them; the matching is scipy's ``linear_sum_assignment``, as there. ``L_inst`` is normalised as in
-Mask2Former: the score BCE averaged over the B x N queries, with weight 2 (``loss_score``) on a
-matched query and 1 (``unmatched_score_weight``, Eq. 7) on the others, ``5 * BCE`` over the
-matched pixels, ``5 * Dice`` and ``1 * L_phrase`` over the matched instances (their count
-all-reduced across ranks and kept as a tensor).
+``assign`` sums them; the matching is scipy's ``linear_sum_assignment``, as there. ``L_inst``
+is normalised as in Mask2Former: the score BCE averaged over the B x N queries, with weight 2
+(``loss_score``) on a matched query and 1 (``unmatched_score_weight``, Eq. 7) on the others,
+``5 * BCE`` over the matched pixels, ``5 * Dice`` and ``1 * L_phrase`` over the matched
+instances (their count all-reduced across ranks and kept as a tensor).
 
 Host transfers: scipy needs the cost matrices on the host. mmdet's ``assign`` copies each one
 there and the match back, both blocking: two waits for the GPU per image and supervised layer
