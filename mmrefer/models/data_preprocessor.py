@@ -58,7 +58,7 @@ class RefDataPreprocessor(DetDataPreprocessor):
             name = ds.metainfo.get('img_path')
             if 'gt_merged_mask' in ds:
                 m = torch.as_tensor(ds.gt_merged_mask.data)
-                pieces.append(_padded(m.reshape((1, ) + tuple(m.shape[-2:])), H, W,
+                pieces.append(_checked(m.reshape((1, ) + tuple(m.shape[-2:])), H, W,
                                       f'data sample {i} ({name}): gt_merged_mask'))
                 slots.append((i, 'merged'))
             n = None
@@ -67,7 +67,7 @@ class RefDataPreprocessor(DetDataPreprocessor):
                 if hasattr(masks, 'masks'):  # BitmapMasks
                     masks = torch.from_numpy(masks.masks)
                 masks = torch.as_tensor(masks)
-                pieces.append(_padded(masks, H, W,
+                pieces.append(_checked(masks, H, W,
                                       f'data sample {i} ({name}): gt_instances.masks'))
                 slots.append((i, 'instances'))
                 n = len(masks)
@@ -79,9 +79,18 @@ class RefDataPreprocessor(DetDataPreprocessor):
                 flags.append((i, flag))
         if pieces:
             if all(p.device.type == 'cpu' for p in pieces):
-                buf = _to_device(torch.cat(pieces), device)
+                # padded straight into one (pinned on CUDA) host buffer: one host copy, one upload
+                pin = device is not None and torch.device(device).type == 'cuda'
+                buf = torch.zeros((sum(len(p) for p in pieces), H, W), dtype=torch.uint8,
+                                  pin_memory=pin)
+                start = 0
+                for p in pieces:
+                    buf[start:start + len(p), :p.shape[-2], :p.shape[-1]] = p
+                    start += len(p)
+                buf = _to_device(buf, device)
             else:  # some are on a device already: no read back, one copy per host piece
-                buf = torch.cat([_to_device(p, device) for p in pieces])
+                buf = torch.cat([F.pad(_to_device(p, device),
+                                       (0, W - p.shape[-1], 0, H - p.shape[-2])) for p in pieces])
             views = buf.split([len(p) for p in pieces])
             for (i, field), v in zip(slots, views):
                 if field == 'merged':
@@ -95,20 +104,16 @@ class RefDataPreprocessor(DetDataPreprocessor):
         return data_samples
 
 
-def _padded(m: torch.Tensor, H: int, W: int, what: str) -> torch.Tensor:
-    """``m [k, h, w]`` as uint8 zero-padded to ``[k, H, W]`` (bottom / right)."""
+def _checked(m: torch.Tensor, H: int, W: int, what: str) -> torch.Tensor:
+    """``m [k, h, w]`` as uint8 (non-zero = 1), after checking it fits the batch ``[H, W]``."""
     h, w = m.shape[-2:]
     if h > H or w > W:
         raise ValueError(f'{what} {(h, w)} is larger than the batch {(H, W)}')
-    if m.dtype != torch.uint8:
-        m = (m != 0).to(torch.uint8)
-    return F.pad(m, (0, W - w, 0, H - h))
+    return m if m.dtype == torch.uint8 else (m != 0).to(torch.uint8)
 
 
 def _to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """One host -> device copy (pinned and asynchronous on CUDA)."""
+    """One host -> device copy, asynchronous (from pinned memory where the caller pinned it)."""
     if device is None or t.device == torch.device(device):
         return t
-    if t.device.type == 'cpu' and torch.device(device).type == 'cuda':
-        t = t.pin_memory()
     return t.to(device, non_blocking=True)

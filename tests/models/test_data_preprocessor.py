@@ -100,3 +100,16 @@ def test_no_target_flags_and_contradictions():
     odd.set_metainfo(dict(no_target=0.3, img_path='odd.jpg'))
     with pytest.raises(ValueError, match=r'odd.jpg\) no_target must be a boolean flag'):
         RefDataPreprocessor.pad_ref_gt([odd], (6, 10))
+
+
+def test_masks_already_on_the_device_are_padded_there():
+    """A sample whose masks are device tensors already (a second pass, hand-made batches): no
+    read back, padded on the device beside the host pieces' upload."""
+    on_device, on_host = _sample(6, 10), _sample(5, 7)
+    on_device.gt_instances.masks = torch.from_numpy(
+        on_device.gt_instances.masks.masks).to('meta')
+    RefDataPreprocessor.pad_ref_gt([on_device, on_host], (8, 12), torch.device('meta'))
+    for ds in (on_device, on_host):
+        assert ds.gt_instances.masks.device.type == 'meta'
+        assert ds.gt_instances.masks.shape == (2, 8, 12)
+        assert ds.gt_merged_mask.data.shape == (1, 8, 12)
