@@ -32,7 +32,8 @@ def parse_args():
 def apply_amp(cfg, dtype: str = 'bf16'):
     """Mixed precision for training and the validation loop. On CUDA: mmengine's
     AmpOptimWrapper in bf16 (no loss scaling needed: bf16 has fp32's exponent range) or fp16
-    (dynamic loss scaling); elsewhere mmrefer's AutocastOptimWrapper (bf16 autocast). The
+    (dynamic loss scaling); elsewhere mmrefer's AutocastOptimWrapper (bf16 autocast; fp16
+    without CUDA is refused earlier, by ``check_amp_args`` in ``load_run_config``). The
     validation loop becomes AmpValLoop with the same dtype."""
     import torch
     name = AMP_DTYPES[dtype]
@@ -43,8 +44,6 @@ def apply_amp(cfg, dtype: str = 'bf16'):
             cfg.optim_wrapper.setdefault('dtype', name)
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic' if dtype == 'fp16' else 1.0)
         else:
-            if dtype != 'bf16':
-                raise SystemExit('--amp-dtype fp16 needs CUDA: mixed precision on CPU is bf16')
             cfg.optim_wrapper.type = 'AutocastOptimWrapper'
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
     if cfg.get('val_cfg') is not None:

@@ -23,10 +23,10 @@ instances (their count all-reduced across ranks and kept as a tensor).
 
 Host transfers: scipy needs the cost matrices on the host. mmdet's ``assign`` copies each one
 there and the match back in two blocking uploads: three waits for the GPU per image and
-supervised layer (480 per step for 10 layers and 16 images with targets). Here the head matches all its layers at once
-(:meth:`PhraseAlignedInstanceSupervision.get_targets_layers`): every cost matrix of the step in
-one device -> host copy, every match (score targets, matched queries, their GT rows) back in one
-non-blocking copy. The number of matched pairs is known from the shapes (``min(N, M)``), so
+supervised layer (480 per step for 10 layers and 16 images with targets). Here the head matches
+all its layers at once (:meth:`PhraseAlignedInstanceSupervision.get_targets_layers`): every cost
+matrix of the step in one device -> host copy, every match (score targets, matched queries,
+their GT rows) back in one non-blocking copy. The number of matched pairs is known from the shapes (``min(N, M)``), so
 nothing else is read back (no ``nonzero``; mmdet's ``MaskPseudoSampler`` would add one).
 """
 from typing import List, Optional, Sequence, Tuple, Union
