@@ -681,7 +681,7 @@ def sync_audit(fns: dict, device, set_mode=None, top: int = 25) -> dict:
             frames = [f for f in tb.extract_stack()[:-1]
                       if '/torch/' not in f.filename and '/warnings.py' not in f.filename]
             f = frames[-1] if frames else None
-            key = (f'{f.filename.split("site-packages/")[-1].split("/work/main/")[-1]}:'
+            key = (f'{f.filename.split("site-packages/")[-1].replace(REPO_ROOT + "/", "")}:'
                    f'{f.lineno}' if f else f'{filename}:{lineno}')
             where[key] = where.get(key, 0) + 1
 
