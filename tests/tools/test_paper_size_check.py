@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -80,7 +81,7 @@ def test_swin_renaming_matches_the_converter():
     official = {k: (s[1] if s[0] == 'buffer' else torch.randn(s, generator=gen))
                 for k, s in psw.swin_official_shapes(**kw).items()}
     converted = swin_to_mmrefer.convert({'model': official})
-    mine = {psc.swin_official_to_mmdet(k, 3) for k in official} - {None}
+    mine = {psc.swin_official_to_mmdet(k) for k in official} - {None}
     theirs = {k[len('backbone.'):] for k in converted}
     assert theirs <= mine
     # the converter drops the attn_mask buffers (mmdet recomputes them); the check skips them
@@ -136,8 +137,9 @@ def test_beit3_official_file_loads_into_paper_backbone(tmp_path):
 @needs_realdata
 def test_swin_official_file_converts_and_loads_into_paper_backbone(tmp_path):
     """Official Swin-B -> swin_to_mmrefer.py (as paper_size_check runs it) -> the Swin-B of the
-    InstAlign paper config: all 351 official encoder tensors land where the renaming says, only
-    the classifier and the attn_mask buffers are skipped, only norm0-2 are new."""
+    InstAlign paper config: all 349 official encoder tensors land where the renaming says, only
+    the classifier, its input norm and the attn_mask buffers are skipped, only the output norms
+    norm0-3 are new (at weight 1, bias 0, as in the official detection backbone and ReLA)."""
     cfg = _cfg('instalign/instalign_swin-b_roberta_grefcoco.py')
     weights = psc.write_weights(cfg, ['swin'], str(tmp_path), REALDATA, 0, print)['swin']
     bb = copy.deepcopy(cfg.model.backbone)
@@ -146,16 +148,23 @@ def test_swin_official_file_converts_and_loads_into_paper_backbone(tmp_path):
     backbone.init_weights()
     rep = psc.check_swin(backbone, weights['file'])
     assert (rep['unexpected'], rep['missing'], rep['not_loaded']) == ([], [], [])
-    assert rep['loaded'] == 351 and rep['file_keys'] == 364
+    assert rep['loaded'] == 349 and rep['file_keys'] == 364
     assert sorted(psc.fold_keys(rep['skipped'])) == ['head.bias', 'head.weight',
-                                                     'layers.*.blocks.*.attn_mask x11']
-    assert sorted(rep['new_in_model']) == [f'norm{i}.{p}' for i in range(3)
+                                                     'layers.*.blocks.*.attn_mask x11',
+                                                     'norm.bias', 'norm.weight']
+    assert sorted(rep['new_in_model']) == [f'norm{i}.{p}' for i in range(4)
                                            for p in ('bias', 'weight')]
+    for i in range(4):
+        norm = getattr(backbone, f'norm{i}')
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+        assert torch.equal(norm.bias, torch.zeros_like(norm.bias))
 
 
 def test_swin_converter_accepts_the_official_layout(tmp_path):
     """The official release (with its shifted-window attn_mask buffers and final norm) converts
-    and passes the converter's own --arch check; the final norm lands on mmdet's norm3."""
+    and passes the converter's own --arch check; the final norm is dropped (as mmdet's
+    convert_weights=True, the official detection backbone and ReLA drop it), or lands on
+    mmdet's norm3 with --final-norm-to-norm3."""
     import swin_to_mmrefer
     src = str(tmp_path / 'swin_base_patch4_window12_384_22k.pth')
     psw.write_swin_official(src)
@@ -163,8 +172,14 @@ def test_swin_converter_accepts_the_official_layout(tmp_path):
     assert swin_to_mmrefer.main([src, out, '--arch', 'swin-b']) == 0
     state = torch.load(out, weights_only=True)['state_dict']
     assert not any(k.endswith('attn_mask') for k in state)
+    assert not any(re.match(r'backbone\.norm\d*\.', k) for k in state)
     official = torch.load(src, weights_only=True)['model']
-    assert torch.equal(state['backbone.norm3.weight'], official['norm.weight'])
+    out3 = str(tmp_path / 'out_norm3.pth')
+    assert swin_to_mmrefer.main([src, out3, '--arch', 'swin-b', '--final-norm-to-norm3']) == 0
+    state3 = torch.load(out3, weights_only=True)['state_dict']
+    assert torch.equal(state3['backbone.norm3.weight'], official['norm.weight'])
+    assert torch.equal(state3['backbone.norm3.bias'], official['norm.bias'])
+    assert set(state3) - set(state) == {'backbone.norm3.weight', 'backbone.norm3.bias'}
 
 
 @needs_realdata
@@ -283,7 +298,7 @@ def test_main_instalign_shrunk(tmp_path):
     assert data['ok'] is True and data['nonfinite'] == []
     assert data['parts'] == ['swin', 'roberta']
     assert sorted(psc.fold_keys(data['skipped_keys']['swin'])) == [
-        'head.bias', 'head.weight', 'layers.*.blocks.*.attn_mask x3']
+        'head.bias', 'head.weight', 'layers.*.blocks.*.attn_mask x3', 'norm.bias', 'norm.weight']
     assert all(k.startswith('lm_head.') for k in data['skipped_keys']['roberta'])
     assert data['missing_keys'] == {'swin': [], 'roberta': []}
     assert 'gres/gIoU' in data['val_metrics'] and len(data['overfit_curve']) == 2

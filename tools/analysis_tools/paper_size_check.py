@@ -101,6 +101,8 @@ SKIPPED_KEYS = {
     'swin': [
         (r'^head\.', 'ImageNet-22K classifier (dropped by the converter)'),
         (r'attn_mask$', 'shifted-window mask buffer; mmdet recomputes it for the input size'),
+        (r'^norm\.', 'final norm of the classifier (dropped by the converter, as by mmdet, the '
+                     'official detection backbone and ReLA)'),
     ],
     'roberta': [
         (r'^lm_head\.', 'RoBERTa masked-LM head (pretraining only)'),
@@ -114,8 +116,8 @@ NEW_IN_MODEL = {
         (r'^encoder\.latent_layer_norm\.', 'Latent-VG latent-expression output LayerNorms'),
     ],
     'swin': [
-        (r'^norm[0-2]\.', 'mmdet output norms of the inner stages (official Swin normalises '
-                          'only the last stage)'),
+        (r'^norm[0-3]\.', 'mmdet output norms of the four stages (fresh, as in the official '
+                          'detection backbone and ReLA)'),
     ],
     'roberta': [
         (r'position_ids$', 'position-id buffer rebuilt by transformers'),
@@ -355,9 +357,8 @@ def check_swin(backbone, path: str) -> dict:
     """:func:`compare_part` of an official Swin file (before conversion) and the loaded mmdet
     ``SwinTransformer`` (patch-merging tensors compared up to the unfold permutation)."""
     sd = pick_state_dict(torch.load(path, map_location='cpu', weights_only=True))
-    last = max(int(k.split('.')[1]) for k in sd if k.startswith('layers.'))
     own = backbone.state_dict()
-    return compare_part('swin', sd, own, lambda k: swin_official_to_mmdet(k, last),
+    return compare_part('swin', sd, own, swin_official_to_mmdet,
                         permuted={k for k in own if '.downsample.' in k})
 
 
@@ -388,14 +389,12 @@ def check_loaded(model, weights: dict) -> dict:
     return reports
 
 
-def swin_official_to_mmdet(key: str, last_stage: int) -> Optional[str]:
+def swin_official_to_mmdet(key: str) -> Optional[str]:
     """Official Swin key -> the mmdet ``SwinTransformer`` key it must land in (None: no
     counterpart). Written from the published renaming (backbones.md 3.1), independently of
     the converter, to check where each official tensor ended up."""
-    if key.startswith('head.'):
+    if key.startswith(('head.', 'norm.')):  # the classifier and its input norm
         return None
-    if key.startswith('norm.'):
-        return f'norm{last_stage}.' + key[len('norm.'):]
     k = key.replace('patch_embed.proj.', 'patch_embed.projection.')
     m = re.match(r'layers\.(\d+)\.(.*)', k)
     if m:

@@ -53,8 +53,10 @@ def test_roundtrip_swin_t(tmp_path):
     assert tool.main([str(src), str(dst), '--arch', 'swin-t']) == 0
     state = torch.load(str(dst), weights_only=True)['state_dict']
     assert 'backbone.head.weight' not in state
+    # the final norm is dropped: mmdet's output norms norm0-3 have no official counterpart
+    assert not any(k.startswith('backbone.norm') for k in state)
     for k, v in ref_state.items():
-        if 'relative_position_index' in k or (k.startswith('norm') and not k.startswith('norm3')):
+        if 'relative_position_index' in k or k.startswith('norm'):
             continue
         assert torch.equal(state['backbone.' + k], v), k
     # and it loads through mmdet's own init path (convert_weights=False, Pretrained)
@@ -74,3 +76,43 @@ def test_rejects_non_swin(tmp_path):
     partial = _to_official({'stages.0.blocks.0.norm1.weight': torch.ones(96)})
     with pytest.raises(ValueError, match='missing'):
         tool.check(tool.convert(partial), 'swin-t')
+
+
+def test_converted_file_and_convert_weights_give_the_same_features(tmp_path):
+    """The two documented ways to load the official file (converted once, convert_weights=False;
+    or the official file with mmdet's convert_weights=True) build the same Swin, output norms
+    included; --final-norm-to-norm3 differs from both only in norm3 (the final norm's affine)."""
+    from mmdet.models.backbones import SwinTransformer
+    tool = _tool()
+    torch.manual_seed(0)
+    ref = SwinTransformer(**tool.ARCHS['swin-t'])
+    official = _to_official(ref.state_dict())
+    official['norm.weight'] = torch.rand(768) + 0.5
+    official['norm.bias'] = torch.randn(768)
+    src = tmp_path / 'official.pth'
+    torch.save({'model': official}, str(src))
+
+    def load(path, convert):
+        torch.manual_seed(1)  # other random draws for anything not loaded
+        m = SwinTransformer(**tool.ARCHS['swin-t'], convert_weights=convert,
+                            init_cfg=ConfigDict(type='Pretrained', checkpoint=str(path)))
+        m.init_weights()
+        m.eval()  # mmdet's SwinTransformer.train returns None
+        return m
+
+    outs = {}
+    for name, flags in (('default', []), ('norm3', ['--final-norm-to-norm3'])):
+        dst = tmp_path / f'{name}.pth'
+        assert tool.main([str(src), str(dst), '--arch', 'swin-t'] + flags) == 0
+        outs[name] = load(dst, False)
+    outs['mmdet'] = load(src, True)
+    x = torch.randn(1, 3, 100, 76)  # not a multiple of the window: padded inside
+    with torch.no_grad():
+        feats = {k: m(x) for k, m in outs.items()}
+    for a, b in zip(feats['default'], feats['mmdet']):
+        assert torch.equal(a, b)
+    for a, b in zip(feats['default'][:3], feats['norm3'][:3]):
+        assert torch.equal(a, b)
+    # norm3 with the final norm's affine: the same standardised feature, scaled and shifted
+    w, b = official['norm.weight'][:, None, None], official['norm.bias'][:, None, None]
+    torch.testing.assert_close(feats['norm3'][3], feats['default'][3] * w + b)
