@@ -391,8 +391,8 @@ def check_loaded(model, weights: dict) -> dict:
 
 def swin_official_to_mmdet(key: str) -> Optional[str]:
     """Official Swin key -> the mmdet ``SwinTransformer`` key it must land in (None: no
-    counterpart). Written from the published renaming (backbones.md 3.1), independently of
-    the converter, to check where each official tensor ended up."""
+    counterpart). Written from the published renaming (../shared/papers/backbones.md, section
+    3.1), independently of the converter, to check where each official tensor ended up."""
     if key.startswith(('head.', 'norm.')):  # the classifier and its input norm
         return None
     k = key.replace('patch_embed.proj.', 'patch_embed.projection.')

@@ -9,7 +9,7 @@ section                                module
                                         ``PhraseAlignedInstanceSupervision``)
 3.5 adaptive instance aggregation       ``instance_aggregation.AdaptiveInstanceAggregation``
 3.6 no-target predictor                 ``no_target_predictor.NoTargetPredictor``
-3.2 pixel decoder                      ``pixel_decoder.HostShapeMSDeformAttnPixelDecoder``
+3.2 pixel decoder                       ``pixel_decoder.HostShapeMSDeformAttnPixelDecoder``
 3.2-3.7 head                            ``instalign_head.InstAlignHead``
 3.1 the whole model                     ``instalign.InstAlign``
 =====================================  ===================================================

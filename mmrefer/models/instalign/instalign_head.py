@@ -50,7 +50,9 @@ class InstAlignHead(BaseModule):
         text_channels (int): text encoder width (the detector fills it).
         feat_channels (int), num_queries (int): C (256), N (100).
         num_transformer_feat_level (int): pixel-decoder scales fed to the POT (3).
-        pixel_decoder (dict): mmdet ``MSDeformAttnPixelDecoder`` config.
+        pixel_decoder (dict): pixel decoder config (the configs use
+            :class:`HostShapeMSDeformAttnPixelDecoder`, mmdet's ``MSDeformAttnPixelDecoder`` with
+            the level sizes on the host; mmdet's own class works too).
         decoder (dict): :class:`PhraseObjectTransformer` kwargs (K = ``num_layers``, ...).
         masked_attention (bool): Mask2Former masked cross-attention to the pixels.
         positional_encoding (dict): sine encoding of the pixel keys.
@@ -224,7 +226,8 @@ class InstAlignHead(BaseModule):
                     device) -> Tuple[Optional[List[InstanceData]], Tensor, Tensor]:
         """The GT instances at the mask size (``PhraseAlignedInstanceSupervision.gt_instances``;
         None without instance supervision), the merged GT [B, H, W] at the batch shape and the
-        no-target GT [B] (metainfo ``no_target``, by default: no GT instance)."""
+        no-target GT [B] (``gt_no_target`` from ``RefDataPreprocessor``; for samples that did not
+        pass through it, metainfo ``no_target``, by default: no GT instance)."""
         pad_shape = batch_shape(batch_data_samples)
         self._check_mask_grid(pad_shape, mask_size)
         gts = (self.instance_loss.gt_instances(batch_data_samples, pad_shape, mask_size, device)
