@@ -9,6 +9,13 @@ of ``feat.shape``; the two tensors the deformable attention takes (``spatial_sha
 ``level_start_index``) are built on the device from them (a host -> device copy, no read). The
 modules, parameters, state-dict keys and arithmetic are mmdet's (the output is equal bitwise).
 
+One difference, where mmdet cannot run: mmdet builds ``lateral_convs`` / ``output_convs`` from
+the coarsest FPN level down but indexes them by the input level, so with more than one level
+below the encoder (e.g. five backbone levels, three in the encoder) it pairs each level with
+another level's convolutions (a channel-mismatch error, or silently swapped weights when the
+channels agree). Here entry ``j`` serves the level it was built for. The InstAlign configs have
+one such level (the 1/4 features), where both agree.
+
 Shapes (``L`` encoder levels, coarsest first; ``Q = sum_l h_l w_l``)::
 
     feats                 list of [B, C_i, H_i, W_i], finest first (the backbone's order)
@@ -70,10 +77,12 @@ class HostShapeMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         memory = memory.permute(0, 2, 1)  # [B, C, Q]
         outs = [m.reshape(B, -1, h, w)
                 for m, (h, w) in zip(memory.split(counts, dim=-1), sizes)]
-        # FPN over the finer levels the encoder did not see (as mmdet)
-        for i in range(self.num_input_levels - self.num_encoder_levels - 1, -1, -1):
-            lateral = self.lateral_convs[i](feats[i])
+        # FPN over the finer levels the encoder did not see, coarse -> fine; convs[j] were built
+        # for the j-th of them (mmdet indexes them by the input level instead: see the docstring)
+        first = self.num_input_levels - self.num_encoder_levels - 1
+        for j, i in enumerate(range(first, -1, -1)):
+            lateral = self.lateral_convs[j](feats[i])
             y = lateral + F.interpolate(outs[-1], size=lateral.shape[-2:], mode='bilinear',
                                         align_corners=False)
-            outs.append(self.output_convs[i](y))
+            outs.append(self.output_convs[j](y))
         return self.mask_feature(outs[-1]), outs[:self.num_outs]

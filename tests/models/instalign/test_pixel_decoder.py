@@ -65,3 +65,30 @@ def test_equals_mmdet_and_reads_nothing_back(size):
     # mmdet reads 3 per level (split size + reshape h, w); mmcv's deformable attention reads
     # its shape assert (1 per layer) and, on the CPU path taken here, the level sizes again
     assert mm.n - host.n == 9, (mm.n, host.n)
+
+
+def test_two_fpn_levels_use_the_convolutions_built_for_them():
+    """Five backbone levels, three in the encoder: two FPN levels below it. mmdet builds
+    lateral/output convs coarse -> fine and indexes them by the input level (a channel mismatch
+    here); ours gives each level its own convs, so the result equals an FPN step written out."""
+    cfg = copy.deepcopy(CFG)
+    cfg.update(in_channels=[4, 8, 16, 24, 32], strides=[2, 4, 8, 16, 32])
+    torch.manual_seed(0)
+    ours = MODELS.build(ConfigDict(type='HostShapeMSDeformAttnPixelDecoder', **cfg)).eval()
+    ref = MSDeformAttnPixelDecoder(**ConfigDict(copy.deepcopy(cfg))).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    feats = [torch.randn(1, 4, 32, 24)] + _feats(1, 16, 12)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError):  # mmdet: level 1 (8 ch) meets the conv built for 4
+            ref(feats)
+        mask, outs = ours(feats)
+        # from the encoder's finest output (outs[2]: num_outs=3 keeps the encoder levels), the
+        # two FPN steps by hand: level 1 with convs[0], then level 0 with convs[1]
+        y = outs[2]
+        for j, level in enumerate((1, 0)):
+            lat = ours.lateral_convs[j](feats[level])
+            y = ours.output_convs[j](lat + torch.nn.functional.interpolate(
+                y, size=lat.shape[-2:], mode='bilinear', align_corners=False))
+    assert [c.conv.in_channels for c in ours.lateral_convs] == [8, 4]
+    assert mask.shape == (1, 32, 32, 24)
+    assert torch.equal(mask, ours.mask_feature(y))
