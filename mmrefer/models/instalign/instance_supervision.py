@@ -26,8 +26,9 @@ there and the match back in two blocking uploads: three waits for the GPU per im
 supervised layer (480 per step for 10 layers and 16 images with targets). Here the head matches
 all its layers at once (:meth:`PhraseAlignedInstanceSupervision.get_targets_layers`): every cost
 matrix of the step in one device -> host copy, every match (score targets, matched queries,
-their GT rows) back in one non-blocking copy. The number of matched pairs is known from the shapes (``min(N, M)``), so
-nothing else is read back (no ``nonzero``; mmdet's ``MaskPseudoSampler`` would add one).
+their GT rows) back in one non-blocking copy. The number of matched pairs is known from the
+shapes (``min(N, M)``), so nothing else is read back (no ``nonzero``; mmdet's
+``MaskPseudoSampler`` would add one).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
