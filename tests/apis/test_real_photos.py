@@ -33,13 +33,21 @@ def photos_and_sentences():
         for row in csv.DictReader(f):
             path = osp.join(PHOTOS, 'COCO_train2014_%012d.jpg' % int(row['img_id']))
             by_photo.setdefault(path, []).append(row['sent'])
+    # the realdata README: 41 sentences of three photos
+    assert sorted(by_photo) == sorted(glob.glob(osp.join(PHOTOS, '*.jpg')))
+    assert sum(map(len, by_photo.values())) == 41
     return by_photo
 
 
-def test_csv_covers_the_three_photos():
-    by_photo = photos_and_sentences()
-    assert sorted(by_photo) == sorted(glob.glob(osp.join(PHOTOS, '*.jpg')))
-    assert sum(map(len, by_photo.values())) == 41  # the count of the realdata README
+def test_real_photos_load_in_bgr_as_pil_decodes_them():
+    """RefInferencer.load_image (OpenCV) against PIL's decoding of the same JPEGs: same size,
+    channels in BGR order (a swap would differ by tens of grey levels on these photos)."""
+    for path in photos_and_sentences():
+        ours = RefInferencer.load_image(path).astype(np.float64)
+        rgb = np.asarray(Image.open(path).convert('RGB'), dtype=np.float64)
+        assert ours.shape == rgb.shape, path
+        assert np.abs(ours - rgb[..., ::-1]).mean() < 1.0, path
+        assert np.abs(ours - rgb).mean() > 10 * np.abs(ours - rgb[..., ::-1]).mean(), path
 
 
 @pytest.mark.parametrize('name,tokenizer_key,tokenizer_file', [
@@ -69,3 +77,9 @@ def test_every_real_sentence_gets_one_answer(name, tokenizer_key, tokenizer_file
             assert isinstance(a['score'], float) and math.isfinite(a['score']), where
             if a['no_target']:
                 assert not a['mask'].any(), where
+    # the same photo as an RGB array gives the same answers as its path
+    path, sentences = next(iter(by_photo.items()))
+    rgb = np.ascontiguousarray(RefInferencer.load_image(path)[..., ::-1])
+    for a, b in zip(inferencer(path, sentences), inferencer(rgb, sentences, channel_order='rgb')):
+        assert np.array_equal(a['mask'], b['mask']) and a['box'] == b['box'], a['text']
+        assert a['no_target'] == b['no_target'] and a['score'] == b['score'], a['text']

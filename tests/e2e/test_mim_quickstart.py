@@ -7,7 +7,7 @@ import sysconfig
 
 import pytest
 
-from e2e_helpers import free_port, mim_bin, run, short_config
+from e2e_helpers import mim_bin, run, short_config
 
 
 def _installed_matches_tree():
@@ -51,19 +51,3 @@ def test_mim_train_then_test(method, synthref_root, tmp_path):
     for key in ('ris/mIoU', 'ris/oIoU', 'ris/Pr@0.5', 'rec/Acc@0.5'):
         assert key in metrics and 0.0 <= metrics[key] <= 100.0, (key, metrics)
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize('method', ['latentvg', 'instalign'])
-def test_mim_distributed_train_two_cpu_processes(method, synthref_root, tmp_path):
-    """`mim train mmrefer CFG -l pytorch -G 2` on CPU (gloo) with the shared runtime's
-    find_unused_parameters=False: every parameter gets a gradient, both ranks finish and save
-    (the ablations: tests/e2e/test_ddp_no_unused_params.py)."""
-    assert _installed_matches_tree(), (
-        'mmrefer must be installed as a regular wheel for mim (run `make install`)')
-    cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_ddp.py'), iters=2,
-                       num_test_samples=4)
-    work = str(tmp_path / 'ddp')
-    out = run([mim_bin(), 'train', 'mmrefer', cfg, '-l', 'pytorch', '-G', '2',
-               '--port', str(free_port()), '--work-dir', work], use_source_tree=False)
-    assert 'Saving checkpoint at 2 iterations' in out
-    assert osp.isfile(osp.join(work, 'iter_2.pth'))

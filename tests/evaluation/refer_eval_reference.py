@@ -80,6 +80,23 @@ def rela_reference(preds, gts, pred_nt, gt_nt):
     return out
 
 
+def rela_per_sample(preds, gts, pred_nt, gt_nt):
+    """ReLA's detailed per-sample results: the effective ``I``, ``U`` and ``IoU`` each sample
+    adds to the sums above, and the outcome of its no-target decision."""
+    rows = []
+    for p, g, pn, gn in zip(preds, gts, pred_nt, gt_nt):
+        i, u = _iu(p, g)
+        if gn and pn:
+            rows.append(dict(I=0, U=0, IoU=1.0, outcome='TP'))
+        elif gn:
+            rows.append(dict(I=0, U=u, IoU=0.0, outcome='FN'))
+        else:
+            i = 0 if pn else i
+            rows.append(dict(I=i, U=u, IoU=0.0 if u == 0 else float(i) / float(u),
+                             outcome='FP' if pn else 'TN'))
+    return rows
+
+
 def dmmi_reference(preds, gts, is_zero):
     accs = [1 if np.sum(np.asarray(p) != 0) == 0 else 0 for p, z in zip(preds, is_zero) if z]
     cum_i, cum_u, ious, correct = _iou_loop([p for p, z in zip(preds, is_zero) if not z],

@@ -1,4 +1,5 @@
-"""Metric classes through mmengine's Evaluator (data samples -> dicts) vs the pure functions."""
+"""Metric classes through mmengine's Evaluator (data samples -> dicts), their records and dumps,
+against the independent loop references of the published scripts (refer_eval_reference.py)."""
 import json
 import pickle
 
@@ -9,8 +10,10 @@ from mmdet.structures import DetDataSample
 from mmengine.evaluator import Evaluator
 from mmengine.structures import PixelData
 
-from mmrefer.evaluation.functional import (gres_metrics, gres_per_sample, mask_stats, rec_metrics,
-                                           refzom_metrics, ris_metrics)
+from refer_eval_reference import (_iu, assert_same, dmmi_reference, lavt_reference,
+                                  rela_per_sample, rela_reference)
+
+from mmrefer.evaluation.functional import rec_metrics
 from mmrefer.evaluation.metrics import GRESMetric, RECMetric, RefZOMMetric, RISMetric
 from mmrefer.registry import METRICS
 
@@ -68,11 +71,13 @@ def same(a, b):
 
 
 @pytest.mark.parametrize('seed', [0, 1])
-def test_class_path_equals_pure_functions(seed):
+def test_class_path_equals_the_reference_scripts(seed):
     samples, preds, gts, pnt, gnt = random_samples(seed)
-    same(strip(evaluate(GRESMetric(), samples), 'gres'), gres_metrics(preds, gts, pnt, gnt))
-    same(strip(evaluate(RISMetric(), samples), 'ris'), ris_metrics(preds, gts))
-    same(strip(evaluate(RefZOMMetric(), samples), 'refzom'), refzom_metrics(preds, gts, gnt))
+    assert_same(strip(evaluate(GRESMetric(), samples), 'gres'),
+                rela_reference(preds, gts, pnt, gnt))
+    assert_same(strip(evaluate(RISMetric(), samples), 'ris'), lavt_reference(preds, gts))
+    assert_same(strip(evaluate(RefZOMMetric(), samples), 'refzom'),
+                dmmi_reference(preds, gts, gnt))
 
 
 def test_registry_and_prefix_and_bad_args():
@@ -102,30 +107,28 @@ def collect(metric, samples):
     return metric.results
 
 
-def test_metrics_of_subsets_equal_the_pure_functions_on_the_subset():
-    """Public API over records: a subset (bool mask or indices) is scored exactly as the pure
-    function scores those samples alone; the whole set as compute_metrics does."""
+def test_metrics_of_subsets_equal_the_reference_on_the_subset():
+    """Public API over records: a subset (bool mask or indices) is scored exactly as the
+    reference scores those samples alone; the whole set as compute_metrics does."""
     samples, preds, gts, pnt, gnt = random_samples(5, n=20)
     records = collect(GRESMetric(), samples)
     zero = np.array(gnt)
     sub = np.flatnonzero(~zero)
     for select in (~zero, sub):
-        same(GRESMetric.metrics_of(records, select),
-             gres_metrics([preds[i] for i in sub], [gts[i] for i in sub],
-                          [pnt[i] for i in sub], [False] * len(sub)))
+        assert_same(GRESMetric.metrics_of(records, select),
+                    rela_reference([preds[i] for i in sub], [gts[i] for i in sub],
+                                   [pnt[i] for i in sub], [False] * len(sub)))
     same(GRESMetric.metrics_of(records), strip(evaluate(GRESMetric(), samples), 'gres'))
     ris = collect(RISMetric(), samples)
-    same(RISMetric.metrics_of(ris, [0, 3, 4]), ris_metrics([preds[i] for i in (0, 3, 4)],
-                                                           [gts[i] for i in (0, 3, 4)]))
+    assert_same(RISMetric.metrics_of(ris, [0, 3, 4]),
+                lavt_reference([preds[i] for i in (0, 3, 4)], [gts[i] for i in (0, 3, 4)]))
     cols = GRESMetric.columns(records, sub)
     assert list(cols) == ['inter', 'union', 'pred_nt', 'gt_nt']
-    assert cols['inter'].tolist() == mask_stats([preds[i] for i in sub],
-                                                [gts[i] for i in sub])['inter'].tolist()
-    stats = mask_stats(preds, gts)
-    per = gres_per_sample(stats['inter'], stats['union'], pnt, gnt)
+    assert cols['inter'].tolist() == [_iu(preds[i], gts[i])[0] for i in sub]
+    per = rela_per_sample(preds, gts, pnt, gnt)
     rows = GRESMetric.per_sample_of(records)
-    assert [r['IoU'] for r in rows] == per['IoU'].tolist()
-    assert [r['outcome'] for r in rows] == per['outcome'].tolist()
+    assert [r['IoU'] for r in rows] == [r['IoU'] for r in per]
+    assert [r['outcome'] for r in rows] == [r['outcome'] for r in per]
     assert [r['sent_id'] for r in rows] == [3000 + i for i in range(20)]
     with pytest.raises(ValueError, match=r'select mask has shape \(3,\)'):
         GRESMetric.metrics_of(records, np.ones(3, bool))
@@ -148,7 +151,7 @@ def test_gres_flagged_sample_union_uses_ungated_mask():
     res = strip(evaluate(GRESMetric(), [fp, tn]), 'gres')
     assert res['cIoU'] == pytest.approx(100 * 3 / (5 + 3))
     assert res['gIoU'] == pytest.approx(50.0) and res['T-acc'] == 0.0
-    rela = gres_metrics([seg, gt], [gt, gt], [True, False], [False, False])
+    rela = rela_reference([seg, gt], [gt, gt], [True, False], [False, False])
     assert res == pytest.approx(rela, nan_ok=True)
     # no ungated mask (a model that never clears): the flagged pred_mask itself is counted
     fp2 = make_sample(0, seg, gt, pred_nt=True)
@@ -199,7 +202,7 @@ def test_original_resolution_masks():
                      letterbox=dict(pad=(0, 1), scale=1.0))
     s1.ori_gt_merged_mask = PixelData(data=torch.from_numpy(g_lb)[None])
     res = strip(evaluate(RISMetric(eval_resolution='original'), [s0, s1]), 'ris')
-    same(res, ris_metrics([p2, p_lb], [g2, g_lb]))
+    assert_same(res, lavt_reference([p2, p_lb], [g2, g_lb]))
     assert res['oIoU'] == pytest.approx(100 * (2 + 2) / (4 + 3))
 
 
@@ -323,32 +326,28 @@ def test_gres_dump_per_sample(tmp_path, ext):
         payload = pickle.loads(path.read_bytes())
     assert payload['metric'] == 'GRESMetric' and payload['eval_resolution'] == 'input'
     same(payload['summary'], res)
-    stats = mask_stats(preds, gts)
-    per = gres_per_sample(stats['inter'], stats['union'], pnt, gnt)
+    per = rela_per_sample(preds, gts, pnt, gnt)
     rows = payload['samples']
     assert [r['sample_idx'] for r in rows] == list(range(9))
     assert [r['sent_id'] for r in rows] == [3000 + i for i in range(9)]
-    assert [r['I'] for r in rows] == per['I'].tolist()
-    assert [r['U'] for r in rows] == per['U'].tolist()
-    assert [r['IoU'] for r in rows] == per['IoU'].tolist()
-    assert [r['outcome'] for r in rows] == per['outcome'].tolist()
+    for key in ('I', 'U', 'IoU', 'outcome'):
+        assert [r[key] for r in rows] == [r[key] for r in per], key
     assert [r['gt_no_target'] for r in rows] == gnt
-    assert [r['pred_area'] for r in rows] == stats['pred_area'].tolist()
-    assert [r['gt_area'] for r in rows] == stats['gt_area'].tolist()
+    assert [r['pred_area'] for r in rows] == [int(np.count_nonzero(p)) for p in preds]
+    assert [r['gt_area'] for r in rows] == [int(np.count_nonzero(g)) for g in gts]
 
 
 def test_ris_refzom_rec_dump(tmp_path):
     samples, preds, gts, pnt, gnt = random_samples(4, n=5)
-    stats = mask_stats(preds, gts)
+    iu = [_iu(p, g) for p, g in zip(preds, gts)]
     evaluate(RISMetric(dump_per_sample=str(tmp_path / 'ris.json')), samples)
     rows = json.loads((tmp_path / 'ris.json').read_text())['samples']
-    assert [r['I'] for r in rows] == stats['inter'].tolist()
-    assert [r['U'] for r in rows] == stats['union'].tolist()
+    assert [(r['I'], r['U']) for r in rows] == iu
     evaluate(RefZOMMetric(dump_per_sample=str(tmp_path / 'zom.json')), samples)
     rows = json.loads((tmp_path / 'zom.json').read_text())['samples']
     assert [r['is_zero'] for r in rows] == gnt
     assert [r['correct_zero'] for r in rows] == [
-        z and a == 0 for z, a in zip(gnt, stats['pred_area'].tolist())]
+        z and not np.any(p) for z, p in zip(gnt, preds)]
     evaluate(RECMetric(dump_per_sample=str(tmp_path / 'rec.json')), samples)
     rows = json.loads((tmp_path / 'rec.json').read_text())['samples']
     assert rows[0]['pred_box'] == [0.0, 0.0, 1.0, 1.0] and rows[0]['IoU'] == 1.0

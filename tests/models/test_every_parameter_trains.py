@@ -64,9 +64,3 @@ def test_every_parameter_gets_a_gradient(config_path, synthref_root, one_torch_t
     assert not no_grad, f'{osp.basename(config_path)}: parameters outside the graph: {no_grad}'
     assert not zero_grad, f'{osp.basename(config_path)}: parameters with a zero gradient at ' \
                           f'every step: {zero_grad}'
-
-
-def test_runtime_leaves_ddp_unused_parameter_search_off():
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'))
-    assert cfg.find_unused_parameters is False

@@ -88,7 +88,6 @@ def test_val_goes_to_backends_and_draw_false_is_silent(tmp_path, visualizer):
 
 
 def test_val_pictures_reach_tensorboard(tmp_path):
-    pytest.importorskip('tensorboard')
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     RefLocalVisualizer.get_instance(
         f'hook_vis_tb_{np.random.randint(1 << 30)}',

@@ -37,10 +37,6 @@ def panel(canvas, layout, name):
     return canvas[y:y + h, x:x + w].astype(int)
 
 
-def test_registered_and_builds(vis):
-    assert isinstance(vis, RefLocalVisualizer)
-
-
 def test_pred_mask_changes_pixels_only_where_the_mask_is(vis):
     img, mask = image(), block_mask()
     empty = vis.draw_ref(img, 'the block', pred=dict(mask=np.zeros_like(mask), score=None))

@@ -404,14 +404,24 @@ def test_drop_path_schedule_and_eval_determinism():
     assert any(not torch.allclose(o, a) for o in outs)
 
 
-def test_gradient_checkpointing_same_grads():
+def test_gradient_checkpointing_same_grads_and_recomputes():
     ids, img, pad = inputs()
-    grads = []
+    grads, calls = [], []
     for with_cp in (False, True):
         m = tiny(with_cp=with_cp).train()
+        # pre-hooks: a checkpointed block runs its forward again in backward
+        n = []
+        hooks = [b.register_forward_pre_hook(lambda *a: n.append(1)) for b in m.encoder.layers]
         m(ids, img, pad)['encoder_out'].sum().backward()
-        grads.append(m.encoder.layers[0].self_attn.q_proj.B.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
+        for h in hooks:
+            h.remove()
+        calls.append(len(n))
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    n_blocks = len(m.encoder.layers)
+    assert calls == [n_blocks, 2 * n_blocks], calls
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], msg=k)
 
 
 def test_registered():

@@ -69,26 +69,36 @@ def test_equals_mmdet_and_reads_nothing_back(size):
 
 def test_two_fpn_levels_use_the_convolutions_built_for_them():
     """Five backbone levels, three in the encoder: two FPN levels below it. mmdet builds
-    lateral/output convs coarse -> fine and indexes them by the input level (a channel mismatch
-    here); ours gives each level its own convs, so the result equals an FPN step written out."""
-    cfg = copy.deepcopy(CFG)
-    cfg.update(in_channels=[4, 8, 16, 24, 32], strides=[2, 4, 8, 16, 32])
+    lateral/output convs coarse -> fine but indexes them by the input level: with different
+    channels it fails; with equal channels it runs each level through the other level's convs.
+    Ours gives each level the convs built for it, so it equals mmdet with the two swapped."""
     torch.manual_seed(0)
-    ours = MODELS.build(ConfigDict(type='HostShapeMSDeformAttnPixelDecoder', **cfg)).eval()
-    ref = MSDeformAttnPixelDecoder(**ConfigDict(copy.deepcopy(cfg))).eval()
-    ref.load_state_dict(ours.state_dict(), strict=True)
-    feats = [torch.randn(1, 4, 32, 24)] + _feats(1, 16, 12)
-    with torch.no_grad():
-        with pytest.raises(RuntimeError):  # mmdet: level 1 (8 ch) meets the conv built for 4
-            ref(feats)
-        mask, outs = ours(feats)
-        # from the encoder's finest output (outs[2]: num_outs=3 keeps the encoder levels), the
-        # two FPN steps by hand: level 1 with convs[0], then level 0 with convs[1]
-        y = outs[2]
-        for j, level in enumerate((1, 0)):
-            lat = ours.lateral_convs[j](feats[level])
-            y = ours.output_convs[j](lat + torch.nn.functional.interpolate(
-                y, size=lat.shape[-2:], mode='bilinear', align_corners=False))
-    assert [c.conv.in_channels for c in ours.lateral_convs] == [8, 4]
-    assert mask.shape == (1, 32, 32, 24)
-    assert torch.equal(mask, ours.mask_feature(y))
+    for fine_channels in (8, 4):
+        cfg = copy.deepcopy(CFG)
+        cfg.update(in_channels=[fine_channels, 8, 16, 24, 32], strides=[2, 4, 8, 16, 32])
+        ours = MODELS.build(ConfigDict(type='HostShapeMSDeformAttnPixelDecoder', **cfg)).eval()
+        assert [c.conv.in_channels for c in ours.lateral_convs] == [8, fine_channels]
+        ref = MSDeformAttnPixelDecoder(**ConfigDict(copy.deepcopy(cfg))).eval()
+        feats = [torch.randn(1, fine_channels, 32, 24)] + _feats(1, 16, 12)
+        swap = {'lateral_convs.0': 'lateral_convs.1', 'lateral_convs.1': 'lateral_convs.0',
+                'output_convs.0': 'output_convs.1', 'output_convs.1': 'output_convs.0'}
+        state = {}
+        for k, v in ours.state_dict().items():
+            prefix = '.'.join(k.split('.')[:2])
+            state[k.replace(prefix, swap[prefix], 1) if prefix in swap else k] = v
+        with torch.no_grad():
+            mask, outs = ours(feats)
+            assert mask.shape == (1, 32, 32, 24)
+            if fine_channels == 4:
+                with pytest.raises(RuntimeError):  # level 1 (8 ch) meets the conv built for 4
+                    ref.load_state_dict(ours.state_dict(), strict=True)
+                    ref(feats)
+                continue
+            ref.load_state_dict(state, strict=True)
+            ref_mask, ref_outs = ref(feats)
+            assert torch.equal(mask, ref_mask)
+            for a, b in zip(outs, ref_outs):
+                assert torch.equal(a, b)
+            # unswapped, mmdet's result differs: the convs matter
+            ref.load_state_dict(ours.state_dict(), strict=True)
+            assert not torch.allclose(ref(feats)[0], mask)

@@ -85,3 +85,45 @@ def test_per_layer_banks():
     assert grad[1] > 0 and grad[0] == 0 and grad[2] == 0
     with pytest.raises(IndexError, match='layer 3 has no concept bank'):
         vci(x, sizes, layer=3)
+
+
+def _clustered_patches(num_clusters=10, patches=900, dims=256, seed=0):
+    """Patches around ``num_clusters`` random directions (within-cluster cosine about 0.8),
+    every patch about equally related to the sentence (t_cls = their mean)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(num_clusters, dims, generator=g), dim=-1) * 10
+    label = torch.arange(patches) % num_clusters
+    vis = (centres[label] + 0.15 * torch.randn(patches, dims, generator=g))[None]
+    return vis, vis.mean(1), centres, label
+
+
+@pytest.mark.parametrize('tau', [1.0, 0.07])
+def test_temperature_decides_whether_concepts_stay_distinct(tau):
+    """Best case: each concept token points at one cluster. Softmax over cosine logits in
+    [-1, 1] at temperature 1 spreads a concept over every target patch (weights differ by at
+    most e^2), so the injected attributes come out nearly identical; at 0.07 each concept
+    retrieves its own cluster and the attributes differ (docs/latentvg.md, VCI temperature)."""
+    vis, t_cls, centres, label = _clustered_patches()
+    vci = VisualConceptInjector(vis.shape[-1], len(centres), concept_temperature=tau,
+                                assign_temperature=tau)
+    with torch.no_grad():
+        vci.concepts.copy_(F.normalize(centres, dim=-1))
+    # the weight each concept puts on its own cluster, from the injector's own retrieval
+    vis_n = F.normalize(vis[0], dim=-1)
+    rel = vis_n @ F.normalize(t_cls[0], dim=-1)
+    logits = (F.normalize(vci.concepts, dim=-1) @ vis_n.T / tau).masked_fill(
+        ~(rel >= rel.mean()), float('-inf'))
+    w = logits.softmax(-1)
+    kept = [k for k in range(len(centres)) if (rel >= rel.mean())[label == k].any()]
+    assert len(kept) >= 3
+    own = torch.stack([w[k, label == k].sum() for k in kept]).mean()   # clusters with targets
+    attrs = torch.randn(1, 14, vis.shape[-1], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        new = F.normalize(vci.inject(vis, t_cls, attrs)[0], dim=-1)
+    off_diag = (new @ new.T)[~torch.eye(14, dtype=torch.bool)]
+    if tau == 1.0:
+        assert own < 2.5 / len(kept)          # 1 / len(kept) would be uniform
+        assert off_diag.min() > 0.999         # all 14 attributes the same direction
+    else:
+        assert own > 0.8
+        assert off_diag.min() < 0.9
