@@ -1,8 +1,10 @@
 # InstAlign schedule: AdamW, lr 1e-4 decaying linearly to 1e-6 over 20 epochs, batch 32
 # (e.g. 4 GPUs x 8; set train_dataloader.batch_size accordingly). The paper states one learning
 # rate, so Swin-B and RoBERTa train at it too (no backbone multiplier). Our choices where the
-# paper is silent: weight decay 0.05 (Mask2Former's) except on norms, Swin's position tables and
-# the query / level embeddings; gradient clipping at 0.01 (ReLA's).
+# paper is silent: weight decay 0.05 (Mask2Former's) except on norms, Swin's position tables, the
+# query / level embeddings (the decoder's level_embed and the pixel decoder's level_encoding) and
+# the aggregation's PReLU slope (decay would pull it towards a ReLU, as PyTorch's PReLU docs
+# warn); gradient clipping at 0.01 (ReLA's).
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
@@ -14,6 +16,8 @@ optim_wrapper = dict(
             'query_embed': dict(decay_mult=0.0),
             'query_feat': dict(decay_mult=0.0),
             'level_embed': dict(decay_mult=0.0),
+            'level_encoding': dict(decay_mult=0.0),
+            'prelu': dict(decay_mult=0.0),
         },
         norm_decay_mult=0.0))  # every LayerNorm / GroupNorm: Swin's, RoBERTa's, the head's
 

@@ -3,7 +3,8 @@
     x = extract_feat(images [B, 3, H, W], samples)      (tokenize, then encode(images, ids, mask))
       = dict(img_feats  = Swin features, tuple of [B, C_i, H_i, W_i] (1/4 .. 1/32),
              word_feats = T_0 [B, L, C_t], word_mask [B, L] (1 = token),
-             words      = per sample and token position the text ('' for specials / pads))
+             words      = per sample and token position the text ('' for specials / pads);
+                          predict only, for the aligned-word extras)
     loss / predict / _forward: the head on x.
 
 The text path is the shared one (``tokenize_samples``: metainfo ``input_ids`` from
@@ -47,11 +48,12 @@ class InstAlign(BaseDetector):
         # mmcv's deformable-attention CUDA kernel takes no bf16: it runs in fp32 under autocast
         fp32_submodules(self.head.pixel_decoder, MultiScaleDeformableAttention)
 
-    def extract_feat(self, inputs: Tensor, data_samples: List,
-                     allow_dummy: bool = False) -> Dict:
+    def extract_feat(self, inputs: Tensor, data_samples: List, allow_dummy: bool = False,
+                     with_words: bool = False) -> Dict:
         """The head's input ``x`` (see the module docstring). ``allow_dummy`` (``_forward``
         only: FLOPs counting without a tokenizer directory) replaces a missing tokenizer by
-        ``max_length`` dummy ids."""
+        ``max_length`` dummy ids. ``with_words`` (``predict``) adds ``words``, which only the
+        aligned-word extras of the predictions read."""
         try:
             tok = tokenize_samples(self.text_encoder.tokenizer, data_samples, inputs.device)
         except FileNotFoundError:
@@ -64,7 +66,8 @@ class InstAlign(BaseDetector):
             tok = dict(input_ids=ids, attention_mask=torch.ones_like(ids), offsets=None,
                        texts=[None] * len(ids))
         x = self.encode(inputs, tok['input_ids'], tok['attention_mask'])
-        x['words'] = token_words(tok['texts'], tok['offsets'])
+        if with_words:
+            x['words'] = token_words(tok['texts'], tok['offsets'])
         return x
 
     def encode(self, inputs: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Dict:
@@ -81,7 +84,8 @@ class InstAlign(BaseDetector):
     def predict(self, inputs: Tensor, data_samples: List, rescale: bool = True) -> List:
         """Fill the prediction fields at ``img_shape`` (docs/contracts.md section 3; the way
         back to the original image is ``mmrefer.structures.geometry``)."""
-        return self.head.predict(self.extract_feat(inputs, data_samples), data_samples)
+        return self.head.predict(self.extract_feat(inputs, data_samples, with_words=True),
+                                 data_samples)
 
     def _forward(self, inputs: Tensor, data_samples: Optional[List] = None
                  ) -> Tuple[List[Tensor], Tensor]:

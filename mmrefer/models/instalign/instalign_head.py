@@ -3,7 +3,7 @@
 Shapes (B images, N queries, L tokens, C channels, h x w = 1/4 of the padded batch H x W)::
 
     pixel decoder:  V_4 [B, C, h, w] mask features, V_1..V_3 (low -> high res) for the POT
-    POT block k:    (Q_{k-1}, T_{k-1}, V_{k % 3}) -> (Q_k, T_k)
+    POT block k:    (Q_{k-1}, T_{k-1}, V_{(k-1) mod 3 + 1}) -> (Q_k, T_k)      (k = 1..K)
     _forward_head:  p = sigmoid(Linear(LN(Q_k)))                    [B, N]
                     s = MLP(LN(Q_k)) . V_4                          [B, N, h, w]   (Eq. 4)
                     R, P, L_phrase = phrase_object_alignment(LN(Q_k), T_k)        (Eq. 1-3)
@@ -12,6 +12,8 @@ Shapes (B images, N queries, L tokens, C channels, h x w = 1/4 of the padded bat
 
 Losses (Eq. 7, 9, 13): ``5 (BCE + Dice)(up_{HxW}(M), M_gt) + L_inst`` (instance_supervision.py)
 per supervised layer (``loss_*`` last, ``d{i}.loss_*`` layer i) + ``0.1 BCE(p_nt, no_target)``.
+The batch padding (none at the configs' square 480 or 128 sizes) counts as background in both, as
+in mmdet's Mask2Former; Latent-VG's mask loss instead leaves it out (``LatentVGHead``).
 """
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -29,8 +31,7 @@ from mmrefer.registry import MODELS
 from ..post_processing import RefPostProcessor
 from ..utils import batch_shape, stack_merged_gt, stack_no_target_gt
 from .instance_supervision import PhraseAlignedInstanceSupervision
-from .phrase_object_transformer import (PhraseObjectTransformer, aligned_words,
-                                        phrase_object_alignment)
+from .phrase_object_transformer import aligned_words, phrase_object_alignment
 
 _LOSS_NAMES = ('loss_merged_bce', 'loss_merged_dice', 'loss_score', 'loss_mask', 'loss_dice',
                'loss_phrase')
@@ -111,10 +112,10 @@ class InstAlignHead(BaseModule):
             raise ValueError(f"InstAlignHead: pixel_decoder.num_outs={pd['num_outs']} must equal "
                              f'num_transformer_feat_level={num_transformer_feat_level}')
         self.pixel_decoder = MODELS.build(pd)
-        dec = {**dict(num_layers=9, num_heads=8, ffn_dims=2048, text_mode='bidirectional'),
-               **(decoder or {})}
-        self.decoder = PhraseObjectTransformer(num_levels=num_transformer_feat_level,
-                                               embed_dims=feat_channels, **dec)
+        dec = {**dict(type='PhraseObjectTransformer', num_layers=9, num_heads=8, ffn_dims=2048,
+                      text_mode='bidirectional', num_levels=num_transformer_feat_level,
+                      embed_dims=feat_channels), **(decoder or {})}
+        self.decoder = MODELS.build(dec)
         self.num_heads = self.decoder.num_heads
         self.pixel_pos = SinePositionalEncoding(**positional_encoding)
         self.level_embed = nn.Embedding(num_transformer_feat_level, feat_channels)

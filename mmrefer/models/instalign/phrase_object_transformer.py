@@ -148,6 +148,10 @@ class PhraseObjectTransformerLayer(nn.Module):
 class PhraseObjectTransformer(nn.Module):
     """Stack of K :class:`PhraseObjectTransformerLayer` blocks (round robin over scales).
 
+    It holds the blocks; :class:`InstAlignHead` runs them (block k reads scale
+    ``level_of(k)`` and the head's prediction hook runs after each block), as mmdet's
+    ``Mask2FormerHead`` runs the layers of its decoder.
+
     Args:
         num_layers (int): K (9 in the paper).
         num_levels (int): number of pixel-decoder scales fed round robin (3).
