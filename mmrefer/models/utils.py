@@ -3,15 +3,15 @@ and the merged ground truth stacked at that shape.
 
 The data preprocessor pads a batch to ``[H, W]`` at the bottom / right; sample ``b``'s image fills
 ``[:h_b, :w_b]`` (its ``img_shape``). Heads compute at ``[H, W]`` and read each sample in its own
-region, in the loss as in the prediction. The no-target GT is stacked here too.
+region, in the loss as in the prediction. The ground truth the losses stack here is the one
+``RefDataPreprocessor`` padded and moved to the device (the only host -> device copy of the GT).
 """
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from mmrefer.structures.geometry import as_flag, content_region
+from mmrefer.structures.geometry import content_region
 
 __all__ = ['batch_shape', 'img_shapes', 'content_boxes', 'img_regions', 'stack_merged_gt',
            'stack_no_target_gt']
@@ -66,38 +66,51 @@ def img_regions(shapes: Sequence[Tuple[int, ...]], pad_shape: Tuple[int, int],
             (cols >= box[:, 1]) & (cols < box[:, 1] + box[:, 3]))
 
 
+_PREPROCESS_HINT = ('the loss reads the ground truth that RefDataPreprocessor padded to the '
+                    'batch shape and put on the device (model.data_preprocessor(data, '
+                    'training=True), or RefDataPreprocessor.pad_ref_gt(samples, batch_shape, '
+                    'device) for hand-made samples)')
+
+
+def _where(i: int, ds) -> str:
+    return f'data sample {i} ({ds.metainfo.get("img_path")})'
+
+
+def _on(t: Tensor, device) -> bool:
+    """``t`` lives on ``device`` ('cuda' matches any CUDA index)."""
+    d = torch.device(device)
+    return t.device.type == d.type and (d.index is None or t.device.index == d.index)
+
+
 def stack_merged_gt(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
                     device) -> Tensor:
-    """``gt_merged_mask`` of every sample as one float ``[B, H, W]`` tensor at the batch shape
-    (zero outside each image). The mask must have the sample's ``img_shape`` (or already the
-    batch shape, as ``RefDataPreprocessor`` pads it)."""
+    """``gt_merged_mask`` of every sample as one float ``[B, H, W]`` tensor at the batch shape.
+
+    The masks must be where ``RefDataPreprocessor`` leaves them: padded to ``pad_shape`` (zero
+    outside each image) and on ``device``. The ground truth reaches the device once, there;
+    anything else is an error naming the sample."""
     out = []
     for i, ds in enumerate(batch_data_samples):
         if 'gt_merged_mask' not in ds:
-            raise KeyError(f'data sample {i} ({ds.metainfo.get("img_path")}) has no '
-                           'gt_merged_mask (see docs/contracts.md; PackRefInputs makes it)')
-        g = ds.gt_merged_mask.data
+            raise KeyError(f'{_where(i, ds)} has no gt_merged_mask (see docs/contracts.md; '
+                           'PackRefInputs makes it)')
+        g = torch.as_tensor(ds.gt_merged_mask.data)
         g = g.reshape(g.shape[-2:])
-        if tuple(g.shape) != tuple(pad_shape):
-            h, w = ds.metainfo.get('img_shape', g.shape)[:2]
-            if tuple(g.shape) != (h, w) or h > pad_shape[0] or w > pad_shape[1]:
-                raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
-                                 f'gt_merged_mask {tuple(g.shape)} must have its img_shape '
-                                 f'{(h, w)} inside the batch shape {tuple(pad_shape)}')
-            g = F.pad(g, (0, pad_shape[1] - w, 0, pad_shape[0] - h))
+        if tuple(g.shape) != tuple(pad_shape) or not _on(g, device):
+            raise ValueError(f'{_where(i, ds)}: gt_merged_mask {tuple(g.shape)} on {g.device}, '
+                             f'expected the batch shape {tuple(pad_shape)} on {device}: '
+                             f'{_PREPROCESS_HINT}')
         out.append(g)
-    return torch.stack(out).to(device=device, dtype=torch.float32, non_blocking=True)
+    return torch.stack(out).float()
 
 
-def stack_no_target_gt(batch_data_samples: Sequence, device,
-                       default: Callable[[Any], bool] = lambda ds: False) -> Tensor:
-    """The no-target GT of every sample as float ``[B]`` on ``device``: the ``gt_no_target``
-    tensors ``RefDataPreprocessor`` put there (no transfer), else (samples made without it) the
-    ``no_target`` metainfo, ``default(data_sample)`` where that is missing too."""
-    if all('gt_no_target' in ds for ds in batch_data_samples):
-        return torch.stack([ds.gt_no_target for ds in batch_data_samples]).to(
-            device=device, dtype=torch.float32)
-    flags = [as_flag(ds.metainfo['no_target'], f'data sample {i} no_target')
-             if 'no_target' in ds.metainfo else bool(default(ds))
-             for i, ds in enumerate(batch_data_samples)]
-    return torch.tensor(flags, dtype=torch.float32).to(device, non_blocking=True)
+def stack_no_target_gt(batch_data_samples: Sequence, device) -> Tensor:
+    """The ``gt_no_target`` tensors ``RefDataPreprocessor`` put on the device (from the
+    ``no_target`` metainfo every dataset sets), as float ``[B]``; no transfer."""
+    for i, ds in enumerate(batch_data_samples):
+        flag = ds.get('gt_no_target')
+        if not isinstance(flag, Tensor) or not _on(flag, device):
+            raise ValueError(f'{_where(i, ds)}: no gt_no_target on {device} '
+                             f'(metainfo no_target: {ds.metainfo.get("no_target", "missing")}): '
+                             f'{_PREPROCESS_HINT}')
+    return torch.stack([ds.gt_no_target for ds in batch_data_samples]).float()

@@ -227,21 +227,14 @@ class InstAlignHead(BaseModule):
                     device) -> Tuple[Optional[List[InstanceData]], Tensor, Tensor]:
         """The GT instances at the mask size (``PhraseAlignedInstanceSupervision.gt_instances``;
         None without instance supervision), the merged GT [B, H, W] at the batch shape and the
-        no-target GT [B] (``gt_no_target`` from ``RefDataPreprocessor``; for samples that did not
-        pass through it, metainfo ``no_target``, by default: no GT instance)."""
+        no-target GT [B]: all as ``RefDataPreprocessor`` padded and moved them (it also refuses
+        a no-target sample with GT instances)."""
         pad_shape = batch_shape(batch_data_samples)
         self._check_mask_grid(pad_shape, mask_size)
         gts = (self.instance_loss.gt_instances(batch_data_samples, pad_shape, mask_size, device)
                if self.instance_loss is not None else None)
-        for ds in batch_data_samples:  # checked by RefDataPreprocessor where it ran
-            n = len(ds.gt_instances) if 'gt_instances' in ds else 0
-            if 'gt_no_target' not in ds and n and ds.metainfo.get('no_target', False):
-                raise ValueError(f"InstAlignHead: sample {ds.metainfo.get('img_path')} / "
-                                 f"{ds.metainfo.get('text')!r} is no_target but has {n} instances")
-        gt_nt = stack_no_target_gt(
-            batch_data_samples, device,
-            default=lambda ds: len(ds.gt_instances) == 0 if 'gt_instances' in ds else True)
-        return gts, stack_merged_gt(batch_data_samples, pad_shape, device), gt_nt
+        return (gts, stack_merged_gt(batch_data_samples, pad_shape, device),
+                stack_no_target_gt(batch_data_samples, device))
 
     def loss_by_feat(self, all_score_logits: List[Tensor], all_mask_logits: List[Tensor],
                      all_merged: List[Tensor], all_phrase_costs: List[Tensor],

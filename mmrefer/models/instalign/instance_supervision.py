@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from mmrefer.registry import MODELS, TASK_UTILS
 from ..mixed_precision import fp32_island
+from ..utils import _PREPROCESS_HINT, _on
 
 __all__ = ['ScoreBCECost', 'PhraseAlignmentCost', 'PhraseAlignmentLoss',
            'PhraseAlignedInstanceSupervision']
@@ -139,11 +140,9 @@ class PhraseAlignedInstanceSupervision(BaseModule):
     def gt_instances(batch_data_samples: Sequence, pad_shape: Tuple[int, int],
                      mask_size: Tuple[int, int], device) -> List[InstanceData]:
         """Per image ``InstanceData(masks [M_b, h, w] float, labels zeros [M_b])``: the GT
-        instance masks zero-padded (bottom / right) to the batch shape ``pad_shape`` [H, W] and
-        bilinearly resized to the mask size, in one call for the whole batch.
-
-        ``gt_instances.masks`` are tensors already padded on the device (``RefDataPreprocessor``)
-        or, in hand-made samples, ``BitmapMasks`` / tensors at ``img_shape``."""
+        instance masks, which ``RefDataPreprocessor`` padded (bottom / right) to the batch shape
+        ``pad_shape`` [H, W] and put on the device, bilinearly resized to the mask size in one
+        call for the whole batch. Masks anywhere else are an error naming the sample."""
         H, W = pad_shape
         masks = []
         for i, ds in enumerate(batch_data_samples):
@@ -151,13 +150,14 @@ class PhraseAlignedInstanceSupervision(BaseModule):
                 raise KeyError(f'data sample {i} ({ds.metainfo.get("img_path")}) has no '
                                'gt_instances.masks (needed by the instance supervision)')
             m = ds.gt_instances.masks
-            m = (m.to_tensor(torch.float32, device) if hasattr(m, 'to_tensor')  # BitmapMasks
-                 else torch.as_tensor(m).to(device, non_blocking=True).float())
-            h, w = m.shape[-2:]
-            if h > H or w > W:
+            if (not isinstance(m, torch.Tensor) or tuple(m.shape[-2:]) != (H, W) or m.dim() != 3
+                    or not _on(m, device)):
+                got = (f'{tuple(m.shape)} tensor on {m.device}' if isinstance(m, torch.Tensor)
+                       else type(m).__name__)
                 raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
-                                 f'gt_instances.masks {(h, w)} exceed the batch shape {(H, W)}')
-            masks.append(F.pad(m.reshape(-1, h, w), (0, W - w, 0, H - h)))
+                                 f'gt_instances.masks is a {got}, expected [M, {H}, {W}] on '
+                                 f'{device}: {_PREPROCESS_HINT}')
+            masks.append(m.float())
         counts = [len(m) for m in masks]
         masks = torch.cat(masks)
         masks = (F.interpolate(masks[None], tuple(mask_size), mode='bilinear',

@@ -11,6 +11,7 @@ from mmrefer.utils.setup_env import register_all_modules
 
 register_all_modules()
 
+from mmrefer.models import RefDataPreprocessor  # noqa: E402
 from mmrefer.registry import MODELS  # noqa: E402
 
 
@@ -70,8 +71,11 @@ def make_sample(text, rects, img_shape=(32, 32), pad_shape=(32, 32), no_target=N
 
 
 def batch(samples, pad_shape=(32, 32)):
+    """Images and copies of the samples as ``RefDataPreprocessor`` hands them to the model in
+    training (GT padded to the batch shape)."""
     torch.manual_seed(0)
-    return torch.randn(len(samples), 3, *pad_shape), [copy.deepcopy(s) for s in samples]
+    samples = RefDataPreprocessor.pad_ref_gt([copy.deepcopy(s) for s in samples], pad_shape)
+    return torch.randn(len(samples), 3, *pad_shape), samples
 
 
 

@@ -12,6 +12,7 @@ from mmrefer.utils.setup_env import register_all_modules
 
 register_all_modules()
 
+from mmrefer.models import RefDataPreprocessor  # noqa: E402
 from mmrefer.registry import MODELS  # noqa: E402
 
 from test_instalign import make_sample, tiny_model_cfg  # noqa: E402
@@ -38,9 +39,12 @@ def _x(b=2):
     return dict(img_feats=feats, word_feats=torch.randn(b, 8, 16, generator=g), word_mask=mask)
 
 
-def _samples():
-    return [make_sample('the red circle', [(4, 12, 8, 20), (12, 20, 0, 4)], img_shape=(20, 24)),
-            make_sample('blue thing left', [], img_shape=(20, 24))]
+def _samples(padded=True):
+    """Two samples at img_shape 20 x 24 in a 32 x 32 batch; ``padded``: as
+    ``RefDataPreprocessor`` hands them to the loss (GT padded to the batch shape)."""
+    samples = [make_sample('the red circle', [(4, 12, 8, 20), (12, 20, 0, 4)], img_shape=(20, 24)),
+               make_sample('blue thing left', [], img_shape=(20, 24))]
+    return RefDataPreprocessor.pad_ref_gt(samples, (32, 32)) if padded else samples
 
 
 def test_forward_returns_per_layer_lists():
@@ -156,7 +160,7 @@ def test_forward_and_loss_stay_on_the_device(tmp_path):
     model = MODELS.build(cfg)
     model.init_weights()
     data = model.data_preprocessor(dict(inputs=[torch.zeros(3, 20, 24, dtype=torch.uint8)] * 2,
-                                        data_samples=_samples()), training=True)
+                                        data_samples=_samples(padded=False)), training=True)
     assert isinstance(data['data_samples'][0].gt_instances.masks, torch.Tensor)
     rec = _HostAccess()
     for m in (model.text_encoder, model.head.pixel_decoder):
@@ -206,7 +210,8 @@ def test_predict_by_feat_extras():
 def test_loss_all_no_target_batch_keeps_the_graph():
     head = _head()
     outs = head(_x())
-    samples = [make_sample('blue thing left', [], img_shape=(20, 24))] * 2
+    samples = RefDataPreprocessor.pad_ref_gt(
+        [make_sample('blue thing left', [], img_shape=(20, 24)) for _ in range(2)], (32, 32))
     losses = head.loss_by_feat(*outs, samples)
     assert losses['loss_mask'] == 0 and losses['loss_dice'] == 0 and losses['loss_phrase'] == 0
     sum(losses.values()).backward()
@@ -216,12 +221,26 @@ def test_loss_all_no_target_batch_keeps_the_graph():
 def test_bad_targets_are_named():
     head = _head()
     outs = head(_x())
-    bad = _samples()
+    bad = _samples(padded=False)
     bad[1].set_metainfo(dict(no_target=True))
     bad[0].set_metainfo(dict(no_target=True))
-    with pytest.raises(ValueError, match='no_target but has 2 instances'):
-        head.loss_by_feat(*outs, bad)
-    missing = _samples()
+    with pytest.raises(ValueError, match='data sample 0 .* is no_target but has 2 GT instances'):
+        RefDataPreprocessor.pad_ref_gt(bad, (32, 32))
+    missing = _samples(padded=False)
     del missing[0].gt_instances.masks
+    missing = RefDataPreprocessor.pad_ref_gt(missing, (32, 32))
     with pytest.raises(KeyError, match='gt_instances.masks'):
         head.loss_by_feat(*outs, missing)
+    # GT that did not come through RefDataPreprocessor: refused, naming the sample and the fix
+    for field in ('gt_instances.masks', 'gt_merged_mask', 'gt_no_target'):
+        raw = _samples(padded=False)
+        done = _samples()
+        for ds, ok in zip(raw, done):   # only `field` left as the dataset made it
+            if field != 'gt_instances.masks':
+                ds.gt_instances.masks = ok.gt_instances.masks
+            if field != 'gt_merged_mask':
+                ds.gt_merged_mask = ok.gt_merged_mask
+            if field != 'gt_no_target':
+                ds.gt_no_target = ok.gt_no_target
+        with pytest.raises(ValueError, match=f'data sample 0 .*{field}.*RefDataPreprocessor'):
+            head.loss_by_feat(*outs, raw)

@@ -1,15 +1,25 @@
 """LatentVGHead: averaged map, 2*BCE + 0.5*Dice, contrastive and no-target losses, predictions."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from mmdet.structures import DetDataSample
 from mmengine.structures import PixelData
 
+from mmrefer.models import RefDataPreprocessor
 from mmrefer.models.latent_vg.latentvg_head import LatentVGHead
-from mmrefer.models.latent_vg.contrastive_losses import PositiveMarginContrastiveLoss
 from mmrefer.utils import register_all_modules
+from test_contrastive_losses import _loop_loss
 
 register_all_modules()
+
+
+def _padded(samples):
+    """Copies of the samples as ``RefDataPreprocessor`` hands them to the loss: the GT padded
+    to the batch shape (``batch_input_shape``)."""
+    samples = copy.deepcopy(samples)
+    return RefDataPreprocessor.pad_ref_gt(samples, samples[0].metainfo['batch_input_shape'])
 
 
 def _head(**kw):
@@ -53,7 +63,7 @@ def test_losses_match_hand_computation():
                                           num_heads=2))
     mask_logits, q, nt_logits = head(_inputs())
     samples = _samples()
-    losses = head.loss_by_feat(mask_logits, q, nt_logits, samples)
+    losses = head.loss_by_feat(mask_logits, q, nt_logits, _padded(samples))
     # the logits are resized to the batch shape first, then sigmoid, then the mean (= predict)
     p = F.interpolate(mask_logits, size=(16, 16), mode='bilinear',
                       align_corners=False).sigmoid().mean(1).flatten(1)
@@ -63,8 +73,10 @@ def test_losses_match_hand_computation():
     eps = 1e-3  # the paper's plain Dice (mmdet DiceLoss, naive_dice=True)
     dice = 1 - (2 * (p * g).sum(1) + eps) / (p.sum(1) + g.sum(1) + eps)
     torch.testing.assert_close(losses['loss_dice'], 0.5 * dice.mean(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(losses['loss_contrastive'],
-                               PositiveMarginContrastiveLoss()(q[:, 0], q[:, 1:]))
+    # the paper's loss (gamma 0.2, tau 0.07, weight 1) between t_o = q[:, 0] and the z_o^i,
+    # written out as a loop (tests/models/latent_vg/test_contrastive_losses.py)
+    ref = _loop_loss(q[:, 0].detach(), q[:, 1:].detach(), lambda s: min(1.0, 0.2 + s), 0.07)
+    assert float(losses['loss_contrastive']) == pytest.approx(ref, rel=1e-5)
     nt = F.binary_cross_entropy_with_logits(nt_logits, torch.tensor([0., 1.]))
     torch.testing.assert_close(losses['loss_no_target'], 0.5 * nt)
     sum(losses.values()).backward()
@@ -73,7 +85,7 @@ def test_losses_match_hand_computation():
 
 def test_single_token_head_has_no_contrastive_loss():
     head = _head(num_class_tokens=1)
-    assert set(head.loss(_inputs(Q=1), _samples())) == {'loss_mask', 'loss_dice'}
+    assert set(head.loss(_inputs(Q=1), _padded(_samples()))) == {'loss_mask', 'loss_dice'}
 
 
 def test_predict_mask_box_and_no_target():
@@ -128,7 +140,7 @@ def test_loss_reads_each_sample_in_its_img_shape_region():
     samples = _mixed_batch()
     torch.manual_seed(3)
     logits = torch.randn(2, 1, 16, 16)
-    loss = head.loss_by_feat(logits, None, None, samples)
+    loss = head.loss_by_feat(logits, None, None, _padded(samples))
     crops_p, crops_g = [], []
     for i, ds in enumerate(samples):
         h, w = ds.metainfo['img_shape']
@@ -143,7 +155,7 @@ def test_loss_reads_each_sample_in_its_img_shape_region():
     garbage = logits.clone()
     garbage[0, :, 10:] = 50.0   # below the landscape image
     garbage[1, :, :, 10:] = 50.0  # right of the portrait image
-    other = head.loss_by_feat(garbage, None, None, samples)
+    other = head.loss_by_feat(garbage, None, None, _padded(samples))
     for k in loss:
         torch.testing.assert_close(other[k], loss[k])
 
@@ -162,7 +174,7 @@ def test_letterboxed_landscape_and_portrait_batch_trains_on_the_right_pixels():
                   embed_dims=16, extra_upsamples=1, num_decoder_layers=0, mlp_hidden_dims=dims,
                   loss_contrastive=None),
         tokenizer=dict(type='BEiT3Tokenizer', spm_path=None, max_length=6),
-        data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
+        data_preprocessor=dict(type='RefDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
                                pad_size_divisor=32))
     imgs, samples = [], []
     for k, (h, w) in enumerate(((20, 32), (32, 20))):  # landscape, portrait
@@ -176,6 +188,7 @@ def test_letterboxed_landscape_and_portrait_batch_trains_on_the_right_pixels():
         ds.gt_merged_mask = PixelData(data=gt)
         imgs.append(img)
         samples.append(ds)
+    gts = [ds.gt_merged_mask.data[0].bool() for ds in samples]  # before the batch padding
     data = model.data_preprocessor(dict(inputs=imgs, data_samples=samples), training=True)
     assert data['inputs'].shape[-2:] == (32, 32)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -188,8 +201,7 @@ def test_letterboxed_landscape_and_portrait_batch_trains_on_the_right_pixels():
     model.eval()
     with torch.no_grad():
         out = model.predict(data['inputs'], data['data_samples'])
-    for ds in out:
-        gt = ds.gt_merged_mask.data[0].bool()
+    for ds, gt in zip(out, gts):
         assert ds.pred_mask.shape == gt.shape
         iou = (ds.pred_mask & gt).sum() / (ds.pred_mask | gt).sum().clamp(min=1)
         assert iou > 0.8, (ds.metainfo['img_shape'], float(iou))
