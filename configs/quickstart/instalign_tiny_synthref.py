@@ -3,7 +3,7 @@
 #   mim train mmrefer instalign_tiny_synthref  /  mim test mmrefer instalign_tiny_synthref -C ...
 # Same architecture as the paper config (Swin via mmdet, RoBERTa via transformers, MSDeformAttn
 # pixel decoder, POT, AIA, NT predictor, phrase-aligned Hungarian matching) at toy size: Swin
-# with 24-dim embedding and one block per stage, a 2-layer RoBERTa built from this inline arch
+# with 32-dim embedding and one block per stage, a 2-layer RoBERTa built from this inline arch
 # with SynthRef's BPE tokenizer, 8 queries, 3 POT blocks, 128x128 input, trained from scratch.
 _base_ = [
     '../_base_/models/instalign_swin-b_roberta.py',

@@ -7,6 +7,8 @@ Input, for a batch padded to ``[H, W]`` (each sample's image fills ``[:h, :w]`` 
 
     pred_prob   = p_b[:h, :w]
     pred_mask   = (pred_prob > mask_thr) and not no_target_b,   no_target_b = nt_b > nt_thr
+                  (inside the image content only: a letterbox band holds no image pixel and
+                  is never foreground; the max below is taken there too)
     pred_box    = box of pred_mask (mmdet ``mask2bbox`` convention: x2 = last column + 1,
                   all zeros for an empty mask)
     pred_score  = nt_b                                            if no_target_b

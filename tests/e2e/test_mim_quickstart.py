@@ -16,6 +16,29 @@ def _installed_matches_tree():
     return osp.isfile(osp.join(purelib, 'mmrefer', '.mim', 'tools', 'train.py'))
 
 
+def _rela_summary(rows):
+    """cIoU, gIoU, N-acc, T-acc, Pr@0.7-0.9 from per-sample rows, as ReLA's loop sums them: a
+    no-target sample scores IoU 1 when flagged (TP), 0 otherwise (FN); the rest their I / U."""
+    n = {o: sum(r['outcome'] == o for r in rows) for o in ('TP', 'FN', 'FP', 'TN')}
+    ious = []
+    for r in rows:
+        assert r['outcome'] == {(True, True): 'TP', (True, False): 'FN', (False, True): 'FP',
+                                (False, False): 'TN'}[(r['gt_no_target'], r['pred_no_target'])]
+        if r['gt_no_target']:
+            ious.append(1.0 if r['pred_no_target'] else 0.0)
+        else:
+            ious.append(r['I'] / r['U'] if r['U'] else 0.0)
+    targeted = [iou for iou, r in zip(ious, rows) if not r['gt_no_target']]
+    pct = lambda a, b: 100.0 * a / b if b else float('nan')  # noqa: E731
+    out = {'cIoU': pct(sum(r['I'] for r in rows), sum(r['U'] for r in rows)),
+           'gIoU': 100.0 * sum(ious) / len(rows),
+           'N-acc': pct(n['TP'], n['TP'] + n['FN']) if n['TP'] + n['FN'] else 0.0,
+           'T-acc': pct(n['TN'], n['TN'] + n['FP']) if n['TP'] + n['FN'] else 0.0}
+    out.update({f'Pr@{t}': pct(sum(i >= t for i in targeted), len(targeted))
+                for t in (0.7, 0.8, 0.9)})
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
 def test_mim_train_then_test(method, synthref_root, tmp_path):
@@ -30,16 +53,17 @@ def test_mim_train_then_test(method, synthref_root, tmp_path):
     assert osp.isfile(ckpt)
 
     test_dir = str(tmp_path / f'{method}_test')
-    out = run([mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir],
-              use_source_tree=False)
+    dump = str(tmp_path / f'{method}_per_sample.json')
+    out = run([mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir,
+               '--cfg-options', f'test_evaluator.dump_per_sample={dump}'], use_source_tree=False)
     metrics_files = glob.glob(osp.join(test_dir, '*', '*.json'))
     assert metrics_files, out[-3000:]
     metrics = json.load(open(sorted(metrics_files)[-1]))
-    for key in ('cIoU', 'gIoU', 'N-acc', 'T-acc'):
-        found = [k for k in metrics if k.endswith(key)]
-        assert found, f'{key} missing from {metrics}'
-        value = metrics[found[0]]
-        assert 0.0 <= value <= 100.0
+    # the printed summary is ReLA's arithmetic over the 6 test samples mim test dumped
+    rows = json.load(open(dump))['samples']
+    assert [r['sample_idx'] for r in rows] == list(range(6))
+    assert metrics == pytest.approx({f'gres/{k}': v for k, v in _rela_summary(rows).items()},
+                                    rel=1e-9, nan_ok=True)
 
     # the same checkpoint on the RefCOCO-format refs: RIS + REC metrics
     ris_cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_ris.py'),

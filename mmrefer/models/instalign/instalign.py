@@ -82,8 +82,10 @@ class InstAlign(BaseDetector):
         return self.head.loss(self.extract_feat(inputs, data_samples), data_samples)
 
     def predict(self, inputs: Tensor, data_samples: List, rescale: bool = True) -> List:
-        """Fill the prediction fields at ``img_shape`` (docs/contracts.md section 3; the way
-        back to the original image is ``mmrefer.structures.geometry``)."""
+        """Fill the prediction fields at ``img_shape`` (docs/contracts.md section 3).
+
+        ``rescale`` (mmdet's signature) is not used: predictions stay at the input size, and
+        the metrics and ``RefInferencer`` map them back with ``mmrefer.structures.geometry``."""
         return self.head.predict(self.extract_feat(inputs, data_samples, with_words=True),
                                  data_samples)
 

@@ -78,10 +78,6 @@ class HFTokenizer(BaseRefTokenizer):
         pad = self.tok.pad_token_id
         return 0 if pad is None else int(pad)
 
-    @property
-    def special_ids(self) -> List[int]:
-        return list(self.tok.all_special_ids)
-
     def __len__(self) -> int:
         return len(self.tok)
 

@@ -130,8 +130,7 @@ class HFTextEncoder(BaseModule):
 
         Returns:
             dict: ``word_feats`` [B, L, C], ``attention_mask`` [B, L] (long, 1 = valid; a row
-            with no valid token gets its first position marked valid),
-            ``sentence_feat`` [B, C] (masked mean of word_feats), ``input_ids`` [B, L].
+            with no valid token gets its first position marked valid), ``input_ids`` [B, L].
         """
         device = next(self.model.parameters()).device
         if input_ids is None:
@@ -153,7 +152,4 @@ class HFTextEncoder(BaseModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             words = self.model(input_ids=input_ids,
                                attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(words.dtype)
-        sentence = (words * m).sum(1) / m.sum(1).clamp(min=1)
-        return dict(word_feats=words, attention_mask=attention_mask, sentence_feat=sentence,
-                    input_ids=input_ids)
+        return dict(word_feats=words, attention_mask=attention_mask, input_ids=input_ids)

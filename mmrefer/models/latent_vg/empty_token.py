@@ -1,6 +1,6 @@
 """Empty token of the Latent-VG GRES variant (supplementary B).
 
-A learnable token ``e`` (``[1, C]``) cross-attends to the encoder output ``X`` (``[B, T, C]``,
+A learnable token ``e`` (``[1, 1, C]``) cross-attends to the encoder output ``X`` (``[B, T, C]``,
 padding masked) and is classified as "no target"::
 
     e' = LN(e + MHA(q=e, k=X, v=X))

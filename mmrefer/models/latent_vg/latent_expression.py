@@ -99,11 +99,6 @@ class LatentExpressionInitializer(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    @property
-    def group_sizes(self):
-        """Token count of every latent expression (``k_i + 2``)."""
-        return [k + 2 for k in self.attr_lengths]
-
     @fp32_island
     def select_subject(self, sem: torch.Tensor, sem_pad: torch.Tensor,
                        noise: Optional[torch.Tensor] = None):

@@ -39,7 +39,8 @@ class LatentVG(BaseDetector):
         replace_visual_cls (bool): put the subject token in the visual CLS slot.
         pretrained (str, optional): backbone checkpoint (official BEiT-3 ``.pth``), loaded in
             :meth:`init_weights`; a missing file raises ``FileNotFoundError``.
-        data_preprocessor (dict): mmdet ``DetDataPreprocessor`` config.
+        data_preprocessor (dict): ``RefDataPreprocessor`` config (the loss reads the ground
+            truth it pads and moves to the device).
         test_cfg (dict): the head's ``mask_thr`` / ``nt_thr`` (0.5 / 0.5).
     """
 
@@ -164,7 +165,10 @@ class LatentVG(BaseDetector):
         return self.head.loss(self.extract_feat(inputs, data_samples), data_samples)
 
     def predict(self, inputs: Tensor, data_samples: List, rescale: bool = True) -> List:
-        """Fill the prediction fields at ``img_shape`` (docs/contracts.md section 3)."""
+        """Fill the prediction fields at ``img_shape`` (docs/contracts.md section 3).
+
+        ``rescale`` (mmdet's signature) is not used: predictions stay at the input size, and
+        the metrics and ``RefInferencer`` map them back with ``mmrefer.structures.geometry``."""
         return self.head.predict(self.extract_feat(inputs, data_samples), data_samples)
 
     def _forward(self, inputs: Tensor, data_samples: Optional[List] = None):

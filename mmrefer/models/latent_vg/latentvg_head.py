@@ -6,9 +6,10 @@ tokens ``q = [t_o, z_o^1 .. z_o^N]`` (``[B, Q, C]``, ``Q = N + 1``) and the whol
 
 * pixel decoder (``LatentVGPixelDecoder``): 1/16 -> 1/8 -> 1/4 upsampler with a lateral branch,
   giving the per-pixel embedding ``F^V`` (``[B, E, 4h, 4w]``);
-* token decoder: ``num_decoder_layers`` pre-norm transformer decoder layers, the ``Q`` class
-  tokens attending to each other and cross-attending to ``X`` (a shared decoder, so latent
-  expressions add no decoder parameters);
+* token decoder (ours: the sources do not describe the decoder, DESIGN.md section 5):
+  ``num_decoder_layers`` pre-norm transformer decoder layers, the ``Q`` class tokens attending
+  to each other and cross-attending to ``X`` (a shared decoder, so latent expressions add no
+  decoder parameters);
 * one MLP per class token ``g_j`` (``C -> E``) and the averaged map::
 
       m_j = F^V . g_j(q_j)                          ([B, Q, 4h, 4w] logits)

@@ -11,7 +11,8 @@ shared across layers) and all attribute tokens ``A = [A^1; ..; A^N]`` (``[B, K_a
     C^V   = W V                                                     [B, Nc, C]
     S     = softmax over the attribute axis of cos(A, C^V) / tau_a  [B, K_a, Nc]
             (column normalisation: every concept is shared out among *all* attribute slots)
-    A~    = S C^V   (rows renormalised to a weighted mean when ``row_normalize``)
+    A~    = S C^V   (ours, not in the paper's equation: rows renormalised to a weighted mean
+                     when ``row_normalize``, as Slot Attention does; docs/latentvg.md)
     A    <- A~      (``residual=True``: A <- A + A~)
 
 Computed in fp32 (normalisation eps 1e-6). CLS and subject slots are left unchanged. The
