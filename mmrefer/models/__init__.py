@@ -6,6 +6,7 @@ import mmdet.models  # noqa: F401  (mmdet's registry entries: SwinTransformer, l
 
 from .backbones import *  # noqa: F401,F403
 from .backbones import __all__ as _backbones
+from .base_ref_head import BaseRefHead
 from .data_preprocessor import RefDataPreprocessor
 from .instalign import *  # noqa: F401,F403
 from .instalign import __all__ as _instalign
@@ -14,4 +15,5 @@ from .language_models import __all__ as _language_models
 from .latent_vg import *  # noqa: F401,F403
 from .latent_vg import __all__ as _latent_vg
 
-__all__ = _backbones + _language_models + _latent_vg + _instalign + ['RefDataPreprocessor']
+__all__ = _backbones + _language_models + _latent_vg + _instalign + ['RefDataPreprocessor',
+                                                                     'BaseRefHead']

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from mmdet.models.layers import MLP, SinePositionalEncoding
 from mmdet.models.utils import multi_apply
 from mmengine.config import ConfigDict
-from mmengine.model import BaseModule, bias_init_with_prob
+from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
-from ..post_processing import RefPostProcessor
+from ..base_ref_head import BaseRefHead
 from ..utils import batch_shape, stack_merged_gt, stack_no_target_gt
 from .instance_supervision import PhraseAlignedInstanceSupervision
 from .phrase_object_transformer import aligned_words, phrase_object_alignment
@@ -37,14 +37,12 @@ _LOSS_NAMES = ('loss_merged_bce', 'loss_merged_dice', 'loss_score', 'loss_mask',
                'loss_phrase')
 _BCE = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True)
 _DICE = dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True, naive_dice=True, eps=1.0)
-# state-dict keys of checkpoints saved before the rename -> today's (see _load_from_state_dict)
-_OLD_KEYS = (('no_target.', 'no_target_predictor.'), ('mask_embed.0.', 'mask_embed.layers.0.'),
-             ('mask_embed.2.', 'mask_embed.layers.1.'), ('mask_embed.4.', 'mask_embed.layers.2.'))
 
 
 @MODELS.register_module()
-class InstAlignHead(BaseModule):
-    """See the module docstring.
+class InstAlignHead(BaseRefHead):
+    """See the module docstring (the four :class:`BaseRefHead` hooks: ``forward``,
+    ``loss_by_feat``, ``predict_maps``, ``fill_predictions``).
 
     Args:
         in_channels (list[int]): backbone channels per scale (Swin-B: 128, 256, 512, 1024).
@@ -74,6 +72,12 @@ class InstAlignHead(BaseModule):
         test_cfg (dict): ``mask_thr``, ``nt_thr`` (0.5), ``extras_topk`` (10; None = all N
             instances in ``pred_extras``), ``words_topk`` (3 aligned words per instance).
     """
+    # state-dict keys of checkpoints saved before the rename: head.no_target.* and the
+    # nn.Sequential mask MLP
+    OLD_KEYS = (('no_target.', 'no_target_predictor.'), ('mask_embed.0.', 'mask_embed.layers.0.'),
+                ('mask_embed.2.', 'mask_embed.layers.1.'),
+                ('mask_embed.4.', 'mask_embed.layers.2.'))
+    TEST_CFG = dict(mask_thr=0.5, nt_thr=0.5, extras_topk=10, words_topk=3)
 
     def __init__(self, in_channels: Sequence[int], text_channels: int = 768,
                  feat_channels: int = 256, num_queries: int = 100,
@@ -146,16 +150,7 @@ class InstAlignHead(BaseModule):
                 self.train_cfg['assigner'], loss_score, loss_mask, loss_dice,
                 loss_phrase if phrase_alignment else None, unmatched_score_weight)
             self.assigner = self.instance_loss.assigner
-        self.test_cfg = dict(mask_thr=0.5, nt_thr=0.5, extras_topk=10, words_topk=3)
-        self.test_cfg.update(test_cfg or {})
-        self.post_processor = RefPostProcessor(self.test_cfg['mask_thr'], self.test_cfg['nt_thr'])
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints saved before the rename: head.no_target.* and the nn.Sequential mask MLP
-        for old, new in _OLD_KEYS:
-            for key in [k for k in state_dict if k.startswith(prefix + old)]:
-                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.init_test_cfg(test_cfg)
 
     def _forward_head(self, query: Tensor, text: Tensor, text_mask: Tensor, mask_feature: Tensor,
                       attn_mask_target_size: Tuple[int, int]) -> Tuple[Optional[Tensor], ...]:
@@ -205,9 +200,6 @@ class InstAlignHead(BaseModule):
         nt_logits = self.no_target_predictor(self.decoder_norm(query), scores[-1].sigmoid(),
                                              text, word_mask)
         return scores, masks, merged, phrase, relevance, nt_logits
-
-    def loss(self, x: Dict, batch_data_samples: List) -> Dict[str, Tensor]:
-        return self.loss_by_feat(*self(x, batch_data_samples), batch_data_samples)
 
     @staticmethod
     def _check_mask_grid(pad_shape: Tuple[int, int], mask_size: Tuple[int, int]) -> None:
@@ -286,24 +278,13 @@ class InstAlignHead(BaseModule):
         return out + self.instance_loss.loss(score_logits, mask_logits, phrase_costs,
                                              targets=targets)
 
-    @torch.no_grad()
-    def predict(self, x: Dict, batch_data_samples: List) -> List:
-        return self.predict_by_feat(*self(x, batch_data_samples), batch_data_samples,
-                                    words=x.get('words'))
-
-    def predict_by_feat(self, all_score_logits, all_mask_logits, all_merged, all_phrase_costs,
-                        all_relevance, nt_logits, batch_data_samples, words=None) -> List:
-        """:meth:`predict_maps` at the batch shape -> :meth:`fill_predictions`."""
-        pad_shape = batch_shape(batch_data_samples)
-        self._check_mask_grid(pad_shape, all_mask_logits[-1].shape[-2:])
-        maps = self.predict_maps(all_score_logits, all_mask_logits, all_merged, all_phrase_costs,
-                                 all_relevance, nt_logits, pad_shape)
-        return self.fill_predictions(self.post_processor, self.test_cfg, batch_data_samples,
-                                     maps, words)
+    def predict_inputs(self, x: Dict) -> Dict:
+        return dict(words=x.get('words'))
 
     def predict_maps(self, scores, masks, merged, phrase_costs, relevance, nt_logits, pad_shape):
         """Last layer at ``pad_shape`` (the ONNX outputs): ``prob`` [B, H, W], ``nt_prob`` [B],
         top-k queries' ``inst_masks`` [B, k, H, W], ``inst_scores`` [B, k], ``inst_relevance``."""
+        self._check_mask_grid(pad_shape, masks[-1].shape[-2:])
         k = min(self.test_cfg['extras_topk'] or self.num_queries, self.num_queries)
         inst_scores, top = scores[-1].float().sigmoid().topk(k, dim=1)  # [B, k]
         masks, rel = (t.gather(1, top.reshape(top.shape + (1, ) * (t.dim() - 2)).expand(

@@ -37,10 +37,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmrefer.registry import MODELS
+from ..base_ref_head import BaseRefHead
 from ..mixed_precision import fp32_island
 from ..post_processing import RefPostProcessor
 from ..utils import (batch_shape, img_regions, img_shapes, stack_merged_gt,
@@ -88,8 +88,9 @@ class LatentVGPixelDecoder(nn.Module):
 
 
 @MODELS.register_module()
-class LatentVGHead(BaseModule):
-    """Mask head of Latent-VG with one MLP per class token.
+class LatentVGHead(BaseRefHead):
+    """Mask head of Latent-VG with one MLP per class token (the four :class:`BaseRefHead`
+    hooks: ``forward``, ``loss_by_feat``, ``predict_maps``, ``fill_predictions``).
 
     Args:
         in_channels (int): encoder width ``C``.
@@ -109,6 +110,9 @@ class LatentVGHead(BaseModule):
         test_cfg (dict): ``mask_thr`` (0.5), ``nt_thr`` (0.5), ``return_expr_maps`` (True: the
             per-expression maps go to ``pred_extras``).
     """
+    # checkpoints written before the no-target modules got one name
+    OLD_KEYS = (('empty_token.', 'no_target_predictor.'), )
+    TEST_CFG = dict(mask_thr=0.5, nt_thr=0.5, return_expr_maps=True)
 
     def __init__(self,
                  in_channels: int = 768,
@@ -159,24 +163,16 @@ class LatentVGHead(BaseModule):
                                  if loss_contrastive is not None and num_class_tokens > 1 else None)
         self.loss_no_target = (MODELS.build(loss_no_target)
                                if no_target_predictor is not None else None)
-        self.test_cfg = dict(mask_thr=0.5, nt_thr=0.5, return_expr_maps=True)
-        self.test_cfg.update(test_cfg or {})
-        self.post_processor = RefPostProcessor(self.test_cfg['mask_thr'],
-                                               self.test_cfg['nt_thr'])
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the no-target modules got one name: 'empty_token.'
-        old = prefix + 'empty_token.'
-        for key in [k for k in state_dict if k.startswith(old)]:
-            state_dict[prefix + 'no_target_predictor.' + key[len(old):]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.init_test_cfg(test_cfg)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    def forward(self, x: Dict[str, Tensor], batch_data_samples: Optional[List] = None
+                ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """Args:
             x: the detector's features: ``patch_feats [B, C, h, w]``, ``class_tokens [B, Q, C]``
                 (original-text CLS then each latent CLS), ``memory [B, T, C]`` (the encoder
                 output) and ``memory_mask [B, T]`` (True = pad).
+            batch_data_samples: not read (the hooks' common signature).
 
         Returns:
             tuple: ``mask_logits [B, Q, 4h, 4w]``, ``class_embeds [B, Q, C]`` and the no-target
@@ -209,9 +205,6 @@ class LatentVGHead(BaseModule):
         return logits.sigmoid()
 
     # ------------------------------------------------------------------ loss
-    def loss(self, x: Dict[str, Tensor], batch_data_samples: List) -> Dict[str, Tensor]:
-        return self.loss_by_feat(*self(x), batch_data_samples)
-
     def loss_by_feat(self, mask_logits: Tensor, class_embeds: Tensor,
                      no_target_logits: Optional[Tensor],
                      batch_data_samples: List) -> Dict[str, Tensor]:
@@ -241,18 +234,8 @@ class LatentVGHead(BaseModule):
             loss_dice=self.loss_dice(p * region, target))
 
     # ------------------------------------------------------------------ predict
-    @torch.no_grad()
-    def predict(self, x: Dict[str, Tensor], batch_data_samples: List) -> List:
-        return self.predict_by_feat(*self(x), batch_data_samples,
-                                    subject_index=x.get('subject_index'))
-
-    def predict_by_feat(self, mask_logits: Tensor, class_embeds: Tensor,
-                        no_target_logits: Optional[Tensor], batch_data_samples: List,
-                        subject_index: Optional[Tensor] = None) -> List:
-        """Fill the prediction fields of every sample at its ``img_shape``."""
-        maps = self.predict_maps(mask_logits, class_embeds, no_target_logits,
-                                 batch_shape(batch_data_samples), subject_index)
-        return self.fill_predictions(self.post_processor, self.test_cfg, batch_data_samples, maps)
+    def predict_inputs(self, x: Dict[str, Tensor]) -> Dict:
+        return dict(subject_index=x.get('subject_index'))
 
     def predict_maps(self, mask_logits: Tensor, class_embeds: Tensor,
                      no_target_logits: Optional[Tensor], pad_shape: Tuple[int, int],
