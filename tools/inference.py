@@ -29,7 +29,10 @@ Resume: every record is appended as one complete line, flushed and fsync'ed. Rer
 command reads ``results.jsonl``, drops a torn last line, checks that each record still matches
 its input line (line number and image / sentences; a changed input is an error) and goes on
 with the next input line; ``DIR/run.json`` keeps the config, weights and input of the run, and
-a rerun with other ones is refused. ``--overwrite`` starts again.
+a rerun with other ones is refused (so are records whose ``run.json`` is missing or unreadable).
+``--overwrite`` starts again: once the model, its weights and its tokenizer have loaded, it
+deletes ``results.jsonl``, ``run.json`` and the ``vis/`` pictures this tool drew (other files in
+``DIR`` stay).
 
 Exit status: 0 when every line has results, 1 when some are error records, 2 for usage errors
 (bad arguments, missing input / config / checkpoint, changed input), 130 when interrupted.
@@ -39,7 +42,7 @@ import hashlib
 import json
 import os
 import os.path as osp
-import shutil
+import re
 import sys
 from collections import deque
 from typing import List, Optional
@@ -47,6 +50,7 @@ from typing import List, Optional
 import numpy as np
 from mmengine.config import DictAction
 
+VIS_NAME = re.compile(r'\d{6}_.+_\d+\.png')  # vis/<line>_<image stem>_<k>.png
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 RESULTS = 'results.jsonl'
 RUN_META = 'run.json'
@@ -155,14 +159,21 @@ def read_folder(folder: str, sentences_file: str) -> List[InputLine]:
     """Every image of ``folder`` (by name) with every sentence of ``sentences_file``."""
     if not osp.isfile(sentences_file):
         raise UsageError(f'--sentences file not found: {sentences_file}')
-    with open(sentences_file, encoding='utf-8') as f:
-        sentences = [s.strip() for s in f.read().splitlines() if s.strip()]
+    try:
+        with open(sentences_file, encoding='utf-8') as f:
+            sentences = [s.strip() for s in f.read().splitlines() if s.strip()]
+    except UnicodeDecodeError as e:
+        raise UsageError(f'--sentences file {sentences_file} is not UTF-8 text ({e})') from e
     if not sentences:
         raise UsageError(f'--sentences file {sentences_file} has no sentence (one per line)')
-    names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(IMG_EXTENSIONS) and osp.isfile(osp.join(folder, n)))
+    files = sorted(n for n in os.listdir(folder) if osp.isfile(osp.join(folder, n)))
+    names = [n for n in files if n.lower().endswith(IMG_EXTENSIONS)]
     if not names:
         raise UsageError(f'--input folder {folder} has no image file ({" ".join(IMG_EXTENSIONS)})')
+    skipped = [n for n in files if n not in names]
+    if skipped:
+        print(f'--input {folder}: {len(skipped)} file(s) skipped, not {" ".join(IMG_EXTENSIONS)}:'
+              f' {", ".join(skipped[:5])}{" ..." if len(skipped) > 5 else ""}', file=sys.stderr)
     return [InputLine(n, f'{osp.join(folder, name)} (image {n})', fingerprint(name, sentences),
                       image=name, path=osp.join(folder, name), sentences=sentences)
             for n, name in enumerate(names, 1)]
@@ -259,28 +270,66 @@ def read_done(results: str, inputs: List[InputLine], input_name: str) -> List[di
 
 
 def check_run_meta(out_dir: str, meta: dict) -> None:
-    """Write ``DIR/run.json`` on the first run; on a rerun, refuse other config / weights /
-    input / sentences / cfg-options than the run that wrote ``results.jsonl``."""
+    """On a rerun, refuse other config / weights / input / sentences / cfg-options than the
+    run that wrote ``DIR/results.jsonl``, and refuse to add to records whose ``run.json`` is
+    missing or unreadable (their settings are unknown)."""
     path = osp.join(out_dir, RUN_META)
-    if osp.isfile(path) and osp.isfile(osp.join(out_dir, RESULTS)):
+    results = osp.join(out_dir, RESULTS)
+    if not (osp.isfile(results) and osp.getsize(results) > 0):
+        return
+    old = None
+    if osp.isfile(path):
         with open(path, encoding='utf-8') as f:
             try:
                 old = json.load(f)
             except ValueError:
                 old = None
-        if isinstance(old, dict):
-            for k, v in meta.items():
-                if old.get(k) != v:
-                    raise UsageError(f'{out_dir} holds the results of a run with {k} = '
-                                     f'{old.get(k)!r}, not {v!r}: rerun with the same arguments,'
-                                     ' use another --out-dir, or --overwrite to start again')
-            return
+    if not isinstance(old, dict):
+        state = 'unreadable' if osp.isfile(path) else 'missing'
+        raise UsageError(f'{results} holds records but {path} is {state}, so the settings of '
+                         'that run are unknown: restore run.json, use another --out-dir, or '
+                         '--overwrite to start again')
+    for k, v in meta.items():
+        if old.get(k) != v:
+            raise UsageError(f'{out_dir} holds the results of a run with {k} = '
+                             f'{old.get(k)!r}, not {v!r}: rerun with the same arguments,'
+                             ' use another --out-dir, or --overwrite to start again')
+
+
+def write_run_meta(out_dir: str, meta: dict) -> None:
+    """``DIR/run.json`` (atomically): the settings of the run that writes ``results.jsonl``."""
+    path = osp.join(out_dir, RUN_META)
     tmp = path + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def clear_outputs(out_dir: str) -> None:
+    """``--overwrite``: delete this tool's files in ``DIR`` (``results.jsonl``, ``run.json`` and
+    the ``vis/<n>_<image>_<k>.png`` it drew); anything else there is kept."""
+    for name in (RESULTS, RUN_META):
+        if osp.isfile(osp.join(out_dir, name)):
+            os.remove(osp.join(out_dir, name))
+    vis = osp.join(out_dir, 'vis')
+    if osp.isdir(vis):
+        for name in os.listdir(vis):
+            if VIS_NAME.fullmatch(name) and osp.isfile(osp.join(vis, name)):
+                os.remove(osp.join(vis, name))
+        if not os.listdir(vis):
+            os.rmdir(vis)
+
+
+def check_tokenizer(model) -> None:
+    """Read the model's tokenizer files now (they load lazily, at the first batch), so that a
+    wrong path is a usage error before anything is written or deleted."""
+    tok = getattr(model, 'tokenizer', None)
+    if tok is None:
+        tok = getattr(getattr(model, 'text_encoder', None), 'tokenizer', None)
+    if tok is not None:
+        tok(['a'])
 
 
 # ---------------------------------------------------------------------------------- main
@@ -310,7 +359,8 @@ def parse_args(argv=None):
     p.add_argument('--show-extras', action='store_true',
                    help='with --show: add the per-expression / per-instance panels')
     p.add_argument('--overwrite', action='store_true',
-                   help='start again: delete DIR/results.jsonl, run.json and vis/')
+                   help='start again: once the model has loaded, delete DIR/results.jsonl, '
+                   'run.json and the vis/ pictures of this tool')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='override config settings, key=value pairs (e.g. a tokenizer path)')
     return p.parse_args(argv)
@@ -427,37 +477,53 @@ def summary(results: str, total: int, earlier: List[dict], written: int,
 def run(args) -> int:
     inputs = read_inputs(args)
     input_name = args.input
-    os.makedirs(args.out_dir, exist_ok=True)
+    if osp.exists(args.out_dir) and not osp.isdir(args.out_dir):
+        raise UsageError(f'--out-dir {args.out_dir} is a file, not a folder')
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f'--out-dir {args.out_dir}: cannot create it ({e})') from e
+    if not os.access(args.out_dir, os.W_OK):
+        raise UsageError(f'--out-dir {args.out_dir}: not writable')
     results = osp.join(args.out_dir, RESULTS)
-    if args.overwrite:
-        for name in (RESULTS, RUN_META):
-            if osp.isfile(osp.join(args.out_dir, name)):
-                os.remove(osp.join(args.out_dir, name))
-        shutil.rmtree(osp.join(args.out_dir, 'vis'), ignore_errors=True)
     absent = lambda p: None if p is None else osp.abspath(p)  # noqa: E731
-    check_run_meta(args.out_dir, dict(
+    meta = dict(
         config=absent(args.config) if osp.isfile(args.config) else args.config,
         weights=absent(args.weights), input=absent(args.input), sentences=absent(args.sentences),
-        cfg_options=json.loads(json.dumps(args.cfg_options, default=repr))))
-    earlier = read_done(results, inputs, input_name)
+        cfg_options=json.loads(json.dumps(args.cfg_options, default=repr)))
+    if args.overwrite:
+        earlier = []  # the old outputs go only once the model is known to load (below)
+    else:
+        check_run_meta(args.out_dir, meta)
+        earlier = read_done(results, inputs, input_name)
     todo = inputs[len(earlier):]
     if earlier:
         print(f'resuming: {len(earlier)} of {len(inputs)} input lines already in {results}',
               file=sys.stderr)
     written, errors = 0, []
-    if todo:
+    if not todo:
+        write_run_meta(args.out_dir, meta)
+    else:
         import torch
         from tqdm import tqdm
 
         from mmrefer.apis import RefInferencer
-        if args.device.startswith('cuda') and not torch.cuda.is_available():
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as e:
+            raise UsageError(f'--device {args.device}: {e}') from e
+        if device.type == 'cuda' and not torch.cuda.is_available():
             raise UsageError(f'--device {args.device}: CUDA is not available to this torch '
                              f'({torch.__version__})')
         try:
             inferencer = RefInferencer(args.config, weights=args.weights, device=args.device,
                                        batch_size=args.batch_size, cfg_options=args.cfg_options)
-        except FileNotFoundError as e:
+            check_tokenizer(inferencer.model)
+        except (FileNotFoundError, ValueError) as e:  # missing files, a checkpoint that fits not
             raise UsageError(str(e)) from e
+        if args.overwrite:
+            clear_outputs(args.out_dir)
+        write_run_meta(args.out_dir, meta)
         new_file = not osp.isfile(results)
         with open(results, 'ab') as out, tqdm(total=len(inputs), initial=len(earlier),
                                               unit='line', file=sys.stderr, desc='inference',

@@ -7,6 +7,9 @@
     tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR   # srun, --launcher slurm (CUDA)
 """
 import argparse
+import glob
+import logging
+import os.path as osp
 
 from mmengine.runner import Runner
 
@@ -118,6 +121,26 @@ class CompileReadyRunner(Runner):
                          'iterations compile it and are slow')
 
 
+def warn_about_work_dir(work_dir: str, resume) -> None:
+    """Say it plainly when ``--resume`` finds nothing to resume (mmengine then starts from
+    scratch, e.g. after a typo in ``--work-dir``) and when a fresh run is about to overwrite
+    the checkpoints of an earlier one in the same work dir."""
+    from mmengine.logging import print_log
+    has_last = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+    if resume == 'auto' and not has_last:
+        print_log(f'--resume: {work_dir} has no last_checkpoint, so nothing is resumed and '
+                  'training starts from scratch (check --work-dir, or give --resume CKPT)',
+                  logger='current', level=logging.WARNING)
+    elif resume is None:
+        old = sorted(osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth')))
+        if old:
+            print_log(f'{work_dir} holds the checkpoints of an earlier run ({", ".join(old[:4])}'
+                      f'{" ..." if len(old) > 4 else ""}); this run starts from scratch and '
+                      'overwrites those of the same name: use --resume to continue that run, '
+                      'or another --work-dir to keep them', logger='current',
+                      level=logging.WARNING)
+
+
 def main():
     args = parse_args()
     cfg = load_run_config(args, 'tools/dist_train.sh')
@@ -135,6 +158,7 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    warn_about_work_dir(cfg.work_dir, args.resume)
     runner = (CompileReadyRunner if cfg.get('compile') else Runner).from_cfg(cfg)
     # weights_only checkpoint loading for mmengine checkpoints, for this run only
     with runner_checkpoint_loading(cfg.get('load_from')):

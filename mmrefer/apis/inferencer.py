@@ -189,6 +189,7 @@ class RefInferencer(BaseInferencer):
             if not osp.isfile(weights):
                 raise FileNotFoundError(f'checkpoint file not found: {weights}')
             checkpoint = safe_torch_load(weights, map_location='cpu')
+            self._weights_path = weights
         model = MODELS.build(cfg.model)
         model.cfg = cfg
         self._load_weights_to_model(model, checkpoint, cfg)
@@ -210,6 +211,8 @@ class RefInferencer(BaseInferencer):
             source='the checkpoint')
         if report:
             warnings.warn(report.format())
+        report.check_loaded(f'RefInferencer weights {self._weights_path}'
+                            if getattr(self, '_weights_path', None) else 'RefInferencer weights')
         _load_checkpoint_to_model(model, checkpoint)
         meta = checkpoint.get('meta') or {}
         if isinstance(meta, dict) and isinstance(meta.get('dataset_meta'), dict):

@@ -29,6 +29,10 @@ class CheckpointReportHook(Hook):
         state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
         for pattern, repl in self.revise_keys:
             state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-        report = checkpoint_report(runner.model, state, source='the checkpoint')
+        path = getattr(runner, '_load_from', None)
+        report = checkpoint_report(runner.model, state,
+                                   source=f'the checkpoint {path}' if path else 'the checkpoint')
         if report:
             print_log(report.format(), logger='current', level=logging.WARNING)
+        # a checkpoint of another model fills nothing: never train on from or test random weights
+        report.check_loaded(f'checkpoint {path}' if path else 'the loaded checkpoint')

@@ -85,7 +85,28 @@ def safe_torch_load(filename, map_location=None):
         with safe_checkpoint_loading():
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise refused(filename, e) from e
+        if 'Unsupported global' in str(e):
+            raise refused(filename, e) from e
+        raise not_a_checkpoint(filename, e) from e
+    except (RuntimeError, EOFError) as e:
+        if isinstance(e, EOFError) or 'PytorchStreamReader' in str(e):
+            raise not_a_checkpoint(filename, e) from e
+        raise
+
+
+def not_a_checkpoint(filename, error: Exception) -> ValueError:
+    """The error for a file torch cannot read at all: truncated, or not a checkpoint."""
+    with open(filename, 'rb') as f:
+        head = f.read(16)
+    zipped = head.startswith(b'PK')
+    what = 'truncated or corrupt' if zipped else 'not a PyTorch checkpoint'
+    text = str(error)
+    if 'WeightsUnpickler error:' in text:  # skip torch's advice to load with full pickle
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = lines[0] if lines else type(error).__name__
+    return ValueError(f'checkpoint {filename!r} is {what} ({osp.getsize(filename)} bytes, '
+                      f'first bytes {head!r}): torch said: {first[:200]}')
 
 
 def _reduce_history_buffer(buf):
@@ -128,8 +149,18 @@ def runner_checkpoint_loading(load_from=None):
     """:func:`safe_checkpoint_loading` around a runner's ``train()`` / ``test()`` (what
     ``tools/train.py`` and ``tools/test.py`` do): a checkpoint torch refuses becomes an
     :class:`UnsafeCheckpointError` naming ``load_from`` (or the work dir's latest checkpoint)."""
+    name = load_from or "the work dir's latest checkpoint"
+    readable = isinstance(load_from, str) and osp.isfile(load_from)
     with safe_checkpoint_loading():
         try:
             yield
         except pickle.UnpicklingError as e:
-            raise refused(load_from or "the work dir's latest checkpoint", e) from e
+            if 'Unsupported global' in str(e):
+                raise refused(name, e) from e
+            if readable:
+                raise not_a_checkpoint(load_from, e) from e
+            raise ValueError(f'{name} is not a PyTorch checkpoint: {e}') from e
+        except RuntimeError as e:
+            if 'PytorchStreamReader' in str(e) and readable:
+                raise not_a_checkpoint(load_from, e) from e
+            raise

@@ -111,6 +111,7 @@ class CheckpointReport:
         shape_mismatch (list[tuple]): ``(key, checkpoint_shape, model_shape)``.
         missing_groups, unexpected_groups (OrderedDict): see :func:`group_keys`.
         other_errors (list[str]): any other message the loader produced.
+        total (int): the model's keys (``num_batches_tracked`` ignored).
     """
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
@@ -119,6 +120,26 @@ class CheckpointReport:
     unexpected_groups: 'OrderedDict[str, dict]' = field(default_factory=OrderedDict)
     other_errors: List[str] = field(default_factory=list)
     source: str = 'the state dict'
+    total: int = 0
+
+    @property
+    def loaded(self) -> int:
+        """Model keys the state dict filled (present with the model's shape)."""
+        return self.total - len(self.missing) - len(self.shape_mismatch)
+
+    @property
+    def nothing_loaded(self) -> bool:
+        """The state dict filled none of the model's keys (a checkpoint of another model)."""
+        return self.total > 0 and self.loaded <= 0
+
+    def check_loaded(self, what: str = 'checkpoint') -> None:
+        """Raise a ``ValueError`` naming ``what`` when nothing was loaded."""
+        if self.nothing_loaded:
+            example = f', e.g. {self.unexpected[0]!r}' if self.unexpected else ''
+            raise ValueError(
+                f'{what}: none of the model\'s {self.total} keys is in it ({len(self.unexpected)} '
+                f'keys the model does not have{example}, {len(self.shape_mismatch)} of another '
+                'shape): is it a checkpoint of another model or config?')
 
     def __bool__(self) -> bool:
         """True when the model and the state dict do not match exactly."""
@@ -130,7 +151,7 @@ class CheckpointReport:
             return ''
         lines = [f'The model and {self.source} do not match: {len(self.missing)} missing, '
                  f'{len(self.unexpected)} unexpected, {len(self.shape_mismatch)} shape '
-                 'mismatch(es); everything else was loaded.']
+                 f'mismatch(es); {self.loaded} of the model\'s {self.total} keys loaded.']
         for title, groups, word in (
                 ('missing keys (in the model, not in the checkpoint)', self.missing_groups,
                  'missing'),
@@ -198,7 +219,7 @@ def checkpoint_report(model: torch.nn.Module,
         missing_groups=group_keys(missing, state_dict.keys(), max_depth, population=own.keys()),
         unexpected_groups=group_keys(unexpected, own.keys(), max_depth,
                                      population=state_dict.keys()),
-        source=source)
+        source=source, total=sum('num_batches_tracked' not in k for k in own))
     if logger is not None and report:
         print_log(report.format(), logger=logger, level=logging.WARNING)
     return report

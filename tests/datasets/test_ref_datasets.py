@@ -236,6 +236,23 @@ def test_refs_to_json_converter(mini_root, capsys):
     b = _ds(RefZOMDataset, mini_root, split='test', split_file='zom.json')
     assert [a.get_data_info(i)['instances'] for i in range(len(a))] == \
         [b.get_data_info(i)['instances'] for i in range(len(b))]
+    # nothing is lost: the input is never the output, an existing output stays without
+    # --overwrite, a missing folder is named before any work
+    (mini_root / 'zom2.json').write_text('{"keep": "me"}')
+    for argv, words in (([str(mini_root / 'zom.json')], 'is the input itself'),
+                        ([str(mini_root / 'refs(final).p'), '--out', str(mini_root / 'zom2.json')],
+                         'zom2.json exists; use --overwrite'),
+                        ([str(mini_root / 'refs(final).p'), '--out',
+                          str(mini_root / 'nodir' / 'x.json')], 'does not exist')):
+        before = (mini_root / 'zom.json').read_bytes()
+        with pytest.raises(SystemExit) as e:
+            mod.main(argv)
+        assert e.value.code == 2 and words in capsys.readouterr().err
+        assert (mini_root / 'zom.json').read_bytes() == before
+    assert (mini_root / 'zom2.json').read_text() == '{"keep": "me"}'
+    mod.main([str(mini_root / 'refs(final).p'), '--out', str(mini_root / 'zom2.json'),
+              '--overwrite'])
+    assert json.load(open(mini_root / 'zom2.json')) == json.load(open(mini_root / 'zom.json'))
 
 
 def test_refs_to_json_converter_trusts_numpy_pickle_on_request(mini_root):

@@ -162,6 +162,24 @@ def test_unconverted_checkpoint_is_reported_per_top_level_module(model_cfg, sour
     assert dict(report.unexpected_groups) == {
         'beit3': dict(count=len(wrong), total=len(wrong), example=next(iter(wrong)))}
     assert sorted(report.missing) == sorted(own)
+    assert report.loaded == 0 and report.nothing_loaded
+    with pytest.raises(ValueError, match=rf"wrong\.pth: none of the model's {len(own)} keys"):
+        report.check_loaded('wrong.pth')
+
+
+def test_a_checkpoint_that_fills_nothing_is_refused(model_cfg, source_state, tmp_path):
+    """The runner (load_from, mim test -C) and RefInferencer (inference, demo, ONNX export)
+    refuse a checkpoint of another model instead of running on random weights."""
+    other = {'head.decoder.' + k: v for k, v in source_state.items()}
+    path = str(tmp_path / 'other_model.pth')
+    torch.save({'state_dict': other}, path)
+    runner = _runner(model_cfg, tmp_path, path, 'other')
+    with pytest.raises(ValueError, match=r"other_model\.pth: none of the model's \d+ keys"):
+        _load(runner, path)
+    partial = {k: v for i, (k, v) in enumerate(source_state.items()) if i % 2}
+    report = checkpoint_report(_build(model_cfg, seed=0), partial)
+    assert report.loaded == len(partial) and not report.nothing_loaded
+    assert f'{len(partial)} of the model\'s {report.total} keys loaded' in report.format()
 
 
 def test_load_from_refuses_a_non_allow_listed_global(model_cfg, source_state, tmp_path):

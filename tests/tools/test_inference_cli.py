@@ -247,3 +247,41 @@ def test_usage_errors_exit_2(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse
         cli.main(args + ['--input', jsonl, '--out-dir', out, '--batch-size', '0'])
     assert e.value.code == 2
+
+
+def test_nothing_is_lost_before_the_run_can_start(tiny, tmp_path, capsys):
+    """--overwrite deletes the old results only once the model, its weights and its tokenizer
+    have loaded, and never other files; records whose run.json is gone are not added to; an
+    --out-dir that is a file is a usage error."""
+    args, _, images = tiny
+    jsonl = write_jsonl(tmp_path / 'in.jsonl', [{'image': p, 'sentences': ['the red circle']}
+                                                for p in images[:2]])
+    out = tmp_path / 'out'
+    assert cli.main(args + ['--input', jsonl, '--out-dir', str(out), '--show']) == 0
+    vis = sorted(os.listdir(out / 'vis'))
+    (out / 'vis' / 'notes.txt').write_text('mine')
+    before = (out / 'results.jsonl').read_bytes()
+    capsys.readouterr()
+    bad_weights = [CONFIG, '--weights', str(tmp_path / 'epoch_9.pth')] + args[3:]
+    bad_tokenizer = args[:3] + ['--cfg-options', 'model.tokenizer.spm_path=/nope.spm']
+    other = str(tmp_path / 'other_model.pth')   # a checkpoint that fills none of the keys
+    torch.save({'state_dict': {'head.decoder.w': torch.zeros(2)}}, other)
+    other_model = [CONFIG, '--weights', other] + args[3:]
+    for bad, words in ((bad_weights, 'epoch_9.pth'), (bad_tokenizer, '/nope.spm'),
+                       (other_model, "other_model.pth: none of the model's")):
+        assert cli.main(bad + ['--input', jsonl, '--out-dir', str(out), '--overwrite']) == 2
+        assert words in capsys.readouterr().err
+        assert (out / 'results.jsonl').read_bytes() == before
+        assert sorted(os.listdir(out / 'vis')) == sorted(vis + ['notes.txt'])
+    assert cli.main(args + ['--input', jsonl, '--out-dir', str(out), '--overwrite']) == 0
+    assert os.listdir(out / 'vis') == ['notes.txt']   # the old pictures went, the notes stayed
+    # a run.json lost or corrupt: the settings of the records are unknown, nothing is added
+    for damage in (lambda p: os.remove(p), lambda p: open(p, 'w').write('{corrupt')):
+        damage(str(out / 'run.json'))
+        (out / 'results.jsonl').write_bytes(before.splitlines(keepends=True)[0])
+        assert cli.main(args + ['--input', jsonl, '--out-dir', str(out)]) == 2
+        assert 'run.json is' in capsys.readouterr().err
+        assert len(read_results(str(out))) == 1
+    (tmp_path / 'afile').write_text('x')
+    assert cli.main(args + ['--input', jsonl, '--out-dir', str(tmp_path / 'afile')]) == 2
+    assert 'is a file' in capsys.readouterr().err

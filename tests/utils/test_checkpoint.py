@@ -85,6 +85,26 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         safe_torch_load(os.fspath(tmp_path / 'nope.pth'))
 
 
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    """A text file is "not a PyTorch checkpoint" (not "unsafe": there is nothing to trust), a
+    cut-off one is "truncated or corrupt"; both name the file, through safe_torch_load and
+    through the runner's loading."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    text = tmp_path / 'notes.pth'
+    text.write_text('not a checkpoint')
+    whole = tmp_path / 'whole.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, str(whole))
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(whole.read_bytes()[:300])
+    for path, words in ((text, 'is not a PyTorch checkpoint'), (cut, 'is truncated or corrupt')):
+        with pytest.raises(ValueError, match=rf"{path.name}' {words} \({path.stat().st_size} "
+                                             'bytes'):
+            safe_torch_load(str(path))
+        with pytest.raises(ValueError, match=rf'{path.name}.*{words}'):
+            with runner_checkpoint_loading(str(path)):
+                _load_checkpoint(str(path), map_location='cpu')
+
+
 def test_importing_mmrefer_changes_nothing_in_mmengine_or_torch():
     """After `import mmrefer` (and every registry module), mmengine's load_state_dict and its
     local-file checkpoint loader are mmengine's own, torch's allow-list holds none of mmrefer's

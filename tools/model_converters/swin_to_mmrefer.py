@@ -91,10 +91,21 @@ def main(argv=None) -> int:
                    help='write the official final norm as backbone.norm3 (default: drop it, '
                         'as mmdet, the official detection code and ReLA do)')
     args = p.parse_args(argv)
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
-    state = convert(ckpt, args.final_norm_to_norm3)
-    if not args.no_check:
-        check(state, args.arch, args.final_norm_to_norm3)
+    from mmrefer.utils import safe_torch_load
+    try:  # names the file; refuses what is not a plain checkpoint
+        ckpt = safe_torch_load(args.src, map_location='cpu')
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    if isinstance(ckpt, dict) and 'state_dict' in ckpt and any(
+            k.startswith(('backbone.', 'head.')) for k in ckpt['state_dict']):
+        p.error(f'{args.src} is an mmengine training checkpoint (keys backbone.*, head.*), not '
+                'an official Swin release file: nothing to convert')
+    try:
+        state = convert(ckpt, args.final_norm_to_norm3)
+        if not args.no_check:
+            check(state, args.arch, args.final_norm_to_norm3)
+    except (KeyError, ValueError) as e:
+        p.error(f'{args.src}: {e.args[0] if e.args else e}')
     torch.save({'state_dict': state}, args.dst)
     print(f'wrote {len(state)} tensors to {args.dst}')
     return 0

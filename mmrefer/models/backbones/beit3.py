@@ -183,8 +183,14 @@ class BEiT3(BaseModule):
         check_shapes(sd, self.state_dict(), filename)
         skipped = [k for k in self.unbuilt_official_keys if k in sd]
         missing, unexpected = self.load_state_dict(sd, strict=False)
-        print_log(f'BEiT3: loaded {len(sd) - len(unexpected) - len(skipped)} tensors from '
-                  f'{filename}', logger='current')
+        n_loaded = len(sd) - len(unexpected) - len(skipped)
+        if n_loaded <= 0:
+            example = f' (e.g. {next(iter(sd))!r})' if sd else ''
+            raise ValueError(
+                f'BEiT3: no backbone tensor in {filename}: {len(missing)} keys missing, '
+                f'{len(sd)} keys the backbone does not have{example}. Is it an official '
+                'beit3_*.pth or a tools/model_converters/beit3_to_mmrefer.py output?')
+        print_log(f'BEiT3: loaded {n_loaded} tensors from {filename}', logger='current')
         for what, keys, level in (('missing in checkpoint', missing, logging.WARNING),
                                   ('unexpected (ignored)', unexpected, logging.WARNING),
                                   ('skipped: not built in this configuration', skipped,

@@ -136,3 +136,13 @@ def test_base_arch_224_checkpoint_loads_into_480(tmp_path):
     assert unexpected == []
     assert missing and all('latent' in k for k in missing)
     assert m.state_dict()[POS].shape == (903, 768)
+
+
+def test_a_file_without_backbone_tensors_is_refused(tmp_path):
+    """model.pretrained pointing at another model's checkpoint (InstAlign's here): nothing
+    would load, so it is an error naming the file, not a from-scratch run with a warning."""
+    path = str(tmp_path / 'instalign_epoch_1.pth')
+    torch.save({'state_dict': {'backbone.stages.0.blocks.0.attn.w': torch.zeros(2),
+                               'head.query_feat.weight': torch.zeros(2, 2)}}, path)
+    with pytest.raises(ValueError, match=r'no backbone tensor in .*instalign_epoch_1\.pth'):
+        tiny(32).load_checkpoint(path)

@@ -78,6 +78,26 @@ def test_rejects_non_swin(tmp_path):
         tool.check(tool.convert(partial), 'swin-t')
 
 
+def test_command_line_names_the_file_and_what_is_wrong(tmp_path, capsys):
+    """Usage errors (exit 2) naming the file: missing, not a checkpoint, an mmengine training
+    checkpoint, not Swin keys; nothing is written."""
+    tool = _tool()
+    (tmp_path / 'notes.pth').write_text('not a checkpoint')
+    torch.save({'state_dict': {'backbone.stages.0.w': torch.zeros(1),
+                               'head.x': torch.zeros(1)}}, str(tmp_path / 'epoch_1.pth'))
+    torch.save({'model': {'encoder.weight': torch.zeros(1)}}, str(tmp_path / 'vit.pth'))
+    dst = tmp_path / 'out.pth'
+    for src, words in (('nope.pth', 'checkpoint file not found'),
+                       ('notes.pth', 'is not a PyTorch checkpoint'),
+                       ('epoch_1.pth', 'an mmengine training checkpoint'),
+                       ('vit.pth', 'no "layers.*" keys')):
+        with pytest.raises(SystemExit) as e:
+            tool.main([str(tmp_path / src), str(dst), '--arch', 'swin-t'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and src in err and words in err, err
+    assert not dst.exists()
+
+
 def test_converted_file_and_convert_weights_give_the_same_features(tmp_path):
     """The two documented ways to load the official file (converted once, convert_weights=False;
     or the official file with mmdet's convert_weights=True) build the same Swin, output norms
