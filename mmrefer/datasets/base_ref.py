@@ -34,6 +34,7 @@ import copy
 import io
 import json
 import logging
+import math
 import os.path as osp
 from collections import Counter
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
@@ -42,7 +43,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
-from .masks import segm_area, valid_polygons
+from .masks import check_rle, segm_area, valid_polygons
 from .safe_pickle import load_refs, read_annotation_file
 
 __all__ = ['BaseRefDataset', 'load_coco_instances']
@@ -61,14 +62,28 @@ def load_coco_instances(path: str) -> COCO:
         dataset = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f'instances file {path!r} is not valid JSON: {e}') from e
+    except UnicodeDecodeError as e:
+        head = raw[:8] if isinstance(raw, (bytes, bytearray)) else raw[:8].encode()
+        raise ValueError(f'instances file {path!r} is not UTF-8 JSON (first bytes {head!r}; '
+                         f'{e.reason} at byte {e.start}): ann_file must be the COCO '
+                         'instances.json (a refs pickle goes in split_file)') from e
     if not isinstance(dataset, dict):
         raise ValueError(f'instances file {path!r} must hold a COCO dict, got '
                          f'{type(dataset).__name__}')
     for key in ('images', 'annotations'):
         if key not in dataset:
             raise KeyError(f'instances file {path!r} has no {key!r} field')
+        if not isinstance(dataset[key], list):
+            raise ValueError(f'instances file {path!r}: field {key!r} must be a list, got '
+                             f'{type(dataset[key]).__name__}')
         if not dataset[key]:
             raise ValueError(f'instances file {path!r} holds no {key}')
+        # pycocotools' index keeps the last of two entries with one id: the other is lost
+        ids = Counter(e.get('id') for e in dataset[key] if isinstance(e, Mapping))
+        dup = [i for i, n in ids.items() if n > 1]
+        if dup:
+            raise ValueError(f'instances file {path!r}: {key[:-1]} id {dup[0]!r} appears '
+                             f'{ids[dup[0]]} times ({len(dup)} duplicated id(s) in {key!r})')
     coco = COCO()
     coco.dataset = dataset
     try:
@@ -80,8 +95,32 @@ def load_coco_instances(path: str) -> COCO:
     return coco
 
 
-def _xywh_to_xyxy(b: Sequence[float]) -> List[float]:
-    x, y, w, h = (float(v) for v in b[:4])
+def as_id(value, where: str) -> int:
+    """An id field (an int, or a string of digits) as int; a float, a bool or other text is an
+    error naming ``where`` (``int()`` would silently turn 94.9 into annotation 94)."""
+    if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise ValueError(f'{where} = {value!r} is not an integer id')
+    return int(value)
+
+
+def checked_bbox(bbox, where: str, height: int, width: int) -> List[float]:
+    """COCO ``[x, y, w, h]`` -> xyxy, after checking that it is 4 finite numbers with
+    ``w, h >= 0`` that meet the ``height x width`` image; anything else is an error naming
+    ``where`` (an inverted or NaN box would silently score REC 0)."""
+    if isinstance(bbox, (str, bytes)) or not isinstance(bbox, Sequence) or len(bbox) != 4:
+        raise ValueError(f'{where}: bbox {bbox!r:.80} must be [x, y, w, h] (4 numbers)')
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'{where}: bbox {bbox!r:.80} must be [x, y, w, h] (4 numbers)') from e
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise ValueError(f'{where}: bbox {list(bbox)} is not finite')
+    if w < 0 or h < 0:
+        raise ValueError(f'{where}: bbox {list(bbox)} has a negative width/height (COCO boxes '
+                         'are [x, y, w, h], not [x1, y1, x2, y2])')
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise ValueError(f'{where}: bbox {list(bbox)} lies outside its {width}x{height} image')
     return [x, y, x + w, y + h]
 
 
@@ -152,7 +191,8 @@ class BaseRefDataset(BaseDataset):
         if 'ann_id' not in ref:
             raise KeyError(f'{refs_file}: ref_id {ref.get("ref_id")} has no ann_id')
         aids = ref['ann_id']
-        return [int(a) for a in (aids if isinstance(aids, (list, tuple)) else [aids])]
+        return [as_id(a, f'{refs_file}: ref_id {ref.get("ref_id")}: ann_id')
+                for a in (aids if isinstance(aids, (list, tuple)) else [aids])]
 
     # ----------------------------------------------------------------------------- helpers
     def _path(self, p: str) -> str:
@@ -189,9 +229,14 @@ class BaseRefDataset(BaseDataset):
         when nothing of its mask is left (see the module doc); bad fields raise, naming the
         file, the annotation and the image."""
         seg = ann.get('segmentation')
+        where = f'{self.ann_file}: annotation {ann["id"]} of image {img["id"]}'
         if 'bbox' not in ann:
             raise KeyError(f'{self.ann_file}: annotation {ann["id"]} has no bbox')
+        bbox = checked_bbox(ann['bbox'], where, int(img['height']), int(img['width']))
         if isinstance(seg, list):
+            if not all(isinstance(p, (list, tuple)) for p in seg):
+                raise ValueError(f'{where} has a bad segmentation: polygons must be a list of '
+                                 f'[x0, y0, x1, y1, ...] lists, got {seg!r:.60}')
             mask = valid_polygons(seg)
             if len(mask) < len(seg):
                 stats['degenerate polygon parts dropped'] += len(seg) - len(mask)
@@ -204,14 +249,27 @@ class BaseRefDataset(BaseDataset):
             mask = seg
         try:
             area = segm_area(mask, int(img['height']), int(img['width']))
+            if isinstance(mask, Mapping):  # an RLE: decode it now, not hours into training
+                check_rle(mask, int(img['height']), int(img['width']))
         except (KeyError, ValueError, TypeError) as e:
-            raise type(e)(f'{self.ann_file}: annotation {ann["id"]} of image {img["id"]} has a '
-                          f'bad segmentation: {e}') from e
+            raise type(e)(f'{where} has a bad segmentation: {e}') from e
         if area == 0:  # still a target: kept with an empty mask, as pycocotools, ReLA and LAVT
             stats['zero-area target masks kept (empty)'] += 1
             if len(examples) < 5:
                 examples.append(ann['id'])
-        return dict(mask=mask, bbox=_xywh_to_xyxy(ann['bbox']), bbox_label=0, ignore_flag=0)
+        return dict(mask=mask, bbox=bbox, bbox_label=0, ignore_flag=0)
+
+    def _check_image_entry(self, img: dict) -> None:
+        """``file_name`` a non-empty string, ``height`` / ``width`` positive integers; else an
+        error naming the file, the image and the field."""
+        if not isinstance(img['file_name'], str) or not img['file_name']:
+            raise ValueError(f"{self.ann_file}: image {img['id']} field 'file_name' must be a "
+                             f"non-empty string, got {img['file_name']!r}")
+        for key in ('height', 'width'):
+            v = img[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f'{self.ann_file}: image {img["id"]} field {key!r} = {v!r} is '
+                                 'not a positive integer')
 
     # ---------------------------------------------------------------------------- loading
     def load_data_list(self) -> List[dict]:
@@ -226,6 +284,11 @@ class BaseRefDataset(BaseDataset):
         if no_split is not None:  # refer.py / G_REFER index every ref by its split
             raise KeyError(f"{refs_file}: ref {no_split.get('ref_id', '?')} has no 'split' field "
                            f'(keys: {sorted(no_split)})')
+        bad_split = next((r for r in refs if not isinstance(r['split'], str)), None)
+        if bad_split is not None:
+            raise ValueError(f"{refs_file}: ref {bad_split.get('ref_id', '?')} field 'split' must "
+                             f"be a string, got {type(bad_split['split']).__name__} "
+                             f"{bad_split['split']!r}")
         avail = sorted({str(r.get('split')) for r in refs})
         unknown = [s for s in splits if s not in avail]
         if unknown:
@@ -233,7 +296,7 @@ class BaseRefDataset(BaseDataset):
                              f'available splits: {avail}')
         excluded = self._excluded_image_ids()
         stats, examples = Counter(), []
-        data_list = []
+        data_list, seen_refs = [], set()
         for ref in refs:
             if ref.get('split') not in splits:
                 continue
@@ -241,7 +304,19 @@ class BaseRefDataset(BaseDataset):
                 if key not in ref:
                     raise KeyError(f'{refs_file}: ref {ref.get("ref_id", "?")} has no {key!r} '
                                    f'field (keys: {sorted(ref)})')
-            ref_id, img_id = int(ref['ref_id']), int(ref['image_id'])
+            ref_id = as_id(ref['ref_id'], f'{refs_file}: ref_id')
+            img_id = as_id(ref['image_id'], f'{refs_file}: ref_id {ref_id}: image_id')
+            if ref_id in seen_refs:  # its sentences would be trained / evaluated twice
+                raise ValueError(f'{refs_file}: ref_id {ref_id} appears more than once in split '
+                                 f'{ref["split"]!r}')
+            seen_refs.add(ref_id)
+            if not isinstance(ref['sentences'], (list, tuple)):
+                raise TypeError(f"{refs_file}: ref_id {ref_id} field 'sentences' must be a list "
+                                f"of sentence dicts, got {type(ref['sentences']).__name__} "
+                                f"{ref['sentences']!r:.60}")
+            if not ref['sentences']:
+                stats['refs skipped (no sentences)'] += 1
+                continue
             if img_id in excluded:
                 stats['refs dropped by exclude_images_of'] += 1
                 continue
@@ -253,6 +328,7 @@ class BaseRefDataset(BaseDataset):
             if missing:
                 raise KeyError(f'{self.ann_file}: image {img_id} (named by ref_id {ref_id} of '
                                f'{refs_file}) has no field(s) {missing}')
+            self._check_image_entry(img)
             no_target, ann_ids, source = self.parse_targets(ref, refs_file)
             instances = []
             for aid in ([] if no_target else ann_ids):
@@ -260,7 +336,8 @@ class BaseRefDataset(BaseDataset):
                     raise KeyError(f'{refs_file}: ref_id {ref_id} names ann_id {aid}, which is '
                                    f'not in {self.ann_file}')
                 ann = anns[aid]
-                if int(ann.get('image_id', img_id)) != img_id:
+                if as_id(ann.get('image_id', img_id), f'{self.ann_file}: annotation {aid}: '
+                         'image_id') != img_id:
                     raise ValueError(f'{refs_file}: ref_id {ref_id} (image {img_id}) names '
                                      f'ann_id {aid} of image {ann.get("image_id")}')
                 if ann.get('iscrowd', 0):
@@ -279,15 +356,22 @@ class BaseRefDataset(BaseDataset):
                 if not isinstance(sent, Mapping) or ('raw' not in sent and 'sent' not in sent):
                     raise KeyError(f"{refs_file}: ref_id {ref_id} sentence {k} has neither 'raw' "
                                    f"nor 'sent' ({sent!r:.200})")
+                for field in ('raw', 'sent'):
+                    if sent.get(field) is not None and not isinstance(sent[field], str):
+                        raise TypeError(f"{refs_file}: ref_id {ref_id} sentence {k}: field "
+                                        f"{field!r} must be a string, got "
+                                        f"{type(sent[field]).__name__} {sent[field]!r:.60}")
                 # raw first (what ReLA/LAVT/DMMI tokenize), sent when raw is missing or blank
-                text = next((t for t in (sent.get('raw'), sent.get('sent'))
-                             if t and (not isinstance(t, str) or t.strip())), '')
-                if not text.strip():
-                    stats['empty sentences skipped'] += 1
+                text = next((t for t in (sent.get('raw'), sent.get('sent')) if t and t.strip()),
+                            '')
+                if not any(c.isprintable() and not c.isspace() for c in text):
+                    stats['empty sentences skipped'] += 1  # blank or control characters only
                     continue
                 data_list.append(dict(
                     img_path=img_path, img_id=img_id, ref_id=ref_id,
-                    sent_id=int(sent.get('sent_id', k)), text=text, no_target=bool(no_target),
+                    sent_id=as_id(sent.get('sent_id', k),
+                                  f'{refs_file}: ref_id {ref_id} sentence {k}: sent_id'),
+                    text=text, no_target=bool(no_target),
                     source=source, height=int(img['height']), width=int(img['width']),
                     instances=instances, ref_bbox=ref_bbox))
                 stats[f'sentences ({source})'] += 1

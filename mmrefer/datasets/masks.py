@@ -12,7 +12,7 @@ A segmentation is what ``instances.json`` holds (and what a sample's ``instances
 ``pycocotools.coco.COCO.annToRLE``; :func:`decode_ref_mask` and :func:`segm_area` are its
 ``decode`` / ``area``.
 """
-from typing import Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -57,6 +57,21 @@ def segm_to_rle(segm: Segmentation, h: int, w: int) -> dict:
 def decode_ref_mask(segm: Segmentation, h: int, w: int) -> np.ndarray:
     """uint8 ``[h, w]`` mask of a segmentation (:func:`segm_to_rle` + ``decode``)."""
     return mask_utils.decode(segm_to_rle(segm, h, w)).astype(np.uint8, copy=False)
+
+
+def check_rle(rle: Mapping, h: int, w: int) -> None:
+    """Raise ``ValueError`` unless the RLE ``rle`` decodes to an ``h x w`` mask (uncompressed:
+    its counts sum to ``h * w``; compressed: pycocotools decodes it)."""
+    counts = rle.get('counts')
+    if isinstance(counts, list):
+        if sum(counts) != h * w:
+            raise ValueError(f'uncompressed RLE counts sum to {sum(counts)}, not {h} x {w} = '
+                             f'{h * w}')
+        return
+    try:
+        mask_utils.decode(segm_to_rle(rle, h, w))
+    except ValueError as e:
+        raise ValueError(f'RLE counts do not decode ({e})') from e
 
 
 def segm_area(segm: Segmentation, h: int, w: int) -> int:

@@ -24,6 +24,10 @@ class RefCOCODataset(BaseRefDataset):
 
     def parse_targets(self, ref: dict, refs_file: str) -> Tuple[bool, List[int], str]:
         aids = self.ann_ids(ref, refs_file)
+        if aids == [-1] or ref.get('no_target'):
+            raise ValueError(f'{refs_file}: ref_id {ref.get("ref_id")} is a no-target ref '
+                             f'(ann_id {ref["ann_id"]}, gRefCOCO style); RefCOCODataset takes '
+                             'single-target refs only: use GRefCOCODataset for this file')
         if len(aids) != 1:
             raise ValueError(f'{refs_file}: ref_id {ref.get("ref_id")} has ann_id '
                              f'{ref["ann_id"]}; RefCOCO refs name exactly one annotation (use '

@@ -91,7 +91,8 @@ def test_get_flops_counts_the_tiny_model():
 def test_paper_schedule_param_groups(paper_model):
     """The paper's one learning rate (1e-4) for every parameter, Swin-B and RoBERTa included;
     weight decay 0.05 except on every norm (Swin's, RoBERTa's, the head's), Swin's position
-    tables and the query / level embeddings."""
+    tables, the query / level embeddings (the decoder's and the pixel decoder's) and the
+    aggregation's PReLU slope."""
     import torch.nn as nn
     from mmengine.optim import build_optim_wrapper
     cfg, model = paper_model
@@ -107,7 +108,11 @@ def test_paper_schedule_param_groups(paper_model):
     no_decay = norms | {n for n in groups if n.endswith(('relative_position_bias_table',
                                                          'query_embed.weight',
                                                          'query_feat.weight',
-                                                         'level_embed.weight'))}
+                                                         'level_embed.weight',
+                                                         'level_encoding.weight',
+                                                         'aggregation.prelu.weight'))}
+    assert {'head.pixel_decoder.level_encoding.weight', 'head.aggregation.prelu.weight'} <= \
+        no_decay
     assert any(n.startswith('backbone.stages.2.blocks.17.norm1') for n in norms)
     assert any(n.startswith('text_encoder.') and 'LayerNorm' in n for n in norms)
     for n, (_, wd) in groups.items():

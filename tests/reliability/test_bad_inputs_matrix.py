@@ -376,6 +376,189 @@ def case_refs_broken_json(root, kind):
         build(root, kind)
 
 
+def _ref_raises(root, kind, edit, error, message):
+    """``edit(ref)`` on the first targeted val ref; building must raise ``error`` matching
+    ``message(ref)``."""
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    edit(ref)
+    write_refs(root, kind, refs)
+    with pytest.raises(error, match=message(ref)):
+        build(root, kind)
+
+
+def _ann_raises(root, kind, edit, error, message):
+    """``edit(annotation)`` on the first val target's annotation; building must raise ``error``
+    matching ``message(ann)``, which names the file, the annotation and the image."""
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    coco = read_coco(root, kind)
+    ann = next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+    edit(ann)
+    write_coco(root, kind, coco)
+    with pytest.raises(error, match=rf"instances\.json: annotation {ann['id']} of image "
+                                    rf"{ann['image_id']}.*{message(ann)}"):
+        build(root, kind)
+
+
+def case_bbox_negative_size(root, kind):   # an [x1, y1, x2, y2] box would score REC 0
+    _ann_raises(root, kind, lambda a: a.update(bbox=[a['bbox'][0], a['bbox'][1], -20, -30]),
+                ValueError, lambda a: r'has a negative width/height')
+
+
+def case_bbox_not_finite(root, kind):
+    _ann_raises(root, kind, lambda a: a.update(bbox=[float('nan')] * 4), ValueError,
+                lambda a: 'is not finite')
+
+
+def case_bbox_three_numbers(root, kind):
+    _ann_raises(root, kind, lambda a: a.update(bbox=[1, 2, 3]), ValueError,
+                lambda a: r'must be \[x, y, w, h\] \(4 numbers\)')
+
+
+def case_bbox_outside_the_image(root, kind):
+    _ann_raises(root, kind, lambda a: a.update(bbox=[5000, 5000, 30, 30]), ValueError,
+                lambda a: r'lies outside its \d+x\d+ image')
+
+
+def case_polygon_flat_list(root, kind):   # [x0, y0, ...] instead of [[x0, y0, ...]]
+    _ann_raises(root, kind, lambda a: a.update(segmentation=a['segmentation'][0]), ValueError,
+                lambda a: r'polygons must be a list of \[x0, y0, x1, y1, ...\] lists')
+
+
+def case_rle_that_does_not_decode(root, kind):   # caught when the dataset is built
+    coco = read_coco(root, kind)
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    ann = next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+    img = next(i for i in coco['images'] if i['id'] == ann['image_id'])
+    ann['segmentation'] = dict(size=[img['height'], img['width']], counts='zz!!##')
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=rf"annotation {ann['id']} of image {img['id']} has a "
+                                         r'bad segmentation: RLE counts do not decode'):
+        build(root, kind)
+
+
+def case_duplicate_annotation_id(root, kind):   # pycocotools would keep only the last one
+    coco = read_coco(root, kind)
+    coco['annotations'].append(dict(coco['annotations'][0], bbox=[0, 0, 3, 3]))
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=rf"instances\.json': annotation id "
+                                         rf"{coco['annotations'][0]['id']} appears 2 times"):
+        build(root, kind)
+
+
+def case_duplicate_image_id(root, kind):
+    coco = read_coco(root, kind)
+    coco['images'].append(dict(coco['images'][0], file_name='other.jpg'))
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=rf"image id {coco['images'][0]['id']} appears 2 times"):
+        build(root, kind)
+
+
+def case_duplicate_ref(root, kind):   # its sentences would count twice
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    write_refs(root, kind, refs + [ref])
+    with pytest.raises(ValueError, match=rf"ref_id {ref['ref_id']} appears more than once in "
+                                         r"split 'val'"):
+        build(root, kind)
+
+
+def case_image_height_not_a_number(root, kind):
+    info, _ = first_sample_image(root, kind)
+    coco = read_coco(root, kind)
+    next(i for i in coco['images'] if i['id'] == info['img_id'])['height'] = 'abc'
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=rf"image {info['img_id']} field 'height' = 'abc' is "
+                                         'not a positive integer'):
+        build(root, kind)
+
+
+def case_image_file_name_none(root, kind):
+    info, _ = first_sample_image(root, kind)
+    coco = read_coco(root, kind)
+    next(i for i in coco['images'] if i['id'] == info['img_id'])['file_name'] = None
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=rf"image {info['img_id']} field 'file_name' must be a "
+                                         'non-empty string, got None'):
+        build(root, kind)
+
+
+def case_instances_json_not_utf8(root, kind):   # e.g. the refs pickle given as ann_file
+    shutil.copy(refs_path(root, kind), root / KINDS[kind]['ann_file'])
+    if kind == 'grefcoco':
+        (root / KINDS[kind]['ann_file']).write_bytes(b'\x80\x02]q\x00(}q\x01')
+    with pytest.raises(ValueError, match=r'is not UTF-8 JSON .*ann_file must be the COCO '
+                                         r'instances\.json'):
+        build(root, kind)
+
+
+def case_annotations_not_a_list(root, kind):
+    coco = read_coco(root, kind)
+    coco['annotations'] = {'a': 1}
+    write_coco(root, kind, coco)
+    with pytest.raises(ValueError, match=r"field 'annotations' must be a list, got dict"):
+        build(root, kind)
+
+
+def case_sentences_not_a_list(root, kind):
+    import copy
+    original = read_refs(root, kind)
+    for value in ('the purple circle', None):
+        write_refs(root, kind, copy.deepcopy(original))
+        _ref_raises(root, kind, lambda ref: ref.update(sentences=value), TypeError,
+                    lambda ref: rf"ref_id {ref['ref_id']} field 'sentences' must be a list")
+
+
+def case_ref_without_sentences_is_counted(root, kind):
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    ref['sentences'] = []
+    write_refs(root, kind, refs)
+    with captured_log() as log:
+        ds = build(root, kind)
+    assert 'refs skipped (no sentences): 1' in warnings_of(log)
+    assert ref['ref_id'] not in {ds.get_data_info(i)['ref_id'] for i in range(len(ds))}
+
+
+def case_sentence_field_not_a_string(root, kind):
+    _ref_raises(root, kind, lambda ref: ref['sentences'][0].update(raw=123), TypeError,
+                lambda ref: rf"ref_id {ref['ref_id']} sentence 0: field 'raw' must be a "
+                            r'string, got int 123')
+
+
+def case_control_character_sentence_is_skipped(root, kind):
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    ref['sentences'][0]['raw'] = ref['sentences'][0]['sent'] = '\x00\x01\x02'
+    write_refs(root, kind, refs)
+    with captured_log() as log:
+        ds = build(root, kind)
+    assert 'empty sentences skipped: 1' in warnings_of(log)
+    assert '\x00\x01\x02' not in {ds.get_data_info(i)['text'] for i in range(len(ds))}
+
+
+def case_ids_that_are_not_integers(root, kind):
+    import copy
+    original = read_refs(root, kind)
+    for field, value in (('image_id', 'abc'), ('ann_id', [94.9] if kind == 'grefcoco' else 94.9),
+                         ('ref_id', True)):
+        refs = copy.deepcopy(original)
+        _, ref = first_val_ref(refs)
+        ref[field] = value
+        write_refs(root, kind, refs)
+        shown = value[0] if isinstance(value, list) else value
+        with pytest.raises(ValueError, match=rf'{field} = {re.escape(repr(shown))} is not an '
+                                             'integer id'):
+            build(root, kind)
+
+
+def case_split_not_a_string(root, kind):
+    _ref_raises(root, kind, lambda ref: ref.update(split=1), ValueError,
+                lambda ref: rf"ref {ref['ref_id']} field 'split' must be a string, got int 1")
+
+
 class _Shell:
     """Pickles to ``os.system(cmd)``: would run at load time under plain pickle."""
 
@@ -551,3 +734,13 @@ def test_long_sentence_hf_text_encoder_warns(synthref_roberta_dir):
         enc([LONG])
     said = warnings_of(log) + ' '.join(str(w.message) for w in caught)
     assert 'truncat' in said.lower()
+
+
+def test_grefcoco_refs_given_to_the_refcoco_loader_name_the_right_class(root):
+    """gRefCOCO refs (no-target [-1], several targets) under RefCOCODataset: the error says to
+    use GRefCOCODataset, not that the files do not match."""
+    from mmrefer.registry import DATASETS
+    with pytest.raises(ValueError, match=r'grefs\(unc\)\.json: ref_id \d+ .*GRefCOCODataset'):
+        DATASETS.build(dict(type='RefCOCODataset', ann_file='grefcoco/instances.json',
+                            split_file='grefcoco/grefs(unc).json', data_root=str(root) + '/',
+                            split='val', data_prefix=dict(img_path='images/train2014/')))
