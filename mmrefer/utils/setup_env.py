@@ -1,3 +1,5 @@
+import logging
+
 from mmengine.registry import init_default_scope as _init_default_scope
 
 
@@ -94,6 +96,62 @@ def check_amp_args(args) -> None:
     args.amp_dtype = dtype or 'bf16'
 
 
+# the top-level config keys mmengine's Runner (and tools/train.py / test.py) read; any other
+# top-level name of a config file is a variable, used while the file is parsed
+RUNNER_KEYS = frozenset((
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg',
+    'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler',
+    'val_evaluator', 'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor',
+    'load_from', 'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name', 'compile', 'model_wrapper_cfg',
+    'find_unused_parameters', 'activation_checkpointing', 'efficient_conv_bn_eval',
+    'custom_imports', 'runner_type', 'strategy', 'tta_model', 'tta_pipeline'))
+
+
+def check_cfg_options(cfg, options, config: str) -> None:
+    """Refuse ``--cfg-options`` on a config file's variables (``max_epochs=1``,
+    ``img_scale=...``): mmengine merges them, the dumped config shows them, yet every field the
+    file computed from them keeps its value, so the run silently ignores them. The error names
+    the fields holding the variable's value, to set instead."""
+    from mmengine.logging import print_log
+    for key in options or {}:
+        top = key.split('.')[0]
+        if top in RUNNER_KEYS:
+            continue
+        if top not in cfg:
+            print_log(f'--cfg-options {key}: {top!r} is not a key the runner reads (nothing in '
+                      f'{config} uses it either)', logger='current', level=logging.WARNING)
+            continue
+        value = cfg[top]
+        same = [path for path in _paths_holding(cfg._cfg_dict.to_dict(), value)
+                if path.split('.')[0] in RUNNER_KEYS]
+        # a number equal by chance is no evidence: for numbers, only fields of the same name
+        uses = [p for p in same if p.rsplit('.', 1)[-1] == top] or (
+            [] if isinstance(value, (int, float, bool)) else same)
+        more = f' (and {len(uses) - 4} more)' if len(uses) > 4 else ''
+        hint = (f'; set the fields holding its value instead: {", ".join(uses[:4])}{more}'
+                if uses else '; set the fields that use it instead')
+        raise ValueError(f'--cfg-options {key}: {top!r} is a variable of {config}, used while '
+                         f'the file was read, so changing it now changes no field of the '
+                         f'run{hint}')
+
+
+def _paths_holding(node, value, prefix: str = ''):
+    """Dotted paths of ``node`` (dicts and lists) whose value equals ``value``."""
+    items = (node.items() if isinstance(node, dict)
+             else enumerate(node) if isinstance(node, (list, tuple)) else ())
+    for k, v in items:
+        path = f'{prefix}{k}'
+        try:
+            same = v == value and type(v) is type(value)
+        except Exception:  # noqa: BLE001  (array-like values)
+            same = False
+        if same:
+            yield path
+        elif isinstance(v, (dict, list, tuple)):
+            yield from _paths_holding(v, value, path + '.')
+
+
 def load_run_config(args, script: str):
     """The config ``tools/train.py`` / ``tools/test.py`` run: read, ``--cfg-options`` merged,
     the CPU process group set up after them (it reads ``find_unused_parameters``), the work dir
@@ -109,6 +167,10 @@ def load_run_config(args, script: str):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        try:
+            check_cfg_options(cfg, args.cfg_options, args.config)
+        except ValueError as e:
+            raise SystemExit(f'{script}: error: {e}') from None
         cfg.merge_from_dict(args.cfg_options)
     setup_cpu_distributed(cfg, args.launcher)
     if args.work_dir is not None:

@@ -1,10 +1,17 @@
 """tools/train.py says so when --resume finds nothing to resume and when a fresh run is about to
-overwrite the checkpoints of an earlier one (both would otherwise pass silently)."""
+overwrite the checkpoints of an earlier one, and refuses --cfg-options on config variables (all
+three would otherwise pass silently)."""
 import logging
+import os
 import os.path as osp
+import subprocess
 import sys
 
+import pytest
+from mmengine.config import Config
 from reliability_helpers import captured_log
+
+from mmrefer.utils.setup_env import check_cfg_options
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
@@ -31,3 +38,24 @@ def test_resume_without_a_checkpoint_and_a_reused_work_dir_are_named(tmp_path):
     assert 'epoch_1.pth, epoch_2.pth' in msg and 'overwrites' in msg and '--resume' in msg
     assert _warnings(done, 'auto') == []          # resuming it: as asked
     assert _warnings(done, str(done / 'epoch_1.pth')) == []
+
+
+def test_cfg_options_on_a_config_variable_are_refused_naming_the_fields(tmp_path):
+    """`--cfg-options max_epochs=1` would be merged and dumped but change no field (the file
+    copied the variable into train_cfg.max_epochs when it was read): refused before any work,
+    naming the field to set; runner keys and dotted fields pass."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cfg = osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py')
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg,
+                           '--work-dir', str(tmp_path / 'w'), '--cfg-options', 'max_epochs=1'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert ("--cfg-options max_epochs: 'max_epochs' is a variable of" in proc.stderr
+            and 'train_cfg.max_epochs' in proc.stderr), proc.stderr[-2000:]
+    assert not (tmp_path / 'w').exists()
+    c = Config.fromfile(cfg)
+    check_cfg_options(c, {'train_cfg.max_epochs': 1, 'randomness.seed': 3, 'load_from': None},
+                      cfg)
+    with pytest.raises(ValueError, match=r"'img_scale' is a variable .* "
+                                         r'train_dataloader\.dataset\.pipeline\.\d+\.scale'):
+        check_cfg_options(c, {'img_scale': (64, 64)}, cfg)
