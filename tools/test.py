@@ -6,6 +6,8 @@
     tools/slurm_test.sh PARTITION JOB CONFIG CHECKPOINT   # srun, --launcher slurm (CUDA)
 """
 import argparse
+import os
+import os.path as osp
 
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
@@ -24,7 +26,18 @@ def parse_args():
                         'WORK_DIR/TIMESTAMP/SHOW_DIR')
     add_runner_args(parser, 'mixed-precision inference (bf16 autocast by default, with the '
                     "models' fp32 islands)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.out is not None:  # checked before the evaluation, not after it
+        if not args.out.endswith(('.pkl', '.pickle')):
+            parser.error(f'--out {args.out} must end with .pkl or .pickle')
+        folder = osp.dirname(osp.abspath(args.out))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            parser.error(f'--out {args.out}: cannot create its folder {folder} ({e})')
+        if not os.access(folder, os.W_OK):
+            parser.error(f'--out {args.out}: folder {folder} is not writable')
+    return args
 
 
 def main():
@@ -41,7 +54,6 @@ def main():
         hooks.visualization.test_out_dir = args.show_dir
     runner = Runner.from_cfg(cfg)
     if args.out is not None:
-        assert args.out.endswith(('.pkl', '.pickle')), '--out must end with .pkl'
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     # weights_only checkpoint loading for mmengine checkpoints, for this run only
     with runner_checkpoint_loading(cfg.get('load_from')):

@@ -259,9 +259,13 @@ class RefInferencer(BaseInferencer):
         if isinstance(image, str):
             if not osp.isfile(image):
                 raise FileNotFoundError(f'image file not found: {image}')
-            img = cv2.imread(image, cv2.IMREAD_COLOR)
+            # decoded from the bytes as the datasets' loader (mmcv) does: a truncated JPEG is
+            # refused there, where cv2.imread would fill its missing part with grey
+            data = np.fromfile(image, np.uint8)
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
             if img is None:
-                raise ValueError(f'cannot decode image file {image!r}')
+                raise ValueError(f'cannot decode image file {image!r} (truncated, corrupt or '
+                                 'not an image)')
             return img
         if not isinstance(image, np.ndarray):
             raise TypeError(f'image must be a file path or an HxWx3 numpy array, '

@@ -59,14 +59,41 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
 AMP_DTYPES = dict(bf16='bfloat16', fp16='float16')
 
 
+def _cfg_options_action():
+    """mmengine's ``DictAction`` whose parse errors name the item (``KEY`` without ``=``;
+    ``dict(...)`` values, which it cannot parse) instead of ending in a traceback."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    class CfgOptions(DictAction):
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                key, sep, value = item.partition('=')
+                if not sep or not key:
+                    parser.error(f'{option_string} {item!r} is not KEY=VALUE')
+                if value.lstrip().startswith('dict('):
+                    parser.error(f"{option_string} {item!r}: dict(...) values are not parsed; "
+                                 f"set each field, e.g. {key}.type=... {key}.checkpoint=...")
+            try:
+                super().__call__(parser, namespace, values, option_string)
+            except (ValueError, RecursionError, argparse.ArgumentTypeError) as e:
+                parser.error(f'{option_string}: cannot parse {values!r} ({e})')
+
+    return CfgOptions
+
+
+_CfgOptions = _cfg_options_action()
+
+
 def add_runner_args(parser, amp_help: str) -> None:
     """The command-line options ``tools/train.py`` and ``tools/test.py`` share."""
-    from mmengine.config import DictAction
     parser.add_argument('--amp', action='store_true', help=amp_help)
     parser.add_argument('--amp-dtype', choices=list(AMP_DTYPES), default=None,
                         help='autocast dtype with --amp: bf16 (default) or fp16 (CUDA only: '
                         'CPU is bf16)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=_CfgOptions,
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     # torch.distributed.launch passes --local-rank (dash) since torch 2.0
@@ -136,6 +163,30 @@ def check_cfg_options(cfg, options, config: str) -> None:
                          f'run{hint}')
 
 
+def _prog() -> str:
+    import os.path as osp
+    import sys
+    return osp.basename(sys.argv[0]) or 'mmrefer'
+
+
+def check_dataloaders(cfg) -> None:
+    """Each loader's ``batch_size`` must be a positive int (torch's error names no loader);
+    ``persistent_workers`` is switched off for a loader with ``num_workers=0`` (torch refuses
+    the pair; there are no workers to keep)."""
+    from mmengine.logging import print_log
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if not loader:
+            continue
+        bs = loader.get('batch_size', 1)
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ValueError(f'{name}.batch_size must be a positive integer, got {bs!r}')
+        if loader.get('num_workers', 0) == 0 and loader.get('persistent_workers'):
+            loader.persistent_workers = False
+            print_log(f'{name}: num_workers=0, so persistent_workers is set to False (torch '
+                      'refuses the pair)', logger='current', level=logging.INFO)
+
+
 def _paths_holding(node, value, prefix: str = ''):
     """Dotted paths of ``node`` (dicts and lists) whose value equals ``value``."""
     items = (node.items() if isinstance(node, dict)
@@ -170,8 +221,12 @@ def load_run_config(args, script: str):
         try:
             check_cfg_options(cfg, args.cfg_options, args.config)
         except ValueError as e:
-            raise SystemExit(f'{script}: error: {e}') from None
+            raise SystemExit(f'{_prog()}: error: {e}') from None
         cfg.merge_from_dict(args.cfg_options)
+    try:
+        check_dataloaders(cfg)
+    except ValueError as e:
+        raise SystemExit(f'{_prog()}: error: {args.config}: {e}') from None
     setup_cpu_distributed(cfg, args.launcher)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

@@ -83,3 +83,20 @@ def test_every_real_sentence_gets_one_answer(name, tokenizer_key, tokenizer_file
     for a, b in zip(inferencer(path, sentences), inferencer(rgb, sentences, channel_order='rgb')):
         assert np.array_equal(a['mask'], b['mask']) and a['box'] == b['box'], a['text']
         assert a['no_target'] == b['no_target'] and a['score'] == b['score'], a['text']
+
+
+def test_a_truncated_photo_is_refused_as_the_dataset_loader_refuses_it(tmp_path):
+    """Half of a real COCO JPEG: cv2.imread would fill the missing half with grey and answer on
+    it; RefInferencer decodes the bytes as the datasets' loader (mmcv) does and refuses it."""
+    import cv2
+    from mmcv.transforms import LoadImageFromFile
+    photo = next(iter(photos_and_sentences()))
+    data = open(photo, 'rb').read()
+    cut = tmp_path / 'half.jpg'
+    cut.write_bytes(data[:len(data) // 2])
+    partial = cv2.imread(str(cut))
+    assert partial is not None and partial.shape[:2] == Image.open(photo).size[::-1]
+    with pytest.raises(ValueError, match=r"half\.jpg' \(truncated, corrupt or not an image\)"):
+        RefInferencer.load_image(str(cut))
+    with pytest.raises(Exception):   # the training / test loader (mmcv) refuses it too
+        LoadImageFromFile()(dict(img_path=str(cut)))

@@ -59,3 +59,30 @@ def test_cfg_options_on_a_config_variable_are_refused_naming_the_fields(tmp_path
     with pytest.raises(ValueError, match=r"'img_scale' is a variable .* "
                                          r'train_dataloader\.dataset\.pipeline\.\d+\.scale'):
         check_cfg_options(c, {'img_scale': (64, 64)}, cfg)
+
+
+def test_bad_command_line_items_are_named(tmp_path):
+    """Items mmengine's DictAction cannot parse, a batch size that is not a positive integer,
+    and test.py's --out in a folder that cannot be made: named before any model or data is
+    built (exit 2 / a one-line error)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cfg = osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py')
+    (tmp_path / 'afile').write_text('x')
+    cases = [
+        ('train.py', ['--cfg-options', 'train_dataloader.batch_size'],
+         "'train_dataloader.batch_size' is not KEY=VALUE"),
+        ('train.py', ['--cfg-options', 'model.backbone.init_cfg=dict(type=Pretrained)'],
+         'dict(...) values are not parsed; set each field'),
+        ('train.py', ['--cfg-options', 'train_dataloader.batch_size=0'],
+         'train_dataloader.batch_size must be a positive integer, got 0'),
+        ('test.py', ['x.pth', '--out', str(tmp_path / 'preds.txt')], 'must end with .pkl'),
+        ('test.py', ['x.pth', '--out', str(tmp_path / 'afile' / 'preds.pkl')],
+         'cannot create its folder'),
+    ]
+    for tool, extra, words in cases:
+        argv = [sys.executable, osp.join(ROOT, 'tools', tool), cfg] + extra
+        if tool == 'train.py':
+            argv += ['--work-dir', str(tmp_path / 'w')]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode != 0 and words in proc.stderr, (extra, proc.stderr[-1500:])
+        assert 'Traceback' not in proc.stderr, proc.stderr[-1500:]
