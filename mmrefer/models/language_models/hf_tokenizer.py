@@ -66,7 +66,11 @@ class HFTokenizer(BaseRefTokenizer):
             else:
                 cls = getattr(transformers, dict(roberta='RobertaTokenizerFast',
                                                  bert='BertTokenizerFast')[self.model_type])
-            tok = cls.from_pretrained(self.path, local_files_only=True)
+            try:
+                tok = cls.from_pretrained(self.path, local_files_only=True)
+            except Exception as e:  # noqa: BLE001  (the tokenizers library raises its own types)
+                raise ValueError(f'HFTokenizer: cannot load the tokenizer files in {self.path} '
+                                 f'({sorted(files)}): {type(e).__name__}: {e}') from e
             if self.vocab_size is not None and len(tok) > self.vocab_size:
                 raise ValueError(f'HFTokenizer: the tokenizer in {self.path} has {len(tok)} tokens '
                                  f'but the text encoder embeds {self.vocab_size} (arch.vocab_size)')

@@ -117,8 +117,23 @@ class LatentVG(BaseDetector):
             x = self.concept_injector(x, self.layout, i)
         return x
 
+    def _check_vocab(self) -> None:
+        """Once: the tokenizer's ids must fit the backbone's text embedding (else an
+        ``IndexError`` in ``torch.embedding`` that names neither)."""
+        if getattr(self, '_vocab_checked', False) or self.tokenizer_cfg.get('spm_path') is None:
+            return  # (without a file, the samples bring their ids: TokenizeText)
+        n, rows = len(self.tokenizer), self.backbone.text_embed.num_embeddings
+        if n > rows:
+            raise ValueError(f'LatentVG: the tokenizer {self.tokenizer_cfg.get("spm_path")!r} '
+                             f'uses {n} ids but the backbone embeds {rows} '
+                             '(model.backbone.vocab_size): set vocab_size to at least the '
+                             "tokenizer's size (the official model: 64010 rows for beit3.spm's "
+                             '64002 ids)')
+        self._vocab_checked = True
+
     def extract_feat(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
         """Tokenize the samples' sentences (:func:`tokenize_samples`), then :meth:`encode`."""
+        self._check_vocab()
         text = tokenize_samples(self.tokenizer, data_samples, inputs.device)
         return self.encode(inputs, text['input_ids'], text['attention_mask'])
 

@@ -61,3 +61,16 @@ def test_hf_tokenizer_refuses_a_folder_of_the_other_model_type(tmp_path):
     tok = HFTokenizer(str(tmp_path), max_length=8, model_type='roberta')
     with pytest.raises(FileNotFoundError, match=r'merges.txt \+ vocab.json or tokenizer.json'):
         tok(['the'])
+
+
+def test_hf_tokenizer_names_the_folder_of_a_corrupt_vocabulary(tmp_path, synthref_roberta_dir):
+    """A cut-off vocab.json: the tokenizers library's BPE error, wrapped to name the folder and
+    its files."""
+    import shutil
+    bad = tmp_path / 'tok'
+    shutil.copytree(synthref_roberta_dir, bad)
+    (bad / 'vocab.json').write_text((bad / 'vocab.json').read_text()[:50])
+    tok = HFTokenizer(str(bad), max_length=8, model_type='roberta')
+    with pytest.raises(ValueError, match=rf"cannot load the tokenizer files in {bad} .*"
+                                         r"vocab\.json"):
+        tok(['the'])

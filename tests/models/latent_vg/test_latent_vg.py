@@ -180,3 +180,15 @@ def test_runner_train_and_test_on_synthref(synthref_root, tmp_path):
     metrics = runner.test()
     assert any('gIoU' in k for k in metrics), metrics
     assert all(0 <= v <= 100 for k, v in metrics.items() if 'IoU' in k)
+
+
+def test_a_tokenizer_larger_than_the_text_embedding_is_named(synthref_beit3_spm):
+    """backbone.vocab_size below the tokenizer's ids: a ValueError naming both at the first
+    batch, not an IndexError inside torch.embedding."""
+    cfg = dict(copy.deepcopy(TINY), tokenizer=dict(type='BEiT3Tokenizer',
+                                                  spm_path=synthref_beit3_spm, max_length=8))
+    cfg['backbone']['vocab_size'] = 16
+    model = MODELS.build(cfg)
+    with pytest.raises(ValueError, match=r"tokenizer '.*beit3\.spm' uses \d+ ids but the "
+                                         r'backbone embeds 16 \(model\.backbone\.vocab_size\)'):
+        model.extract_feat(torch.randn(2, 3, 64, 64), _samples())
