@@ -1,12 +1,14 @@
 """Ground one or more sentences in an image and write a picture per sentence.
 
     python demo/image_demo.py IMAGE "SENTENCE" CONFIG --weights CKPT --out-dir DIR \
-        [--show-extras] [--device cpu] [--cfg-options model.tokenizer.spm_path=...]
+        [--show-extras] [--device cpu] [--overwrite] [--cfg-options model.tokenizer.spm_path=...]
 
 CONFIG is a config file or a config name under configs/ (e.g. ``latentvg_tiny_synthref``);
 several sentences may be given separated by ``|``. Writes ``DIR/<image>_<k>.png`` (mask overlay,
 box, sentence as title, "no target" when the model says so; ``--show-extras`` adds the Latent-VG
-per-expression maps or the InstAlign per-instance masks) and prints each answer.
+per-expression maps or the InstAlign per-instance masks) and prints each answer. The arguments
+(sentences, image, output folder) are checked before the model is built, and existing pictures
+are kept unless ``--overwrite``.
 """
 import argparse
 import os
@@ -29,9 +31,23 @@ def parse_args(argv=None):
     p.add_argument('--show-extras', action='store_true',
                    help='add per-expression (Latent-VG) / per-instance (InstAlign) panels')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:0, ...')
+    p.add_argument('--overwrite', action='store_true', help='replace existing <image>_<k>.png')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='override config settings, key=value pairs (e.g. a tokenizer path)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.sentences = [s.strip() for s in args.sentence.split('|') if s.strip()]
+    if not args.sentences:
+        p.error(f'SENTENCE {args.sentence!r} holds no sentence (separate several with "|")')
+    if not osp.isfile(args.image):
+        p.error(f'image file not found: {args.image}')
+    if osp.exists(args.out_dir) and not osp.isdir(args.out_dir):
+        p.error(f'--out-dir {args.out_dir} is a file, not a folder')
+    stem = osp.splitext(osp.basename(args.image))[0]
+    args.outputs = [osp.join(args.out_dir, f'{stem}_{k}.png') for k in range(len(args.sentences))]
+    taken = [o for o in args.outputs if osp.exists(o)]
+    if taken and not args.overwrite:
+        p.error(f'{", ".join(taken[:3])} exist(s); use --overwrite or another --out-dir')
+    return args
 
 
 def main(argv=None):
@@ -41,18 +57,16 @@ def main(argv=None):
     from mmrefer.apis import RefInferencer
     from mmrefer.visualization import RefLocalVisualizer, write_png
 
-    sentences = [s.strip() for s in args.sentence.split('|') if s.strip()]
+    image = RefInferencer.load_image(args.image)  # BGR; an undecodable file fails here
+    os.makedirs(args.out_dir, exist_ok=True)
     inferencer = RefInferencer(args.config, weights=args.weights, device=args.device,
                                cfg_options=args.cfg_options)
-    image = RefInferencer.load_image(args.image)  # BGR
-    results = inferencer(image, sentences)
+    results = inferencer(image, args.sentences)
     vis = RefLocalVisualizer.get_instance('mmrefer_image_demo')
-    os.makedirs(args.out_dir, exist_ok=True)
-    stem = osp.splitext(osp.basename(args.image))[0]
     for k, res in enumerate(results):
         canvas = vis.draw_ref(image[..., ::-1], res['text'], pred=res,
                               show_extras=args.show_extras)
-        out = write_png(canvas, osp.join(args.out_dir, f'{stem}_{k}.png'))
+        out = write_png(canvas, args.outputs[k])
         box = ', '.join(f'{v:.1f}' for v in res['box'])
         score = 'n/a' if res['score'] is None else f"{res['score']:.3f}"
         print(f"[{k}] {res['text']!r}: no_target={res['no_target']} score={score} "

@@ -108,6 +108,12 @@ def read_image(path: Optional[str],
             if (tw, th) != (w, h) and im.format == 'JPEG':
                 im.draft('RGB', (tw, th))  # decode at 1/2, 1/4 or 1/8 scale when possible
             im = ImageOps.exif_transpose(im)  # also decodes
+            if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
+                # 16-/32-bit greyscale: convert('RGB') would clip every value above 255 (a
+                # 16-bit photo turns white); scale the full range to 8 bit first, as OpenCV does
+                a = np.asarray(im).astype(np.float64)
+                top = 65535.0 if im.mode.startswith('I;16') or a.max() <= 65535 else a.max()
+                im = Image.fromarray(np.clip(a * 255.0 / top + 0.5, 0, 255).astype(np.uint8))
             im = im.convert('RGB')
     except DemoInputError:
         raise

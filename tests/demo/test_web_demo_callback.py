@@ -165,6 +165,19 @@ def test_exif_orientation_is_applied(tmp_path):
     assert rgb.shape == (60, 20, 3) and note is None
 
 
+def test_16_bit_greyscale_png_keeps_its_picture(tmp_path):
+    """A 16-bit greyscale PNG (PIL mode I;16): scaled to 8 bit as OpenCV reads it, not clipped
+    to white by PIL's convert('RGB')."""
+    grey = (np.arange(48 * 64).reshape(48, 64) * 20).astype(np.uint16)
+    path = str(tmp_path / 'grey16.png')
+    cv2.imwrite(path, grey)
+    rgb, note = wd.read_image(path)
+    ref = cv2.imread(path)[..., ::-1]   # OpenCV: 16 -> 8 bit by the top byte
+    assert rgb.shape == ref.shape and note is None
+    assert np.abs(rgb.astype(int) - ref.astype(int)).max() <= 1
+    assert rgb.mean() < 200   # the clipped picture would be almost all 255
+
+
 def test_sentence_limit_and_blank_lines():
     text = '\n'.join(f'sentence {k}' for k in range(11)) + '\n\n'
     sentences, note = wd.split_sentences(text, max_sentences=8)

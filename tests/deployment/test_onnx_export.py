@@ -158,7 +158,7 @@ def test_ort_predictor_answers_equal_ref_inferencer(exported, synthref_root):
         assert (a['mask'] == b['mask']).mean() >= 0.999 and a['no_target'] == b['no_target']
 
 
-def test_export_cli(synthref_root, tmp_path, capsys):
+def test_export_cli(synthref_root, tmp_path, capsys, monkeypatch):
     root = str(synthref_root)
     out = str(tmp_path / 'la.onnx')
     opts = [f'model.tokenizer.spm_path={root}/tokenizers/beit3.spm']
@@ -175,6 +175,18 @@ def test_export_cli(synthref_root, tmp_path, capsys):
     assert pytorch2onnx.main(['latentvg_tiny_synthref', '--out', str(tmp_path / 'x.bin'),
                               '--cfg-options'] + opts) == 2
     assert '.onnx' in capsys.readouterr().err
+    # a failed check leaves the earlier good export in place (the failed one beside it)
+    good = open(out, 'rb').read(), open(str(tmp_path / 'la.json')).read()
+    monkeypatch.setattr(pytorch2onnx, 'run_check', lambda *a, **k: dict(
+        max_abs_prob_diff=0.5, identical_mask_pixels=0.5, identical_int_outputs=1.0))
+    assert pytorch2onnx.main(['latentvg_tiny_synthref', '--out', out, '--batch-size', '1',
+                              '--cfg-options'] + opts) == 1
+    err = capsys.readouterr().err
+    assert 'check FAILED' in err and f'{out} is left as it was' in err
+    assert osp.isfile(str(tmp_path / 'la.tmp.onnx'))
+    assert (open(out, 'rb').read(), open(str(tmp_path / 'la.json')).read()) == good
+    assert pytorch2onnx.main(['latentvg_tiny_synthref', '--out', out, '--atol', '-1']) == 2
+    assert '--atol must be >= 0' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('exported', ['latentvg_gres'], indirect=True)

@@ -55,6 +55,28 @@ def test_demo_reports_missing_image(tmp_path):
     assert 'image file not found' in proc.stderr and 'nope.jpg' in proc.stderr
 
 
+def test_demo_keeps_existing_pictures_and_checks_arguments_first(tmp_path):
+    """A second run into the same folder is refused (exit 2) unless --overwrite; an empty
+    sentence list and an --out-dir that is a file are refused before the model is built."""
+    img_path = str(tmp_path / 'scene.png')
+    cv2.imwrite(img_path, np.zeros((48, 64, 3), np.uint8))
+    cfg = write_fake_config(tmp_path)
+    out_dir = str(tmp_path / 'out')
+    assert run_demo([img_path, 'a|b', cfg, '--out-dir', out_dir], tmp_path).returncode == 0
+    before = open(osp.join(out_dir, 'scene_0.png'), 'rb').read()
+    proc = run_demo([img_path, 'c', cfg, '--out-dir', out_dir], tmp_path)
+    assert proc.returncode == 2 and 'scene_0.png exist(s); use --overwrite' in proc.stderr
+    assert open(osp.join(out_dir, 'scene_0.png'), 'rb').read() == before
+    proc = run_demo([img_path, 'c', cfg, '--out-dir', out_dir, '--overwrite'], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (tmp_path / 'afile').write_text('x')
+    for args, words in ((['  |  '], "holds no sentence"),
+                        (['c', '--out-dir', str(tmp_path / 'afile')], 'is a file, not a folder')):
+        proc = run_demo([img_path, args[0], cfg] + args[1:], tmp_path)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
+        assert 'Traceback' not in proc.stderr
+
+
 REAL_PHOTO = osp.join(ROOT, '..', 'shared', 'realdata', 'refcoco_sentences', 'images',
                       'COCO_train2014_000000363252.jpg')  # 375 x 500, portrait
 REAL_SENTENCES = ['tallest person', 'man in blue sleeveless', 'guy in blue shirt with sleeves',

@@ -29,6 +29,7 @@ errors (missing config / checkpoint / image, bad option).
 """
 import argparse
 import json
+import os
 import os.path as osp
 import sys
 import time
@@ -212,27 +213,49 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Exports to ``OUT.tmp.onnx`` (and its sidecar) and moves both onto ``--out`` only when
+    the check passes (or with ``--no-check``): a failed check never replaces an earlier good
+    export."""
+    from mmrefer.models.deployment import sidecar_path
     args = parse_args(argv)
     for what, path in [('checkpoint', args.weights)] + [('image', i) for i in args.images or []]:
         if path is not None and not osp.isfile(path):
             print(f'pytorch2onnx.py: error: {what} not found: {path}', file=sys.stderr)
             return 2
+    if not args.atol >= 0 or not 0 <= args.min_identical <= 1:
+        print(f'pytorch2onnx.py: error: --atol must be >= 0 and --min-identical in [0, 1], got '
+              f'{args.atol} and {args.min_identical}', file=sys.stderr)
+        return 2
+    tmp = (args.out[:-len('.onnx')] if args.out.endswith('.onnx') else args.out) + '.tmp.onnx'
     try:
-        meta = export(args.config, args.out, args.weights, args.batch_size, args.opset,
-                      args.cfg_options, args.sentences, args.images, check=not args.no_check)
+        meta = export(args.config, tmp if args.out.endswith('.onnx') else args.out,
+                      args.weights, args.batch_size, args.opset, args.cfg_options,
+                      args.sentences, args.images, check=not args.no_check)
     except (FileNotFoundError, ValueError, TypeError, KeyError) as e:
         print(f'pytorch2onnx.py: error: {e}', file=sys.stderr)
         return 2
-    if 'check' not in meta:
-        return 0
-    c = meta['check']
-    ok = c['max_abs_prob_diff'] <= args.atol and c['identical_mask_pixels'] >= \
-        args.min_identical and c['identical_int_outputs'] == 1.0
+    except RuntimeError as e:
+        if 'opset' not in str(e):
+            raise
+        print(f'pytorch2onnx.py: error: --opset {args.opset}: {e}', file=sys.stderr)
+        return 2
+    c = meta.get('check')
+    ok = c is None or (c['max_abs_prob_diff'] <= args.atol and c['identical_mask_pixels'] >=
+                       args.min_identical and c['identical_int_outputs'] == 1.0)
     if not ok:
         print(f'check FAILED: max abs prob diff {c["max_abs_prob_diff"]:.3g} (allowed '
               f'{args.atol}), identical mask pixels {c["identical_mask_pixels"]:.6f} (needed '
-              f'{args.min_identical})', file=sys.stderr)
-    return 0 if ok else 1
+              f'{args.min_identical}); {args.out} is left as it was, the failed export is '
+              f'{tmp} (+ {sidecar_path(tmp)})', file=sys.stderr)
+        return 1
+    os.replace(tmp, args.out)
+    with open(sidecar_path(tmp)) as f:
+        meta = json.load(f)
+    with open(sidecar_path(args.out), 'w') as f:
+        json.dump(meta, f, indent=1)
+    os.remove(sidecar_path(tmp))
+    print(f'moved to {args.out} (+ {sidecar_path(args.out)})')
+    return 0
 
 
 if __name__ == '__main__':
