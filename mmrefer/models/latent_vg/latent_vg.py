@@ -120,8 +120,10 @@ class LatentVG(BaseDetector):
     def _check_vocab(self) -> None:
         """Once: the tokenizer's ids must fit the backbone's text embedding (else an
         ``IndexError`` in ``torch.embedding`` that names neither)."""
-        if getattr(self, '_vocab_checked', False) or self.tokenizer_cfg.get('spm_path') is None:
-            return  # (without a file, the samples bring their ids: TokenizeText)
+        spm = self.tokenizer_cfg.get('spm_path')
+        if getattr(self, '_vocab_checked', False) or spm is None or not osp.isfile(
+                osp.expanduser(str(spm))):
+            return  # without the file the samples bring their ids (TokenizeText, FLOPs counts)
         n, rows = len(self.tokenizer), self.backbone.text_embed.num_embeddings
         if n > rows:
             raise ValueError(f'LatentVG: the tokenizer {self.tokenizer_cfg.get("spm_path")!r} '
