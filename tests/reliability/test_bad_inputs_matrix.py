@@ -25,6 +25,10 @@ refs neither pickle nor JSON   ValueError naming the file                       
 malicious refs pickle          UnsafePickleError naming file and global; no code runs both
 =============================  =====================================================  ========
 
+and the build-time checks of fields (boxes, ids, duplicates, polygons, RLEs, sentences, image
+entries, encodings): each error names the file, the ref / annotation / image and the field
+(the rows after the table in docs/reliability.md).
+
 "both" = the RefCOCO (pickle refs) and gRefCOCO (JSON refs) layouts. The image cases are also
 run through an mmengine-built DataLoader with ``num_workers=2``: the error raised in the main
 process keeps its type and still names the file.
