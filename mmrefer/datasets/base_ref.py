@@ -119,7 +119,7 @@ def checked_bbox(bbox, where: str, height: int, width: int) -> List[float]:
     if w < 0 or h < 0:
         raise ValueError(f'{where}: bbox {list(bbox)} has a negative width/height (COCO boxes '
                          'are [x, y, w, h], not [x1, y1, x2, y2])')
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+    if x >= width or y >= height or x + w < 0 or y + h < 0:  # (a 0-wide box at x=0 is in)
         raise ValueError(f'{where}: bbox {list(bbox)} lies outside its {width}x{height} image')
     return [x, y, x + w, y + h]
 
