@@ -230,6 +230,13 @@ def test_zero_area_mask_survives(mini_root):
     out = PackRefInputs()(res)['data_samples']
     assert out.gt_instances.masks.masks.shape == (1, 5, 6)
     assert out.gt_merged_mask.data.shape == (1, 5, 6)
+    # the box scales by (6/50, 5/40) although the mask is (nearly) gone; the merged mask is
+    # the instance mask, at most the 1 pixel whose centre the sliver covers
+    np.testing.assert_allclose(out.gt_instances.bboxes.numpy()[0],
+                               [10 * 6 / 50, 10 * 5 / 40, 10.5 * 6 / 50, 30 * 5 / 40], rtol=1e-6)
+    assert int(out.gt_merged_mask.data.sum()) <= 1
+    assert np.array_equal(out.gt_merged_mask.data[0].numpy().astype(bool),
+                          out.gt_instances.masks.masks[0].astype(bool))
 
 
 def test_tokenize_beit3_spm(synthref_beit3_spm):
@@ -279,9 +286,13 @@ def test_tokenize_bad_path(tmp_path):
 def test_tokens_travel_in_metainfo(mini_root, synthref_beit3_spm):
     pipeline = _pipeline((32, 24))
     pipeline.insert(3, dict(type='TokenizeText', tokenizer=synthref_beit3_spm, max_length=8))
-    s = _grefs(mini_root, pipeline)[0]['data_samples']
+    ds = _grefs(mini_root, pipeline)
+    s = ds[0]['data_samples']
     assert s.input_ids.dtype == torch.int64 and s.input_ids.shape == (8, )
-    assert s.attention_mask.shape == (8, ) and s.input_ids[0] == 0
+    # the ids of the transform on the same sentence, carried unchanged to the model's metainfo
+    alone = TokenizeText(tokenizer=synthref_beit3_spm, max_length=8)(dict(text=s.text))
+    assert s.input_ids.tolist() == list(alone['input_ids'])
+    assert s.attention_mask.tolist() == list(alone['attention_mask'])
 
 
 def test_refcoco_end_to_end_on_synthref(synthref_root):

@@ -204,3 +204,6 @@ def test_bad_arguments_are_named(tmp_path, capsys):
     assert proc.returncode == 2 and '--pipeline-only builds no model' in proc.stderr
     proc = run_bench(['x.py', '--workers', '-1'], tmp_path, capsys)
     assert proc.returncode == 2 and '--workers must be >= 0' in proc.stderr
+    (tmp_path / 'afile').write_text('x')
+    proc = run_bench(['x.py', '--out', str(tmp_path / 'afile' / 'bench.json')], tmp_path, capsys)
+    assert proc.returncode == 2 and 'cannot create its folder' in proc.stderr

@@ -145,6 +145,14 @@ def parse_args(argv=None):
         p.error('--amp is for inference; train with tools/train.py --amp')
     if args.pipeline_only and (args.compile or args.amp or args.weights):
         p.error('--pipeline-only builds no model: drop --compile / --amp / --weights')
+    if args.out:  # before minutes of measuring, not after
+        folder = osp.dirname(osp.abspath(args.out))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            p.error(f'--out {args.out}: cannot create its folder {folder} ({e})')
+        if osp.isdir(args.out) or not os.access(folder, os.W_OK):
+            p.error(f'--out {args.out}: not a writable file path')
     return args
 
 
