@@ -30,7 +30,8 @@ import torch
 from mmengine.visualization import Visualizer
 
 from mmrefer.registry import VISUALIZERS
-from mmrefer.structures.geometry import mask_to_original, prediction_to_original, to_numpy
+from mmrefer.structures.geometry import (box_to_original, mask_to_original,
+                                         prediction_to_original, to_numpy)
 from .utils import write_png
 
 Color = Tuple[int, int, int]
@@ -282,7 +283,6 @@ class RefLocalVisualizer(Visualizer):
         Returns:
             ``(pred, gt)`` dicts for :meth:`draw_ref` (``None`` where absent).
         """
-        from mmrefer.structures.geometry import box_to_original
         h0, w0 = int(ori_shape[0]), int(ori_shape[1])
         meta = data_sample.metainfo
         if meta.get('ori_shape') is None:

@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 from mmengine.utils import mkdir_or_exist
 
-from mmrefer.structures.geometry import as_flag
+from mmrefer.structures.geometry import as_flag, pred_mask_to_original
 
 from ..functional.mask_stats import mask_stats, to_bool_mask
 
@@ -144,7 +144,6 @@ class BaseRefMetric(BaseMetric):
             pred = to_bool_mask(pred, pred_key)
             gt = self._pixel_data(self._require(ds, 'gt_merged_mask'))
         else:
-            from mmrefer.structures.geometry import pred_mask_to_original
             pred = pred_mask_to_original(ds, ungated=pred_key == 'pred_mask_ungated')
             gt = self._pixel_data(
                 self._require(ds, 'ori_gt_merged_mask',
