@@ -48,6 +48,31 @@ class InstAlign(BaseDetector):
         # mmcv's deformable-attention CUDA kernel takes no bf16: it runs in fp32 under autocast
         fp32_submodules(self.head.pixel_decoder, MultiScaleDeformableAttention)
 
+    def init_weights(self) -> None:
+        """Check the Swin file of ``model.backbone.init_cfg`` first: mmdet's Swin loads it
+        non-strictly and says nothing when no key fits (another model's checkpoint), and an
+        unconverted official file ends in an ``IndexError`` inside mmdet."""
+        cfg = getattr(self.backbone, 'init_cfg', None)
+        if (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
+                and not getattr(self.backbone, 'convert_weights', False)
+                and not getattr(self.backbone, '_is_init', False)):
+            self._check_swin_file(str(cfg['checkpoint']))
+        super().init_weights()
+
+    def _check_swin_file(self, path: str) -> None:
+        from mmrefer.utils import safe_torch_load
+        from mmrefer.utils.checkpoint_report import checkpoint_report
+        what = f'InstAlign: the Swin file {path} (model.backbone.init_cfg.checkpoint)'
+        ckpt = safe_torch_load(path, map_location='cpu')
+        state = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else {}
+        sub = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+        if not sub:
+            raise ValueError(f"{what} has no 'backbone.*' keys (first keys: {list(state)[:3]}): "
+                             'convert an official Swin release once with '
+                             'tools/model_converters/swin_to_mmrefer.py, or load it with '
+                             'model.backbone.convert_weights=True')
+        checkpoint_report(self.backbone, sub).check_loaded(what)
+
     def extract_feat(self, inputs: Tensor, data_samples: List, allow_dummy: bool = False,
                      with_words: bool = False) -> Dict:
         """The head's input ``x`` (see the module docstring). ``allow_dummy`` (``_forward``

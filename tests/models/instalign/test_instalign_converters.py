@@ -136,3 +136,34 @@ def test_converted_file_and_convert_weights_give_the_same_features(tmp_path):
     # norm3 with the final norm's affine: the same standardised feature, scaled and shifted
     w, b = official['norm.weight'][:, None, None], official['norm.bias'][:, None, None]
     torch.testing.assert_close(feats['norm3'][3], feats['default'][3] * w + b)
+
+
+def test_instalign_refuses_a_swin_file_that_fits_nothing(tmp_path):
+    """model.backbone.init_cfg pointing at an unconverted official file (mmdet: IndexError) or
+    at another model's checkpoint (mmdet: loads nothing, silently): a ValueError naming the
+    file and the fix; a converted file of the right architecture loads."""
+    import copy
+
+    from mmdet.models.backbones import SwinTransformer
+    from test_instalign import tiny_model_cfg
+
+    from mmrefer.registry import MODELS
+    tool = _tool()
+    arch = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4)
+    official = _to_official(SwinTransformer(**arch).state_dict())
+    torch.save({'model': official}, str(tmp_path / 'official.pth'))
+    torch.save({'state_dict': {'backbone.encoder.layers.0.w': torch.zeros(2)}},
+               str(tmp_path / 'other.pth'))
+    torch.save({'state_dict': tool.convert({'model': official})}, str(tmp_path / 'good.pth'))
+    for name, words in (('official.pth', "has no 'backbone.\\*' keys"),
+                        ('other.pth', "none of the model's \\d+ keys")):
+        cfg = copy.deepcopy(tiny_model_cfg())
+        cfg['backbone']['init_cfg'] = ConfigDict(type='Pretrained',
+                                                 checkpoint=str(tmp_path / name))
+        with pytest.raises(ValueError, match=rf'{name} \(model\.backbone\.init_cfg\.checkpoint\)'
+                                             rf'.*{words}'):
+            MODELS.build(cfg).init_weights()
+    cfg = copy.deepcopy(tiny_model_cfg())
+    cfg['backbone']['init_cfg'] = ConfigDict(type='Pretrained',
+                                             checkpoint=str(tmp_path / 'good.pth'))
+    MODELS.build(cfg).init_weights()
