@@ -237,6 +237,11 @@ class BaseRefDataset(BaseDataset):
             if not all(isinstance(p, (list, tuple)) for p in seg):
                 raise ValueError(f'{where} has a bad segmentation: polygons must be a list of '
                                  f'[x0, y0, x1, y1, ...] lists, got {seg!r:.60}')
+            odd = sum(len(part) % 2 for part in seg)
+            if odd:  # x without y: pycocotools and our rescaling ignore the last number
+                stats['polygon parts with an odd coordinate count (last number ignored)'] += odd
+                if len(examples) < 5:
+                    examples.append(ann['id'])
             mask = valid_polygons(seg)
             if len(mask) < len(seg):
                 stats['degenerate polygon parts dropped'] += len(seg) - len(mask)
@@ -380,14 +385,14 @@ class BaseRefDataset(BaseDataset):
                              f'of {refs_file!r} ({dict(stats)})')
         summary = ', '.join(f'{k}: {v}' for k, v in sorted(stats.items()))
         # bad data (not exclude_images_of, a deliberate filter) makes the summary a warning
-        bad = any(('skipped' in k or 'dropped' in k or 'zero-area' in k)
+        bad = any(('skipped' in k or 'dropped' in k or 'zero-area' in k or 'ignored' in k)
                   and 'exclude_images_of' not in k for k in stats)
         print_log(f'{type(self).__name__} [{self.dataset_name}] split={self.split}: '
                   f'{len(data_list)} samples; {summary}', logger='current',
                   level=logging.WARNING if bad else logging.INFO)
         if examples:
-            print_log(f'{type(self).__name__}: degenerate polygon parts (< 3 points, dropped) or '
-                      f'zero-area masks (kept empty) in {self.ann_file}, e.g. annotation ids '
-                      f'{examples}',
+            print_log(f'{type(self).__name__}: degenerate polygon parts (< 3 points, dropped), '
+                      f'odd coordinate counts or zero-area masks (kept empty) in '
+                      f'{self.ann_file}, e.g. annotation ids {examples}',
                       logger='current', level=logging.WARNING)
         return data_list

@@ -430,6 +430,20 @@ def case_polygon_flat_list(root, kind):   # [x0, y0, ...] instead of [[x0, y0, .
                 lambda a: r'polygons must be a list of \[x0, y0, x1, y1, ...\] lists')
 
 
+def case_polygon_odd_coordinate_count_is_counted(root, kind):
+    refs = read_refs(root, kind)
+    _, ref = first_val_ref(refs)
+    coco = read_coco(root, kind)
+    ann = next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+    ann['segmentation'][0] = ann['segmentation'][0] + [ann['segmentation'][0][0]]
+    write_coco(root, kind, coco)
+    with captured_log() as log:
+        build(root, kind)
+    said = warnings_of(log)
+    assert 'polygon parts with an odd coordinate count (last number ignored): 1' in said
+    assert f"e.g. annotation ids [{ann['id']}]" in said
+
+
 def case_rle_that_does_not_decode(root, kind):   # caught when the dataset is built
     coco = read_coco(root, kind)
     refs = read_refs(root, kind)
