@@ -107,6 +107,11 @@ class LatentVGHead(BaseRefHead):
         loss_contrastive (dict, optional): text-vs-latent loss (``PositiveMarginContrastiveLoss``
             or a variant); ignored when ``Q == 1``.
         loss_no_target (dict): no-target BCE (used with ``no_target_predictor``).
+        expression_loss_weight (float): 0 (default): the mask losses supervise the averaged map
+            only (the paper notes: "on the averaged map"). ``w > 0`` adds the same losses on
+            every expression's own map, weighted ``w`` and averaged over the ``Q`` maps: the
+            supplementary's "all expressions are optimized by the identical loss function"
+            read literally (D.4; ``latentvg_ablation_full_expr-loss.py``).
         test_cfg (dict): ``mask_thr`` (0.5), ``nt_thr`` (0.5), ``return_expr_maps`` (True: the
             per-expression maps go to ``pred_extras``).
     """
@@ -135,11 +140,16 @@ class LatentVGHead(BaseRefHead):
                                                          loss_weight=1.0),
                  loss_no_target: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True,
                                              loss_weight=0.5),
+                 expression_loss_weight: float = 0.0,
                  test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if num_class_tokens < 1:
             raise ValueError(f'LatentVGHead: num_class_tokens must be >= 1, got {num_class_tokens}')
+        if not expression_loss_weight >= 0:
+            raise ValueError('LatentVGHead: expression_loss_weight must be >= 0, got '
+                             f'{expression_loss_weight}')
+        self.expression_loss_weight = float(expression_loss_weight)
         self.num_class_tokens = num_class_tokens
         self.pixel_decoder = LatentVGPixelDecoder(in_channels, feat_channels, embed_dims,
                                                   extra_upsamples=extra_upsamples)
@@ -226,12 +236,24 @@ class LatentVGHead(BaseRefHead):
     @fp32_island
     def _mask_losses(self, mask_logits: Tensor, target: Tensor, region: Tensor,
                      pad_shape) -> Dict[str, Tensor]:
-        """``2 * BCE + 0.5 * Dice`` of ``p`` (in fp32) over each sample's region."""
-        p = self.maps_at(mask_logits, pad_shape).mean(dim=1).flatten(1).clamp(1e-6, 1 - 1e-6)
-        return dict(
+        """``2 * BCE + 0.5 * Dice`` of ``p`` (in fp32) over each sample's region; with
+        ``expression_loss_weight`` w > 0 also ``w * mean_j (2 * BCE + 0.5 * Dice)`` of every
+        map ``sigmoid(m_j)`` (``loss_mask_expr``, ``loss_dice_expr``)."""
+        maps = self.maps_at(mask_logits, pad_shape)                    # [B, Q, H, W]
+        p = maps.mean(dim=1).flatten(1).clamp(1e-6, 1 - 1e-6)
+        losses = dict(
             loss_mask=self.loss_mask(torch.log(p) - torch.log1p(-p), target, weight=region,
                                      avg_factor=region.sum()),
             loss_dice=self.loss_dice(p * region, target))
+        if self.expression_loss_weight > 0:
+            B, Q = maps.shape[:2]
+            m = maps.flatten(2).clamp(1e-6, 1 - 1e-6).transpose(0, 1).reshape(Q * B, -1)
+            t, r = target.repeat(Q, 1), region.repeat(Q, 1)       # expression-major, as m
+            w = self.expression_loss_weight
+            losses['loss_mask_expr'] = w * self.loss_mask(
+                torch.log(m) - torch.log1p(-m), t, weight=r, avg_factor=r.sum())
+            losses['loss_dice_expr'] = w * self.loss_dice(m * r, t)
+        return losses
 
     # ------------------------------------------------------------------ predict
     def predict_inputs(self, x: Dict[str, Tensor]) -> Dict:

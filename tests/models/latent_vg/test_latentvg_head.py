@@ -221,3 +221,33 @@ def test_empty_mask_box_is_all_zeros():
 def test_extra_upsamples_doubles_resolution():
     head = _head(extra_upsamples=1)
     assert head(_inputs())[0].shape == (2, 3, 16, 16)
+
+
+def test_expression_loss_weight_supervises_every_map():
+    """expression_loss_weight w: w * mean_j (2 BCE + 0.5 Dice) of each sigmoid(m_j) over the
+    sample regions, besides the averaged map's losses (which stay as they were)."""
+    samples = _mixed_batch()
+    torch.manual_seed(3)
+    logits = torch.randn(2, 3, 16, 16)
+    base = _head(loss_contrastive=None).loss_by_feat(logits, None, None, _padded(samples))
+    head = _head(loss_contrastive=None, expression_loss_weight=0.5)
+    losses = head.loss_by_feat(logits, None, None, _padded(samples))
+    for k in base:
+        torch.testing.assert_close(losses[k], base[k])
+    eps = 1e-3
+    bce, dice = [], []
+    for j in range(3):
+        pj, gj = [], []
+        for i, ds in enumerate(samples):
+            h, w = ds.metainfo['img_shape']
+            pj.append(logits[i, j, :h, :w].sigmoid().flatten())
+            gj.append(ds.gt_merged_mask.data[0].float().flatten())
+        bce.append(F.binary_cross_entropy(torch.cat(pj), torch.cat(gj)))
+        dice.append(torch.stack([1 - (2 * (p * g).sum() + eps) / (p.sum() + g.sum() + eps)
+                                 for p, g in zip(pj, gj)]).mean())
+    torch.testing.assert_close(losses['loss_mask_expr'], 0.5 * 2.0 * torch.stack(bce).mean(),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses['loss_dice_expr'], 0.5 * 0.5 * torch.stack(dice).mean(),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='expression_loss_weight must be >= 0'):
+        _head(expression_loss_weight=-1)
