@@ -318,14 +318,14 @@ def case_long_sentence(root, kind):
     assert texts.count(long) == 1
 
 
-def _edit_first_val_ref_raises(root, kind, edit, message):
-    """``edit(ref)`` on the first targeted val ref; building must raise a ``KeyError`` matching
+def _edit_first_val_ref_raises(root, kind, edit, message, error=KeyError):
+    """``edit(ref)`` on the first targeted val ref; building must raise ``error`` matching
     ``message(ref)``."""
     refs = read_refs(root, kind)
     _, ref = first_val_ref(refs)
     edit(ref)
     write_refs(root, kind, refs)
-    with pytest.raises(KeyError, match=message(ref)):
+    with pytest.raises(error, match=message(ref)):
         build(root, kind)
 
 
@@ -377,17 +377,6 @@ def case_refs_plain_text(root, kind):
 def case_refs_broken_json(root, kind):
     refs_path(root, kind).write_text('[{"ref_id": 1, "split": ')
     with pytest.raises(ValueError, match=r'looks like JSON but does not parse'):
-        build(root, kind)
-
-
-def _ref_raises(root, kind, edit, error, message):
-    """``edit(ref)`` on the first targeted val ref; building must raise ``error`` matching
-    ``message(ref)``."""
-    refs = read_refs(root, kind)
-    _, ref = first_val_ref(refs)
-    edit(ref)
-    write_refs(root, kind, refs)
-    with pytest.raises(error, match=message(ref)):
         build(root, kind)
 
 
@@ -525,8 +514,9 @@ def case_sentences_not_a_list(root, kind):
     original = read_refs(root, kind)
     for value in ('the purple circle', None):
         write_refs(root, kind, copy.deepcopy(original))
-        _ref_raises(root, kind, lambda ref: ref.update(sentences=value), TypeError,
-                    lambda ref: rf"ref_id {ref['ref_id']} field 'sentences' must be a list")
+        _edit_first_val_ref_raises(
+            root, kind, lambda ref: ref.update(sentences=value),
+            lambda ref: rf"ref_id {ref['ref_id']} field 'sentences' must be a list", TypeError)
 
 
 def case_ref_without_sentences_is_counted(root, kind):
@@ -541,9 +531,10 @@ def case_ref_without_sentences_is_counted(root, kind):
 
 
 def case_sentence_field_not_a_string(root, kind):
-    _ref_raises(root, kind, lambda ref: ref['sentences'][0].update(raw=123), TypeError,
-                lambda ref: rf"ref_id {ref['ref_id']} sentence 0: field 'raw' must be a "
-                            r'string, got int 123')
+    _edit_first_val_ref_raises(
+        root, kind, lambda ref: ref['sentences'][0].update(raw=123),
+        lambda ref: rf"ref_id {ref['ref_id']} sentence 0: field 'raw' must be a string, got "
+                    r'int 123', TypeError)
 
 
 def case_control_character_sentence_is_skipped(root, kind):
@@ -573,8 +564,10 @@ def case_ids_that_are_not_integers(root, kind):
 
 
 def case_split_not_a_string(root, kind):
-    _ref_raises(root, kind, lambda ref: ref.update(split=1), ValueError,
-                lambda ref: rf"ref {ref['ref_id']} field 'split' must be a string, got int 1")
+    _edit_first_val_ref_raises(
+        root, kind, lambda ref: ref.update(split=1),
+        lambda ref: rf"ref {ref['ref_id']} field 'split' must be a string, got int 1",
+        ValueError)
 
 
 class _Shell:
