@@ -21,6 +21,7 @@ pickle.
 import os.path as osp
 import pickle
 from contextlib import contextmanager
+from typing import Optional
 
 import numpy as np
 import torch
@@ -84,14 +85,29 @@ def safe_torch_load(filename, map_location=None):
     try:
         with safe_checkpoint_loading():
             return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'Unsupported global' in str(e):
-            raise refused(filename, e) from e
-        raise not_a_checkpoint(filename, e) from e
-    except (RuntimeError, EOFError) as e:
-        if isinstance(e, EOFError) or 'PytorchStreamReader' in str(e):
-            raise not_a_checkpoint(filename, e) from e
-        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        err = load_error(filename, e, filename)
+        if err is None:
+            raise
+        raise err from e
+
+
+def load_error(name: str, error: Exception, path: Optional[str] = None) -> Optional[Exception]:
+    """What to raise for ``torch.load``'s ``error`` on the checkpoint ``name`` (the file
+    ``path`` when it is known): :func:`refused` for a global outside the allow-list,
+    :func:`not_a_checkpoint` for a file torch cannot read at all; ``None`` for any other error
+    (re-raise it as it is)."""
+    if isinstance(error, pickle.UnpicklingError) and 'Unsupported global' in str(error):
+        return refused(name, error)
+    unreadable = (isinstance(error, (pickle.UnpicklingError, EOFError))
+                  or 'PytorchStreamReader' in str(error))
+    if not unreadable:
+        return None
+    if path is not None:
+        return not_a_checkpoint(path, error)
+    if isinstance(error, pickle.UnpicklingError):
+        return ValueError(f'{name} is not a PyTorch checkpoint: {error}')
+    return None
 
 
 def not_a_checkpoint(filename, error: Exception) -> ValueError:
@@ -150,17 +166,12 @@ def runner_checkpoint_loading(load_from=None):
     ``tools/train.py`` and ``tools/test.py`` do): a checkpoint torch refuses becomes an
     :class:`UnsafeCheckpointError` naming ``load_from`` (or the work dir's latest checkpoint)."""
     name = load_from or "the work dir's latest checkpoint"
-    readable = isinstance(load_from, str) and osp.isfile(load_from)
+    path = load_from if isinstance(load_from, str) and osp.isfile(load_from) else None
     with safe_checkpoint_loading():
         try:
             yield
-        except pickle.UnpicklingError as e:
-            if 'Unsupported global' in str(e):
-                raise refused(name, e) from e
-            if readable:
-                raise not_a_checkpoint(load_from, e) from e
-            raise ValueError(f'{name} is not a PyTorch checkpoint: {e}') from e
-        except RuntimeError as e:
-            if 'PytorchStreamReader' in str(e) and readable:
-                raise not_a_checkpoint(load_from, e) from e
-            raise
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            err = load_error(name, e, path)
+            if err is None:
+                raise
+            raise err from e
