@@ -1,5 +1,7 @@
+import argparse
 import logging
 
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope as _init_default_scope
 
 
@@ -59,32 +61,22 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
 AMP_DTYPES = dict(bf16='bfloat16', fp16='float16')
 
 
-def _cfg_options_action():
+class CfgOptions(DictAction):
     """mmengine's ``DictAction`` whose parse errors name the item (``KEY`` without ``=``;
     ``dict(...)`` values, which it cannot parse) instead of ending in a traceback."""
-    import argparse
 
-    from mmengine.config import DictAction
-
-    class CfgOptions(DictAction):
-
-        def __call__(self, parser, namespace, values, option_string=None):
-            for item in values:
-                key, sep, value = item.partition('=')
-                if not sep or not key:
-                    parser.error(f'{option_string} {item!r} is not KEY=VALUE')
-                if value.lstrip().startswith('dict('):
-                    parser.error(f"{option_string} {item!r}: dict(...) values are not parsed; "
-                                 f"set each field, e.g. {key}.type=... {key}.checkpoint=...")
-            try:
-                super().__call__(parser, namespace, values, option_string)
-            except (ValueError, RecursionError, argparse.ArgumentTypeError) as e:
-                parser.error(f'{option_string}: cannot parse {values!r} ({e})')
-
-    return CfgOptions
-
-
-_CfgOptions = _cfg_options_action()
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values:
+            key, sep, value = item.partition('=')
+            if not sep or not key:
+                parser.error(f'{option_string} {item!r} is not KEY=VALUE')
+            if value.lstrip().startswith('dict('):
+                parser.error(f"{option_string} {item!r}: dict(...) values are not parsed; "
+                             f"set each field, e.g. {key}.type=... {key}.checkpoint=...")
+        try:
+            super().__call__(parser, namespace, values, option_string)
+        except (ValueError, RecursionError, argparse.ArgumentTypeError) as e:
+            parser.error(f'{option_string}: cannot parse {values!r} ({e})')
 
 
 def add_runner_args(parser, amp_help: str) -> None:
@@ -93,7 +85,7 @@ def add_runner_args(parser, amp_help: str) -> None:
     parser.add_argument('--amp-dtype', choices=list(AMP_DTYPES), default=None,
                         help='autocast dtype with --amp: bf16 (default) or fp16 (CUDA only: '
                         'CPU is bf16)')
-    parser.add_argument('--cfg-options', nargs='+', action=_CfgOptions,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptions,
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     # torch.distributed.launch passes --local-rank (dash) since torch 2.0
@@ -150,7 +142,7 @@ def check_cfg_options(cfg, options, config: str) -> None:
                       f'{config} uses it either)', logger='current', level=logging.WARNING)
             continue
         value = cfg[top]
-        same = [path for path in _paths_holding(cfg._cfg_dict.to_dict(), value)
+        same = [path for path in _paths_holding(cfg.to_dict(), value)
                 if path.split('.')[0] in RUNNER_KEYS]
         # a number equal by chance is no evidence: for numbers, only fields of the same name
         uses = [p for p in same if p.rsplit('.', 1)[-1] == top] or (
