@@ -325,9 +325,8 @@ def clear_outputs(out_dir: str) -> None:
 def check_tokenizer(model) -> None:
     """Read the model's tokenizer files now (they load lazily, at the first batch), so that a
     wrong path is a usage error before anything is written or deleted."""
-    tok = getattr(model, 'tokenizer', None)
-    if tok is None:
-        tok = getattr(getattr(model, 'text_encoder', None), 'tokenizer', None)
+    from mmrefer.models.language_models import model_tokenizer
+    tok = model_tokenizer(model)
     if tok is not None:
         tok(['a'])
 

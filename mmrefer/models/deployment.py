@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .language_models.text_path import model_tokenizer
+
 __all__ = ['RefExportModel', 'LATENTVG_OUTPUTS', 'INSTALIGN_OUTPUTS', 'INPUT_NAMES',
            'SIDECAR_FORMAT', 'export_onnx', 'compare_outputs', 'sidecar_path']
 
@@ -91,8 +93,7 @@ class RefExportModel(nn.Module):
     @property
     def tokenizer(self):
         """The detector's tokenizer component (``BEiT3Tokenizer`` / ``HFTokenizer``)."""
-        return (self.model.tokenizer if self.method == 'LatentVG'
-                else self.model.text_encoder.tokenizer)
+        return model_tokenizer(self.model)
 
     @property
     def text_length(self) -> int:

@@ -18,7 +18,7 @@ from mmrefer.registry import TASK_UTILS
 from .beit3_tokenizer import BEiT3Tokenizer
 from .hf_tokenizer import HFTokenizer
 
-__all__ = ['build_tokenizer', 'tokenize_samples', 'token_words']
+__all__ = ['build_tokenizer', 'model_tokenizer', 'tokenize_samples', 'token_words']
 
 
 def build_tokenizer(tokenizer: Union[str, dict], max_length: Optional[int] = None):
@@ -39,6 +39,15 @@ def build_tokenizer(tokenizer: Union[str, dict], max_length: Optional[int] = Non
     if max_length is not None:
         cfg['max_length'] = max_length
     return TASK_UTILS.build(cfg)
+
+
+def model_tokenizer(model):
+    """A detector's tokenizer component: Latent-VG's ``model.tokenizer``, InstAlign's
+    ``model.text_encoder.tokenizer`` (None for a model with neither)."""
+    tok = getattr(model, 'tokenizer', None)
+    if tok is None:
+        tok = getattr(getattr(model, 'text_encoder', None), 'tokenizer', None)
+    return tok
 
 
 def _metainfo_ids(metas: List[dict], pad_token_id: int, length: int):
