@@ -11,7 +11,6 @@ per-expression maps or the InstAlign per-instance masks) and prints each answer.
 are kept unless ``--overwrite``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -40,8 +39,10 @@ def parse_args(argv=None):
         p.error(f'SENTENCE {args.sentence!r} holds no sentence (separate several with "|")')
     if not osp.isfile(args.image):
         p.error(f'image file not found: {args.image}')
-    if osp.exists(args.out_dir) and not osp.isdir(args.out_dir):
-        p.error(f'--out-dir {args.out_dir} is a file, not a folder')
+    from mmrefer.utils.paths import output_folder_problem
+    problem = output_folder_problem(args.out_dir)
+    if problem:
+        p.error(f'--out-dir {args.out_dir}: {problem}')
     stem = osp.splitext(osp.basename(args.image))[0]
     args.outputs = [osp.join(args.out_dir, f'{stem}_{k}.png') for k in range(len(args.sentences))]
     taken = [o for o in args.outputs if osp.exists(o)]
@@ -58,7 +59,6 @@ def main(argv=None):
     from mmrefer.visualization import RefLocalVisualizer, write_png
 
     image = RefInferencer.load_image(args.image)  # BGR; an undecodable file fails here
-    os.makedirs(args.out_dir, exist_ok=True)
     inferencer = RefInferencer(args.config, weights=args.weights, device=args.device,
                                cfg_options=args.cfg_options)
     results = inferencer(image, args.sentences)

@@ -476,14 +476,10 @@ def summary(results: str, total: int, earlier: List[dict], written: int,
 def run(args) -> int:
     inputs = read_inputs(args)
     input_name = args.input
-    if osp.exists(args.out_dir) and not osp.isdir(args.out_dir):
-        raise UsageError(f'--out-dir {args.out_dir} is a file, not a folder')
-    try:
-        os.makedirs(args.out_dir, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f'--out-dir {args.out_dir}: cannot create it ({e})') from e
-    if not os.access(args.out_dir, os.W_OK):
-        raise UsageError(f'--out-dir {args.out_dir}: not writable')
+    from mmrefer.utils.paths import output_folder_problem
+    problem = output_folder_problem(args.out_dir)
+    if problem:
+        raise UsageError(f'--out-dir {args.out_dir}: {problem}')
     results = osp.join(args.out_dir, RESULTS)
     absent = lambda p: None if p is None else osp.abspath(p)  # noqa: E731
     meta = dict(

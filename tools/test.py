@@ -6,13 +6,13 @@
     tools/slurm_test.sh PARTITION JOB CONFIG CHECKPOINT   # srun, --launcher slurm (CUDA)
 """
 import argparse
-import os
 import os.path as osp
 
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from mmrefer.utils import runner_checkpoint_loading
+from mmrefer.utils.paths import output_folder_problem
 from mmrefer.utils.setup_env import AMP_DTYPES, add_runner_args, load_run_config
 
 
@@ -30,13 +30,9 @@ def parse_args():
     if args.out is not None:  # checked before the evaluation, not after it
         if not args.out.endswith(('.pkl', '.pickle')):
             parser.error(f'--out {args.out} must end with .pkl or .pickle')
-        folder = osp.dirname(osp.abspath(args.out))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            parser.error(f'--out {args.out}: cannot create its folder {folder} ({e})')
-        if not os.access(folder, os.W_OK):
-            parser.error(f'--out {args.out}: folder {folder} is not writable')
+        problem = output_folder_problem(osp.dirname(osp.abspath(args.out)))
+        if problem:
+            parser.error(f'--out {args.out}: {problem}')
     return args
 
 

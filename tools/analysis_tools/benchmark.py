@@ -146,13 +146,12 @@ def parse_args(argv=None):
     if args.pipeline_only and (args.compile or args.amp or args.weights):
         p.error('--pipeline-only builds no model: drop --compile / --amp / --weights')
     if args.out:  # before minutes of measuring, not after
-        folder = osp.dirname(osp.abspath(args.out))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            p.error(f'--out {args.out}: cannot create its folder {folder} ({e})')
-        if osp.isdir(args.out) or not os.access(folder, os.W_OK):
-            p.error(f'--out {args.out}: not a writable file path')
+        from mmrefer.utils.paths import output_folder_problem
+        problem = output_folder_problem(osp.dirname(osp.abspath(args.out)))
+        if problem:
+            p.error(f'--out {args.out}: {problem}')
+        if osp.isdir(args.out):
+            p.error(f'--out {args.out}: a folder, not a file path')
     return args
 
 
