@@ -72,19 +72,22 @@ class UnsafeCheckpointError(RuntimeError):
     """Raised when a checkpoint needs a global outside the allow-list."""
 
 
-def safe_torch_load(filename, map_location=None):
+def safe_torch_load(filename, map_location=None, mmap: bool = False):
     """``torch.load`` with ``weights_only=True`` (inside :func:`safe_checkpoint_loading`) and a
     clear error naming the file.
 
     Args:
         filename (str): path of the checkpoint.
         map_location: as for :func:`torch.load`.
+        mmap (bool): as for :func:`torch.load` (zip files only): the tensors' data is read when
+            it is used, e.g. not at all when only keys and shapes are needed.
     """
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
     try:
         with safe_checkpoint_loading():
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True,
+                              mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         err = load_error(filename, e, filename)
         if err is None:

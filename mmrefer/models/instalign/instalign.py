@@ -11,6 +11,7 @@ The text path is the shared one (``tokenize_samples``: metainfo ``input_ids`` fr
 ``TokenizeText`` or the samples' ``text``).
 """
 import copy
+import os.path as osp
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -60,10 +61,14 @@ class InstAlign(BaseDetector):
         super().init_weights()
 
     def _check_swin_file(self, path: str) -> None:
+        import zipfile
+
         from mmrefer.utils import safe_torch_load
         from mmrefer.utils.checkpoint_report import checkpoint_report
         what = f'InstAlign: the Swin file {path} (model.backbone.init_cfg.checkpoint)'
-        ckpt = safe_torch_load(path, map_location='cpu')
+        # keys and shapes only: memory-mapped, so mmdet's own load stays the one full read
+        ckpt = safe_torch_load(path, map_location='cpu',
+                               mmap=osp.isfile(path) and zipfile.is_zipfile(path))
         state = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else {}
         sub = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
         if not sub:

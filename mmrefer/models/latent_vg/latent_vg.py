@@ -126,7 +126,7 @@ class LatentVG(BaseDetector):
             return  # without the file the samples bring their ids (TokenizeText, FLOPs counts)
         n, rows = len(self.tokenizer), self.backbone.text_embed.num_embeddings
         if n > rows:
-            raise ValueError(f'LatentVG: the tokenizer {self.tokenizer_cfg.get("spm_path")!r} '
+            raise ValueError(f'LatentVG: the tokenizer {spm!r} '
                              f'uses {n} ids but the backbone embeds {rows} '
                              '(model.backbone.vocab_size): set vocab_size to at least the '
                              "tokenizer's size (the official model: 64010 rows for beit3.spm's "
