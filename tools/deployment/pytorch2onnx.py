@@ -249,11 +249,7 @@ def main(argv=None) -> int:
               f'{tmp} (+ {sidecar_path(tmp)})', file=sys.stderr)
         return 1
     os.replace(tmp, args.out)
-    with open(sidecar_path(tmp)) as f:
-        meta = json.load(f)
-    with open(sidecar_path(args.out), 'w') as f:
-        json.dump(meta, f, indent=1)
-    os.remove(sidecar_path(tmp))
+    os.replace(sidecar_path(tmp), sidecar_path(args.out))  # it names no file path
     print(f'moved to {args.out} (+ {sidecar_path(args.out)})')
     return 0
 
