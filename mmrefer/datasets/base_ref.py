@@ -230,9 +230,10 @@ class BaseRefDataset(BaseDataset):
         file, the annotation and the image."""
         seg = ann.get('segmentation')
         where = f'{self.ann_file}: annotation {ann["id"]} of image {img["id"]}'
+        h, w = img['height'], img['width']  # positive ints (_check_image_entry)
         if 'bbox' not in ann:
             raise KeyError(f'{self.ann_file}: annotation {ann["id"]} has no bbox')
-        bbox = checked_bbox(ann['bbox'], where, int(img['height']), int(img['width']))
+        bbox = checked_bbox(ann['bbox'], where, h, w)
         if isinstance(seg, list):
             if not all(isinstance(p, (list, tuple)) for p in seg):
                 raise ValueError(f'{where} has a bad segmentation: polygons must be a list of '
@@ -253,9 +254,9 @@ class BaseRefDataset(BaseDataset):
         else:
             mask = seg
         try:
-            area = segm_area(mask, int(img['height']), int(img['width']))
+            area = segm_area(mask, h, w)
             if isinstance(mask, Mapping):  # an RLE: decode it now, not hours into training
-                check_rle(mask, int(img['height']), int(img['width']))
+                check_rle(mask, h, w)
         except (KeyError, ValueError, TypeError) as e:
             raise type(e)(f'{where} has a bad segmentation: {e}') from e
         if area == 0:  # still a target: kept with an empty mask, as pycocotools, ReLA and LAVT
