@@ -42,9 +42,11 @@ WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMDET_WEIGHT_INITIAL
 TASK_UTILS = Registry('task util', parent=MMDET_TASK_UTILS, locations=['mmrefer.models'])
 
 OPTIMIZERS = Registry('optimizer', parent=MMDET_OPTIMIZERS)
-OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMDET_OPTIM_WRAPPERS)
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMDET_OPTIM_WRAPPERS,
+                          locations=['mmrefer.engine'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
-    'optimizer wrapper constructor', parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS)
+    'optimizer wrapper constructor', parent=MMDET_OPTIM_WRAPPER_CONSTRUCTORS,
+    locations=['mmrefer.engine'])
 PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMDET_PARAM_SCHEDULERS)
 
 METRICS = Registry('metric', parent=MMDET_METRICS, locations=['mmrefer.evaluation'])
