@@ -404,3 +404,32 @@ def test_sync_audit_files_each_synchronisation_under_its_caller():
     (where, n), = audit['step']['where'].items()
     assert n == 2 and where.endswith(f'test_gpu_check.py:{line}'), where
     assert 'skipped' in gpu_check.sync_audit(OrderedDict(step=step), torch.device('cpu'))
+
+
+def test_follow_up_call_without_the_mmcv_build(tmp_path):
+    """``--no-build --no-overfit --models instalign`` (a short second call): no build is
+    started, InstAlign measures every speed with mmcv's PyTorch deformable attention, no
+    overfit, and the report says why there was no build. A model name it does not know is
+    refused before anything runs."""
+    out = tmp_path / 'out'
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               GPU_CHECK_WORK=str(tmp_path / 'work'), GPU_CHECK_BUILD_CMD=FAKE_BUILD)
+    before = set(_sleepers())
+    proc = subprocess.run(['bash', SCRIPT, str(out), '--device', 'cpu', '--quick', '--no-build',
+                           '--no-overfit', '--models', 'instalign'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert set(_sleepers()) == before  # the fake build never ran
+    with open(out / 'gpu_check.json') as f:
+        data = json.load(f)
+    assert list(data['models']) == ['instalign_msda_pytorch']
+    entry = data['models']['instalign_msda_pytorch']
+    assert set(entry['measurements']) == set(QUICK_KEYS)
+    assert all(m['img_per_s'] > 0 for m in entry['measurements'].values())
+    assert 'overfit' not in entry or not entry['overfit'].get('iters_done')
+    assert data['setup']['mmcv_build'].startswith('none (--no-build')
+    bad = subprocess.run(['bash', SCRIPT, str(tmp_path / 'bad'), '--device', 'cpu',
+                          '--models', 'latentvg instalgn'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and 'instalgn' in bad.stderr
+    assert not (tmp_path / 'bad').exists()

@@ -5,6 +5,7 @@
 #
 #   bash tools/analysis_tools/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--deps DIR]
 #        [--budget SECONDS] [--build-deadline SECONDS] [--force-profile] [--sizes "K=V ..."]
+#        [--models "latentvg instalign"] [--no-build] [--no-overfit]
 #
 #   --device         cuda (default) or cpu
 #   --quick          tiny sizes, a few iterations: the CPU dry run (tests/tools/test_gpu_check.py)
@@ -15,6 +16,10 @@
 #   --force-profile  profiler summaries even when no goal is missed
 #   --sizes "K=V ..."  batch sizes / iteration counts for gpu_check.py --sizes (e.g. a shorter
 #                    run: "train_iters=20 overfit_iters=100")
+#   --models "..."   the models to measure, in this order (default "latentvg instalign")
+#   --no-build       no mmcv ops build: InstAlign runs its deformable attention in PyTorch (a
+#                    short follow-up call: the build alone takes ~6 minutes on the H200 machine)
+#   --no-overfit     speed and memory only
 #
 # Steps (their times are recorded under "setup" in OUT_DIR/gpu_check.json):
 #  1. when mmengine / mmdet are not importable: pip-installs the wheels of DIR into
@@ -41,6 +46,7 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 OUT=$1; shift
 case "$OUT" in -*) usage ;; esac
 DEVICE=cuda; QUICK=0; DEPS=""; BUDGET=""; BUILD_DEADLINE=""; FORCE_PROFILE=0; SIZES=""
+MODELS="latentvg instalign"; NO_BUILD=0; SKIP_OVERFIT=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
@@ -50,11 +56,19 @@ while [ $# -gt 0 ]; do
         --build-deadline) BUILD_DEADLINE=${2:?--build-deadline needs seconds}; shift 2 ;;
         --force-profile) FORCE_PROFILE=1; shift ;;
         --sizes) SIZES=${2:?--sizes needs \"KEY=VALUE ...\"}; shift 2 ;;
+        --models) MODELS=${2:?--models needs \"latentvg instalign\" or one of them}; shift 2 ;;
+        --no-build) NO_BUILD=1; shift ;;
+        --no-overfit) SKIP_OVERFIT=1; shift ;;
         -h|--help) usage ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; usage ;;
     esac
 done
 case "$DEVICE" in cuda|cuda:*|cpu) ;; *) echo "gpu_check.sh: --device must be cuda or cpu, got $DEVICE" >&2; exit 2 ;; esac
+for m in $MODELS; do
+    case "$m" in latentvg|instalign) ;; *) echo "gpu_check.sh: --models takes latentvg and / or instalign, got $m" >&2; exit 2 ;; esac
+done
+[ -n "$MODELS" ] || { echo "gpu_check.sh: --models is empty" >&2; exit 2; }
+has_model() { case " $MODELS " in *" $1 "*) return 0 ;; esac; return 1; }
 for v in "$BUDGET" "$BUILD_DEADLINE"; do
     case "$v" in ''|*[!0-9]*) [ -z "$v" ] || { echo "gpu_check.sh: --budget / --build-deadline take whole seconds, got $v" >&2; exit 2; } ;; esac
 done
@@ -83,6 +97,7 @@ SETUP=("budget_s=$BUDGET")
 DRIVER=(tools/analysis_tools/gpu_check.py "$OUT" --device "$DEVICE" --work-dir "$WORK")
 [ "$QUICK" = 1 ] && DRIVER+=(--quick)
 [ "$FORCE_PROFILE" = 1 ] && DRIVER+=(--force-profile)
+[ "$SKIP_OVERFIT" = 1 ] && DRIVER+=(--no-overfit)
 # shellcheck disable=SC2206
 [ -n "$SIZES" ] && DRIVER+=(--sizes $SIZES)
 log "python: $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
@@ -119,7 +134,11 @@ else
         MMCV_SRC=$WORK/mmcv-2.1.0
         export PYTHONPATH="$PYTHONPATH:$MMCV_SRC"
     fi
-    if [ -n "${GPU_CHECK_BUILD_CMD:-}" ]; then
+    if [ "$NO_BUILD" = 1 ] || ! has_model instalign; then
+        # Latent-VG calls no mmcv op; InstAlign's deformable attention takes mmcv's PyTorch path
+        UNBUILT="none ($( [ "$NO_BUILD" = 1 ] && echo '--no-build' || echo 'InstAlign not measured'): mmcv's Python part only)"
+        OPS_UNBUILT=stub
+    elif [ -n "${GPU_CHECK_BUILD_CMD:-}" ]; then
         BUILD_CMD=$GPU_CHECK_BUILD_CMD
         SETUP+=("mmcv_build_cmd=GPU_CHECK_BUILD_CMD: $BUILD_CMD")
     else
@@ -158,12 +177,12 @@ if [ -n "$BUILD_CMD" ]; then
     set +m
     OPS=stub
 else
-    OPS=built
+    OPS=${OPS_UNBUILT:-built}
 fi
 
 # ---- 3. while it builds: Latent-VG, then InstAlign with PyTorch deformable attention
 building() { [ -n "$BUILD_PID" ] && kill -0 "$BUILD_PID" 2>/dev/null; }
-BUILD_STATE="not needed"
+BUILD_STATE=${UNBUILT:-not needed}
 finish_build() {  # reap the build (killing it first when $1 = kill); sets BUILD_STATE and OPS
     [ -n "$BUILD_PID" ] || return 0
     if [ "${1:-}" = kill ] && building; then
@@ -189,15 +208,18 @@ finish_build() {  # reap the build (killing it first when $1 = kill); sets BUILD
 }
 pin() { if building && [ -n "$MEASURE_CPUS" ]; then echo "taskset -c $MEASURE_CPUS"; fi; }
 
-log "Latent-VG (mmcv ops: $OPS) $(pin)"
-$(pin) "$PY" "${DRIVER[@]}" --models latentvg --mmcv-ops "$OPS" \
-    --deadline $(( T0 + BUDGET - IA_FULL )) --setup "${SETUP[@]}" \
-    || log "Latent-VG driver exited with $?"
+if has_model latentvg; then
+    LV_END=$(( T0 + BUDGET )); has_model instalign && LV_END=$(( T0 + BUDGET - IA_FULL ))
+    log "Latent-VG (mmcv ops: $OPS) $(pin)"
+    $(pin) "$PY" "${DRIVER[@]}" --models latentvg --mmcv-ops "$OPS" \
+        --deadline "$LV_END" --setup "${SETUP[@]}" \
+        || log "Latent-VG driver exited with $?"
+fi
 
 if [ -n "$BUILD_PID" ] && ! building; then finish_build; fi
 if [ -n "$BUILD_PID" ] && [ "$(date +%s)" -ge $(( T0 + BUILD_DEADLINE )) ]; then finish_build kill; fi
 IA_OVERFIT_DONE=0
-if [ "$OPS" = stub ]; then
+if [ "$OPS" = stub ] && has_model instalign; then
     # the build is still running (InstAlign with the built ops follows) or it failed (this is
     # InstAlign's only run)
     if building; then IA_END=$(( T0 + BUILD_DEADLINE )); else IA_END=$(( T0 + BUDGET )); fi
@@ -213,13 +235,13 @@ if [ -n "$BUILD_PID" ]; then
     while building && [ "$(date +%s)" -lt $(( T0 + BUILD_DEADLINE )) ]; do sleep 2; done
     if building; then finish_build kill; else finish_build; fi
 fi
-if [ "$OPS" = stub ] && [ "${IA_RC:-0}" = 3 ] && [ $(( T0 + BUDGET - $(date +%s) )) -ge 60 ]; then
+if [ "$OPS" = stub ] && [ -n "$BUILD_CMD" ] && [ "${IA_RC:-0}" = 3 ] && [ $(( T0 + BUDGET - $(date +%s) )) -ge 60 ]; then
     # no built ops after all, and the PyTorch-attention run was cut for the build's sake
     log "InstAlign, deformable attention in PyTorch, again with the time left"
     "$PY" "${DRIVER[@]}" --models instalign --mmcv-ops stub --deadline $(( T0 + BUDGET )) \
         || log "InstAlign driver exited with $?"
 fi
-if [ "$OPS" = built ]; then
+if [ "$OPS" = built ] && has_model instalign; then
     # the PyTorch-attention run did the overfit unless it was cut short
     NO_OVERFIT=(); [ "$IA_OVERFIT_DONE" = 1 ] && [ "${IA_RC:-1}" = 0 ] && NO_OVERFIT=(--no-overfit)
     log "InstAlign (mmcv ops: built)"
@@ -229,7 +251,7 @@ fi
 
 # ---- 5. the report
 "$PY" tools/analysis_tools/gpu_check.py "$OUT" --finalize \
-    --setup "mmcv_build=$BUILD_STATE" "wall_s=$(( $(date +%s) - T0 ))"
+    --setup "${SETUP[@]}" "mmcv_build=$BUILD_STATE" "wall_s=$(( $(date +%s) - T0 ))"
 log "done in $(( $(date +%s) - T0 )) s: $OUT/gpu_check.json, $OUT/gpu_check.md"
 cat "$OUT/gpu_check.md"
 exec 1>&- 2>&-  # let tee write the last lines before the script ends

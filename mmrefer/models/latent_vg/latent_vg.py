@@ -23,7 +23,7 @@ from torch import Tensor
 
 from mmrefer.registry import MODELS, TASK_UTILS
 from ..language_models.text_path import tokenize_samples
-from .token_layout import TokenLayout
+from .token_layout import TokenLayout, take_tokens
 
 
 @MODELS.register_module()
@@ -163,7 +163,8 @@ class LatentVG(BaseDetector):
         x = self.backbone.forward_layers(x, self.layout.group_sizes, memory_mask, hook)
         h, w = self.backbone.patch_grid
         patch_feats = x[:, self.layout.patches].transpose(1, 2).reshape(b, -1, h, w)
-        return dict(patch_feats=patch_feats, class_tokens=x[:, self.layout.class_tokens],
+        return dict(patch_feats=patch_feats,
+                    class_tokens=take_tokens(x, self.layout.class_tokens),
                     memory=x, memory_mask=memory_mask, subject_index=subject_index)
 
     def plain_backbone_inputs(self, data: dict):

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from mmrefer.registry import MODELS
-from .token_layout import as_layout
+from .token_layout import as_layout, positions_slice
 
 
 @MODELS.register_module()
@@ -28,5 +28,8 @@ class SubjectDistributor(nn.Module):
             return x
         slots = [layout.subject(i) for i in range(layout.num_latents)]
         out = x.clone()
-        out[:, slots] = x[:, :1].expand(-1, len(slots), -1)
+        # slices, not a list index: no host -> device copy of the positions in every layer
+        span = positions_slice(slots)
+        for s in [span] if span is not None else [slice(p, p + 1) for p in slots]:
+            out[:, s] = x[:, :1]  # broadcast over the slots of s
         return out

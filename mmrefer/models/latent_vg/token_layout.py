@@ -14,9 +14,11 @@ the visual concept injector (patches, text CLS, attribute slices), so no module 
 itself.
 """
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-__all__ = ['TokenLayout', 'as_layout']
+import torch
+
+__all__ = ['TokenLayout', 'as_layout', 'positions_slice', 'take_tokens']
 
 
 @dataclass(frozen=True)
@@ -124,3 +126,25 @@ def as_layout(layout, x=None, owner: str = 'TokenLayout') -> TokenLayout:
         raise ValueError(f"{owner}: sequence length {x.size(1)} != the layout's "
                          f'{layout.length} ({layout.group_sizes})')
     return layout
+
+
+def positions_slice(positions: Sequence[int]) -> Optional[slice]:
+    """Increasing, evenly spaced ``positions`` as a ``slice`` (one position: ``p:p+1``); else
+    ``None``."""
+    positions = list(positions)
+    if len(positions) == 1:
+        return slice(positions[0], positions[0] + 1)
+    step = positions[1] - positions[0] if len(positions) > 1 else 0
+    if step > 0 and all(b - a == step for a, b in zip(positions, positions[1:])):
+        return slice(positions[0], positions[-1] + 1, step)
+    return None
+
+
+def take_tokens(x: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """``x[:, positions]`` for ``x [B, T, C]`` as a new tensor, built from slices. Indexing with
+    a Python list copies the list to ``x``'s device and, on a GPU, waits for that copy (a host
+    synchronisation per call, found by ``tools/analysis_tools/gpu_check.py``'s audit)."""
+    span = positions_slice(positions)
+    if span is not None:
+        return x[:, span].clone(memory_format=torch.contiguous_format)
+    return torch.cat([x[:, p:p + 1] for p in positions], dim=1)

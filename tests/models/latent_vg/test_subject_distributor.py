@@ -27,3 +27,28 @@ def test_no_latent_groups_is_identity_and_errors():
     assert torch.equal(SubjectDistributor()(x, [3, 4]), x)
     with pytest.raises(ValueError, match="sequence length 7 != the layout's 6"):
         SubjectDistributor()(x, [3, 3])
+
+
+@pytest.mark.parametrize('attr_lengths', [(2, 4), (2, 4, 1), (3, )])
+def test_slots_written_without_an_index_tensor(attr_lengths):
+    """Evenly spaced subject slots (equal latent sizes) are written through one strided slice,
+    others one slice each: the result of a list-index write, with no index tensor (on a GPU a
+    host -> device copy and a wait in every layer)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpLog(TorchDispatchMode):
+        ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    layout = TokenLayout.build(num_patches=4, text_len=3, attr_lengths=attr_lengths)
+    x = torch.randn(2, layout.length, 3)
+    slots = [layout.subject(i) for i in range(layout.num_latents)]
+    expected = x.clone()
+    expected[:, slots] = x[:, :1].expand(-1, len(slots), -1)
+    with OpLog() as log:
+        y = SubjectDistributor()(x, layout)
+    assert torch.equal(y, expected)
+    assert not any('index' in op for op in log.ops), log.ops
