@@ -39,13 +39,36 @@ class RefDataPreprocessor(DetDataPreprocessor):
 
     def __init__(self, *args, non_blocking: bool = True, **kwargs):
         super().__init__(*args, non_blocking=non_blocking, **kwargs)
+        # mmengine swaps BGR <-> RGB with a list index (``img[[2, 1, 0], ...]``): on a GPU a host
+        # -> device copy of the index and a wait for it, once per image. ``flip`` is the same
+        # permutation of three channels without an index tensor.
+        self._flip_channels, self._channel_conversion = self._channel_conversion, False
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        if self._flip_channels:
+            data = self.cast_data(data)
+            data['inputs'] = self._bgr_rgb_swap(data['inputs'])
         data = super().forward(data=data, training=training)
         if training and data['data_samples'] is not None:
             shape = tuple(data['inputs'].shape[-2:])
             self.pad_ref_gt(data['data_samples'], shape, data['inputs'].device)
         return data
+
+    @staticmethod
+    def _bgr_rgb_swap(inputs):
+        """Reverse the channels of ``[3, H, W]`` images (a list) or a ``[B, 3, H, W]`` batch."""
+        if isinstance(inputs, torch.Tensor):
+            if inputs.dim() != 4 or inputs.size(1) != 3:
+                raise ValueError('RefDataPreprocessor: bgr_to_rgb / rgb_to_bgr need a [B, 3, H, '
+                                 f'W] batch, got shape {tuple(inputs.shape)}')
+            return inputs.flip(1)
+        out = []
+        for i, img in enumerate(inputs):
+            if img.dim() != 3 or img.size(0) != 3:
+                raise ValueError('RefDataPreprocessor: bgr_to_rgb / rgb_to_bgr need [3, H, W] '
+                                 f'images, image {i} has shape {tuple(img.shape)}')
+            out.append(img.flip(0))
+        return out
 
     @staticmethod
     def pad_ref_gt(data_samples: Sequence, shape, device: Optional[torch.device] = None):

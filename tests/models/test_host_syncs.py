@@ -6,7 +6,7 @@ A synchronisation is a device -> host read, or a host -> device copy without
 ``non_blocking=True`` (torch ends it with a stream synchronisation on CUDA): ``item``,
 ``tolist``, ``cpu``, ``numpy``,
 ``bool(t)``, ``float(t)``, ``int(t)``, ``nonzero``, ``masked_select``, a boolean-mask index or
-assignment, or a tensor -> number conversion made in C++ (``aten._local_scalar_dense``: a size
+assignment, an index given as a Python list (copied to the device and waited for), or a tensor -> number conversion made in C++ (``aten._local_scalar_dense``: a size
 given as a 0-d tensor to ``split`` / ``reshape``, a range check). The recorder instruments the
 tensor functions (``TorchFunctionMode``) and the aten ops (``TorchDispatchMode``) and files every
 read under the first frame outside torch: mmrefer's own code, mmdet's ``HungarianAssigner``,
@@ -102,6 +102,11 @@ class HostReads(TorchFunctionMode):
     def blocking_upload(self, func, args, kwargs) -> bool:
         """A host -> device copy without ``non_blocking=True``: on CUDA torch finishes it with
         a stream synchronisation (``memcpy_and_sync``), a wait like a read."""
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+            # an index given as a Python list (``x[:, [1, 2]]``) is built on the host and
+            # copied to the indexed tensor's device with a wait
+            key = args[1] if isinstance(args[1], tuple) else (args[1], )
+            return any(isinstance(k, list) for k in key) and not self.on_host(args[:1], None)
         if func in (torch.tensor, torch.as_tensor):  # data from Python (or the host) + device=
             return kwargs.get('device') is not None and not any(
                 not self.on_host((t, ), None) for t in _tensors(args))
@@ -203,11 +208,14 @@ def test_recorder_sees_each_kind_of_read():
         torch.tensor([1, 2], device=t.device)  # blocking uploads: 3
         torch.tensor([1, 2]).to(t.device)
         torch.from_numpy(np.arange(2)).to(t.device)
+        t[[0, 2]]  # a list index, read and written: 2 uploads
+        u[[1]] = 0.
+        t[0:2], t[:, None], t[t.new_zeros(2, dtype=torch.long)]  # slices, device index: 0
         torch.tensor([1, 2]).to(t.device, non_blocking=True)  # not these: 0
         torch.tensor([1, 2]).to(torch.float32)
         t.cpu()  # last: on a CPU-only machine this returns t itself, host data from then on
     _, counts = _count(reads)
-    assert sum(counts.values()) == 12, counts
+    assert sum(counts.values()) == 14, counts
 
 
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
@@ -240,3 +248,37 @@ def test_loss_and_predict_within_the_host_read_budget(method, synthref_root, one
             # per layer: the shape assert (also on CUDA) + 9 on the pure-PyTorch CPU path
             assert reads['mmcv'] <= 10 * enc_layers, reads
             assert reads['transformers'] <= 4 * B, reads
+
+
+@pytest.mark.parametrize('method', ['latentvg', 'instalign'])
+def test_data_preprocessor_waits_for_nothing(method, synthref_root, one_torch_thread):
+    """``RefDataPreprocessor`` moves a batch without a wait: the images and the ground truth
+    go over ``non_blocking``, and the BGR -> RGB swap is a ``flip`` (mmengine's list index
+    ``img[[2, 1, 0], ...]`` was an upload and a wait per image: 16 per training batch on the
+    H200, docs/benchmarks.md). The swap gives mmengine's values."""
+    from mmengine.model import ImgDataPreprocessor
+    model, data = _model_and_batch(method, synthref_root)
+    pre = model.data_preprocessor
+
+    def waits(training):
+        reads = HostReads()
+        with reads, DataDependentOps(reads):
+            out = pre(copy.deepcopy(data), training=training)
+        # mmengine's stack_batch sums image sizes it holds in a host tensor made by the legacy
+        # torch.Tensor(list) constructor, which the recorder does not see: host data, no wait
+        return out, [w for w in reads.where if not w[1][-1].replace('\\', '/').endswith(
+            'mmengine/model/utils.py:52')]
+
+    for training in (True, False):
+        batch, where = waits(training)
+        assert not where, (training, where)
+    assert pre._flip_channels
+    # the recorder sees mmengine's own swap: one wait per image
+    pre._flip_channels, pre._channel_conversion = False, True
+    assert len(waits(True)[1]) == len(data['inputs'])
+    pre._flip_channels, pre._channel_conversion = True, False
+    reference = ImgDataPreprocessor(mean=pre.mean.flatten().tolist(),
+                                    std=pre.std.flatten().tolist(), bgr_to_rgb=True,
+                                    pad_size_divisor=pre.pad_size_divisor)
+    expected = reference(copy.deepcopy(data))['inputs']
+    assert torch.equal(batch['inputs'][..., :expected.shape[-2], :expected.shape[-1]], expected)

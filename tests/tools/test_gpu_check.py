@@ -407,29 +407,31 @@ def test_sync_audit_files_each_synchronisation_under_its_caller():
 
 
 def test_follow_up_call_without_the_mmcv_build(tmp_path):
-    """``--no-build --no-overfit --models instalign`` (a short second call): no build is
-    started, InstAlign measures every speed with mmcv's PyTorch deformable attention, no
-    overfit, and the report says why there was no build. A model name it does not know is
-    refused before anything runs."""
+    """``--no-build --overfit-models instalign`` (a short second call): no build is started,
+    both models measure every speed (InstAlign with mmcv's PyTorch deformable attention), only
+    InstAlign overfits, and the report says why there was no build. A model name it does not
+    know is refused before anything runs."""
     out = tmp_path / 'out'
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
                GPU_CHECK_WORK=str(tmp_path / 'work'), GPU_CHECK_BUILD_CMD=FAKE_BUILD)
     before = set(_sleepers())
     proc = subprocess.run(['bash', SCRIPT, str(out), '--device', 'cpu', '--quick', '--no-build',
-                           '--no-overfit', '--models', 'instalign'],
+                           '--overfit-models', 'instalign'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert set(_sleepers()) == before  # the fake build never ran
     with open(out / 'gpu_check.json') as f:
         data = json.load(f)
-    assert list(data['models']) == ['instalign_msda_pytorch']
-    entry = data['models']['instalign_msda_pytorch']
-    assert set(entry['measurements']) == set(QUICK_KEYS)
-    assert all(m['img_per_s'] > 0 for m in entry['measurements'].values())
-    assert 'overfit' not in entry or not entry['overfit'].get('iters_done')
+    assert list(data['models']) == ['latentvg', 'instalign_msda_pytorch']
+    for key, entry in data['models'].items():
+        assert set(entry['measurements']) == set(QUICK_KEYS), key
+        assert all(m['img_per_s'] > 0 for m in entry['measurements'].values()), key
+    assert not data['models']['latentvg'].get('overfit')
+    assert data['models']['instalign_msda_pytorch']['overfit']['iters_done'] == 3
     assert data['setup']['mmcv_build'].startswith('none (--no-build')
-    bad = subprocess.run(['bash', SCRIPT, str(tmp_path / 'bad'), '--device', 'cpu',
-                          '--models', 'latentvg instalgn'], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and 'instalgn' in bad.stderr
-    assert not (tmp_path / 'bad').exists()
+    for bad_args in (['--models', 'latentvg instalgn'], ['--overfit-models', 'latentvgg']):
+        bad = subprocess.run(['bash', SCRIPT, str(tmp_path / 'bad'), '--device', 'cpu',
+                              *bad_args], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert bad.returncode == 2 and bad_args[1].split()[-1] in bad.stderr, bad.stderr
+        assert not (tmp_path / 'bad').exists()

@@ -5,7 +5,7 @@
 #
 #   bash tools/analysis_tools/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--deps DIR]
 #        [--budget SECONDS] [--build-deadline SECONDS] [--force-profile] [--sizes "K=V ..."]
-#        [--models "latentvg instalign"] [--no-build] [--no-overfit]
+#        [--models "latentvg instalign"] [--no-build] [--no-overfit] [--overfit-models "..."]
 #
 #   --device         cuda (default) or cpu
 #   --quick          tiny sizes, a few iterations: the CPU dry run (tests/tools/test_gpu_check.py)
@@ -20,6 +20,7 @@
 #   --no-build       no mmcv ops build: InstAlign runs its deformable attention in PyTorch (a
 #                    short follow-up call: the build alone takes ~6 minutes on the H200 machine)
 #   --no-overfit     speed and memory only
+#   --overfit-models "..."  the models that also run the overfit (default: every one measured)
 #
 # Steps (their times are recorded under "setup" in OUT_DIR/gpu_check.json):
 #  1. when mmengine / mmdet are not importable: pip-installs the wheels of DIR into
@@ -46,7 +47,7 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 OUT=$1; shift
 case "$OUT" in -*) usage ;; esac
 DEVICE=cuda; QUICK=0; DEPS=""; BUDGET=""; BUILD_DEADLINE=""; FORCE_PROFILE=0; SIZES=""
-MODELS="latentvg instalign"; NO_BUILD=0; SKIP_OVERFIT=0
+MODELS="latentvg instalign"; NO_BUILD=0; OVERFIT_MODELS="latentvg instalign"
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
@@ -58,14 +59,15 @@ while [ $# -gt 0 ]; do
         --sizes) SIZES=${2:?--sizes needs \"KEY=VALUE ...\"}; shift 2 ;;
         --models) MODELS=${2:?--models needs \"latentvg instalign\" or one of them}; shift 2 ;;
         --no-build) NO_BUILD=1; shift ;;
-        --no-overfit) SKIP_OVERFIT=1; shift ;;
+        --no-overfit) OVERFIT_MODELS=""; shift ;;
+        --overfit-models) OVERFIT_MODELS=${2?--overfit-models needs a list (may be empty)}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; usage ;;
     esac
 done
 case "$DEVICE" in cuda|cuda:*|cpu) ;; *) echo "gpu_check.sh: --device must be cuda or cpu, got $DEVICE" >&2; exit 2 ;; esac
-for m in $MODELS; do
-    case "$m" in latentvg|instalign) ;; *) echo "gpu_check.sh: --models takes latentvg and / or instalign, got $m" >&2; exit 2 ;; esac
+for m in $MODELS $OVERFIT_MODELS; do
+    case "$m" in latentvg|instalign) ;; *) echo "gpu_check.sh: --models / --overfit-models take latentvg and / or instalign, got $m" >&2; exit 2 ;; esac
 done
 [ -n "$MODELS" ] || { echo "gpu_check.sh: --models is empty" >&2; exit 2; }
 has_model() { case " $MODELS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -91,13 +93,15 @@ if [ -z "$BUDGET" ]; then
 fi
 IA_BUILT=100   # InstAlign's speed with the built ops (no overfit)
 IA_FULL=250    # InstAlign in full (speed + overfit) after Latent-VG
+[ "$NO_BUILD" = 1 ] && IA_FULL=$(( BUDGET * 6 / 10 ))  # a shorter follow-up call
 [ -n "$BUILD_DEADLINE" ] || BUILD_DEADLINE=$(( BUDGET > IA_BUILT ? BUDGET - IA_BUILT : 0 ))
 log() { echo "[gpu_check.sh +$(( $(date +%s) - T0 ))s] $*"; }
 SETUP=("budget_s=$BUDGET")
 DRIVER=(tools/analysis_tools/gpu_check.py "$OUT" --device "$DEVICE" --work-dir "$WORK")
 [ "$QUICK" = 1 ] && DRIVER+=(--quick)
 [ "$FORCE_PROFILE" = 1 ] && DRIVER+=(--force-profile)
-[ "$SKIP_OVERFIT" = 1 ] && DRIVER+=(--no-overfit)
+# --no-overfit for a model outside OVERFIT_MODELS
+overfit_flag() { case " $OVERFIT_MODELS " in *" $1 "*) ;; *) echo --no-overfit ;; esac; }
 # shellcheck disable=SC2206
 [ -n "$SIZES" ] && DRIVER+=(--sizes $SIZES)
 log "python: $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
@@ -211,7 +215,7 @@ pin() { if building && [ -n "$MEASURE_CPUS" ]; then echo "taskset -c $MEASURE_CP
 if has_model latentvg; then
     LV_END=$(( T0 + BUDGET )); has_model instalign && LV_END=$(( T0 + BUDGET - IA_FULL ))
     log "Latent-VG (mmcv ops: $OPS) $(pin)"
-    $(pin) "$PY" "${DRIVER[@]}" --models latentvg --mmcv-ops "$OPS" \
+    $(pin) "$PY" "${DRIVER[@]}" --models latentvg --mmcv-ops "$OPS" $(overfit_flag latentvg) \
         --deadline "$LV_END" --setup "${SETUP[@]}" \
         || log "Latent-VG driver exited with $?"
 fi
@@ -224,7 +228,8 @@ if [ "$OPS" = stub ] && has_model instalign; then
     # InstAlign's only run)
     if building; then IA_END=$(( T0 + BUILD_DEADLINE )); else IA_END=$(( T0 + BUDGET )); fi
     log "InstAlign, deformable attention in PyTorch (mmcv ops not built) $(pin)"
-    $(pin) "$PY" "${DRIVER[@]}" --models instalign --mmcv-ops stub --deadline "$IA_END"
+    $(pin) "$PY" "${DRIVER[@]}" --models instalign --mmcv-ops stub $(overfit_flag instalign) \
+        --deadline "$IA_END"
     IA_RC=$?
     [ "$IA_RC" = 0 ] || log "InstAlign driver exited with $IA_RC"
     IA_OVERFIT_DONE=1
@@ -238,12 +243,14 @@ fi
 if [ "$OPS" = stub ] && [ -n "$BUILD_CMD" ] && [ "${IA_RC:-0}" = 3 ] && [ $(( T0 + BUDGET - $(date +%s) )) -ge 60 ]; then
     # no built ops after all, and the PyTorch-attention run was cut for the build's sake
     log "InstAlign, deformable attention in PyTorch, again with the time left"
-    "$PY" "${DRIVER[@]}" --models instalign --mmcv-ops stub --deadline $(( T0 + BUDGET )) \
+    "$PY" "${DRIVER[@]}" --models instalign --mmcv-ops stub $(overfit_flag instalign) \
+        --deadline $(( T0 + BUDGET )) \
         || log "InstAlign driver exited with $?"
 fi
 if [ "$OPS" = built ] && has_model instalign; then
     # the PyTorch-attention run did the overfit unless it was cut short
-    NO_OVERFIT=(); [ "$IA_OVERFIT_DONE" = 1 ] && [ "${IA_RC:-1}" = 0 ] && NO_OVERFIT=(--no-overfit)
+    NO_OVERFIT=($(overfit_flag instalign))
+    [ "$IA_OVERFIT_DONE" = 1 ] && [ "${IA_RC:-1}" = 0 ] && NO_OVERFIT=(--no-overfit)
     log "InstAlign (mmcv ops: built)"
     "$PY" "${DRIVER[@]}" --models instalign --mmcv-ops built "${NO_OVERFIT[@]}" \
         --deadline $(( T0 + BUDGET )) || log "InstAlign driver exited with $?"

@@ -117,9 +117,13 @@ class VisualConceptInjector(nn.Module):
         layout = as_layout(layout, x, 'VisualConceptInjector')
         if not layout.num_latents:
             return x
-        idx = torch.cat([torch.arange(layout.attrs(i).start, layout.attrs(i).stop,
-                                      device=x.device) for i in range(layout.num_latents)])
-        new = self.inject(x[:, layout.patches], x[:, layout.text_cls], x[:, idx], layer)
+        # slices, not an index tensor: fewer kernels, and the same values and gradients
+        spans = [layout.attrs(i) for i in range(layout.num_latents)]
+        new = self.inject(x[:, layout.patches], x[:, layout.text_cls],
+                          torch.cat([x[:, s] for s in spans], dim=1), layer)
         out = x.clone()
-        out[:, idx] = new
+        start = 0
+        for s in spans:
+            out[:, s] = new[:, start:start + s.stop - s.start]
+            start += s.stop - s.start
         return out
