@@ -95,8 +95,9 @@ class CompileReadyRunner(Runner):
     eager), ``'train_step'`` compiles the whole ``model.train_step`` as mmengine's own Runner
     does. On CPU the forward target measured faster for both tiny models, the whole step slower
     than eager (docs/benchmarks.md, "torch.compile"; under ``paramwise_cfg`` mmengine builds one
-    param group per parameter and dynamo recompiles the optimizer step for each group). Either
-    way the optimizer's param groups are made plain dicts (:func:`plain_param_groups`).
+    param group per parameter and dynamo recompiles the optimizer step for each group, unless the
+    config uses ``MergedGroupsOptimWrapperConstructor`` as the paper schedules do). Either way
+    the optimizer's param groups are made plain dicts (:func:`plain_param_groups`).
     """
 
     def build_optim_wrapper(self, optim_wrapper):

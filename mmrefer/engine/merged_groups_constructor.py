@@ -41,7 +41,8 @@ class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     Use: ``optim_wrapper = dict(..., constructor='MergedGroupsOptimWrapperConstructor')``. An
     optimizer state saved by the default constructor has another group layout: resuming such a
     checkpoint with this constructor (or the reverse) is refused by PyTorch's
-    ``Optimizer.load_state_dict`` (group sizes differ).
+    ``Optimizer.load_state_dict`` ("loaded state dict has a different number of parameter
+    groups"); loading the weights alone (``load_from``) is not affected.
     """
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',

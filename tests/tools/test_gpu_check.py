@@ -167,7 +167,14 @@ def test_docs_one_call_command_fits_the_device_tool():
     assert call['carry'] == ['.gpu_deps']
     with open(osp.join(ROOT, '.gitignore')) as f:
         assert '.gpu_deps/' in f.read().split()
-    assert 'not measured' in text[text.index('## GPU check'):]
+    # the figures of the calls made so far, with their raw reports
+    figures = text[text.index('## GPU figures'):text.index('## GPU check')]
+    runs = re.findall(r'\((gpu_runs/[^)]*)\)', figures)
+    assert runs and all(osp.exists(osp.join(ROOT, 'docs', r)) for r in runs)
+    for name in os.listdir(osp.join(ROOT, 'docs', 'gpu_runs')):
+        if name.endswith('.json'):
+            with open(osp.join(ROOT, 'docs', 'gpu_runs', name)) as f:
+                assert json.load(f)['device']['name'] == 'NVIDIA H200', name
 
 
 def test_time_steps_skips_what_cannot_finish_before_the_deadline():
@@ -407,25 +414,32 @@ def test_sync_audit_files_each_synchronisation_under_its_caller():
 
 
 def test_follow_up_call_without_the_mmcv_build(tmp_path):
-    """``--no-build --overfit-models instalign`` (a short second call): no build is started,
-    both models measure every speed (InstAlign with mmcv's PyTorch deformable attention), only
-    InstAlign overfits, and the report says why there was no build. A model name it does not
-    know is refused before anything runs."""
+    """``--no-build --overfit-models instalign --compile eager`` (a short second call): no
+    build is started, both models measure every speed (InstAlign with mmcv's PyTorch deformable
+    attention), then bf16 inference and training with the forward compiled (dynamo with the
+    eager backend here: the tracing without inductor's code generation), only InstAlign
+    overfits, and the report says why there was no build. A model name it does not know is
+    refused before anything runs."""
     out = tmp_path / 'out'
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
                GPU_CHECK_WORK=str(tmp_path / 'work'), GPU_CHECK_BUILD_CMD=FAKE_BUILD)
     before = set(_sleepers())
     proc = subprocess.run(['bash', SCRIPT, str(out), '--device', 'cpu', '--quick', '--no-build',
-                           '--overfit-models', 'instalign'],
+                           '--overfit-models', 'instalign', '--compile', 'eager'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert set(_sleepers()) == before  # the fake build never ran
     with open(out / 'gpu_check.json') as f:
         data = json.load(f)
     assert list(data['models']) == ['latentvg', 'instalign_msda_pytorch']
+    compiled = {'infer_bf16_b2_compiled', 'train_bf16_b2_compiled'}
     for key, entry in data['models'].items():
-        assert set(entry['measurements']) == set(QUICK_KEYS), key
-        assert all(m['img_per_s'] > 0 for m in entry['measurements'].values()), key
+        ms = entry['measurements']
+        assert set(ms) == set(QUICK_KEYS) | compiled, key
+        assert all(m['img_per_s'] > 0 for m in ms.values()), key
+        for mk in compiled:  # dynamo traced the forward (each graph break adds one)
+            assert ms[mk]['compile']['backend'] == 'eager' and ms[mk]['compile']['graphs'] > 0
+        assert not any('compile' in ms[mk] for mk in QUICK_KEYS)
     assert not data['models']['latentvg'].get('overfit')
     assert data['models']['instalign_msda_pytorch']['overfit']['iters_done'] == 3
     assert data['setup']['mmcv_build'].startswith('none (--no-build')

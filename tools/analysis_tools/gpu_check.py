@@ -77,6 +77,8 @@ GOALS = {
     'latentvg': {'infer_bf16_b32': 1000.0, 'train_bf16_b16': 300.0},
     'instalign': {'infer_bf16_b32': 400.0, 'train_bf16_b16': 120.0},
 }
+#: seconds that must be left before a --compile measurement starts (its first step compiles)
+MIN_COMPILE_S = 150
 OVERFIT_TARGET = 0.5  # last / first loss, as tools/analysis_tools/paper_size_check.py
 
 FULL = dict(img_size=None, infer_batches=(1, 32), train_batch=16, infer_warmup=5,
@@ -243,6 +245,13 @@ def parse_args(argv=None):
                    'deformable attention on its pure-PyTorch path (ops not built)')
     p.add_argument('--no-overfit', action='store_true',
                    help='speed and memory only (the overfit ran in an earlier call)')
+    p.add_argument('--compile', default=None, metavar='BACKEND',
+                   help='also time bf16 inference and training with the model\'s forward '
+                   'torch.compile-d (as tools/train.py --compile) with this backend: inductor '
+                   '(the default backend of torch.compile), or eager / aot_eager for a dry run')
+    p.add_argument('--compile-mode', default=None,
+                   help='torch.compile mode with --compile, e.g. reduce-overhead (CUDA graphs) '
+                   'or max-autotune-no-cudagraphs')
     p.add_argument('--force-profile', action='store_true',
                    help='profile the goal measurements even when no goal applies or is missed')
     p.add_argument('--sizes', nargs='+', default=[], metavar='KEY=VALUE',
@@ -891,9 +900,33 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
         (f'infer_fp32_b{big}', 'inference', big, 'fp32', False),
         (f'infer_fp32_b{small}', 'inference', small, 'fp32', False),
     ]
+    compiled = {}  # the torch.compile-d forward, made at the first compiled measurement
+    if args.compile:
+        label = f'torch.compile {args.compile}' + (f' {args.compile_mode}'
+                                                   if args.compile_mode else '')
+        plan += [(f'infer_bf16_b{big}_compiled', f'inference, {label}', big, 'bf16', False),
+                 (f'train_bf16_b{tb}_compiled', f'training, {label}', tb, 'bf16', False)]
+
+    def use_compiled(flag):
+        """The model's forward compiled (as tools/train.py --compile: the loss forward in
+        training, predict in inference) or back to the eager one."""
+        if not flag:
+            model.__dict__.pop('forward', None)
+            return
+        if 'fn' not in compiled:
+            need = 0 if args.quick else MIN_COMPILE_S
+            if clock.left() < need:
+                raise OutOfTime(f'compiling needs minutes, {max(clock.left(), 0):.0f} s left')
+            compiled['fn'] = torch.compile(type(model).forward.__get__(model),
+                                           backend=args.compile, mode=args.compile_mode)
+        model.forward = compiled['fn']
     goal_keys = {f'infer_bf16_b{big}': 'infer_bf16_b32', f'train_bf16_b{tb}': 'train_bf16_b16'}
-    last_training = [p[0] for p in plan if p[1].startswith('training')][-1]
+    # the optimizer state goes once a run of training measurements ends: the inference peaks
+    # after it are the model's own
+    end_of_training = {p[0] for i, p in enumerate(plan) if p[1].startswith('training') and (
+        i + 1 == len(plan) or not plan[i + 1][1].startswith('training'))}
     for mk, what, n, precision, cp in plan:
+        is_compiled = mk.endswith('_compiled')
         if (entry['measurements'].get(mk) or {}).get('img_per_s') is not None:
             continue  # measured by an earlier call of this run (gpu_check.sh's rerun): kept
         r = OrderedDict(what=what, batch=n, precision=precision)
@@ -906,6 +939,7 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
             res.save()
             continue
         try:
+            use_compiled(is_compiled)
             if training:
                 model.train()
                 set_cp(cp)
@@ -917,6 +951,11 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
                 warm, iters = sizes['infer_warmup'], sizes['infer_iters']
             if cp:
                 r['with_cp_modules'] = len(cp_modules)
+            if is_compiled:
+                from torch._dynamo.utils import counters
+                graphs0 = counters['stats']['unique_graphs']
+                r['compile'] = dict(backend=args.compile, mode=args.compile_mode,
+                                    target='forward')
             t = time.time()
             tm = time_steps(fn, warm, iters, device, clock)
             r.update(img_per_s=round(n / tm['median_s'], 2),
@@ -925,6 +964,8 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
                      first_step_ms=round(tm['first_s'] * 1e3, 1), warmup=max(warm, 1),
                      iters=iters, peak_mem_mib=tm['peak_mem_mib'],
                      wall_s=round(time.time() - t, 1))
+            if is_compiled:  # graphs dynamo made here (the first step also compiled them)
+                r['compile']['graphs'] = counters['stats']['unique_graphs'] - graphs0
             log(f"{key} {mk}: {r['img_per_s']} img/s (median {r['median_ms']} ms/step, "
                 f"peak {r['peak_mem_mib']} MiB)")
             gk = goal_keys.get(mk)
@@ -957,7 +998,8 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
             log(f'{key} {mk}: FAILED {r["error"]}')
         finally:
             set_cp(False)
-            if training and mk == last_training:
+            use_compiled(False)
+            if training and mk in end_of_training:
                 ow_state.clear()  # later inference peaks without the optimizer state
             if device.type == 'cuda':
                 torch.cuda.empty_cache()

@@ -6,6 +6,7 @@
 #   bash tools/analysis_tools/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--deps DIR]
 #        [--budget SECONDS] [--build-deadline SECONDS] [--force-profile] [--sizes "K=V ..."]
 #        [--models "latentvg instalign"] [--no-build] [--no-overfit] [--overfit-models "..."]
+#        [--compile BACKEND] [--compile-mode MODE]
 #
 #   --device         cuda (default) or cpu
 #   --quick          tiny sizes, a few iterations: the CPU dry run (tests/tools/test_gpu_check.py)
@@ -21,6 +22,8 @@
 #                    short follow-up call: the build alone takes ~6 minutes on the H200 machine)
 #   --no-overfit     speed and memory only
 #   --overfit-models "..."  the models that also run the overfit (default: every one measured)
+#   --compile BACKEND  also bf16 inference and training with the model's forward torch.compile-d
+#                    (inductor; eager for a dry run); --compile-mode e.g. reduce-overhead
 #
 # Steps (their times are recorded under "setup" in OUT_DIR/gpu_check.json):
 #  1. when mmengine / mmdet are not importable: pip-installs the wheels of DIR into
@@ -48,6 +51,7 @@ OUT=$1; shift
 case "$OUT" in -*) usage ;; esac
 DEVICE=cuda; QUICK=0; DEPS=""; BUDGET=""; BUILD_DEADLINE=""; FORCE_PROFILE=0; SIZES=""
 MODELS="latentvg instalign"; NO_BUILD=0; OVERFIT_MODELS="latentvg instalign"
+COMPILE=""; COMPILE_MODE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
@@ -60,6 +64,8 @@ while [ $# -gt 0 ]; do
         --models) MODELS=${2:?--models needs \"latentvg instalign\" or one of them}; shift 2 ;;
         --no-build) NO_BUILD=1; shift ;;
         --no-overfit) OVERFIT_MODELS=""; shift ;;
+        --compile) COMPILE=${2:?--compile needs a backend (inductor, eager, ...)}; shift 2 ;;
+        --compile-mode) COMPILE_MODE=${2:?--compile-mode needs a mode}; shift 2 ;;
         --overfit-models) OVERFIT_MODELS=${2?--overfit-models needs a list (may be empty)}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; usage ;;
@@ -100,6 +106,8 @@ SETUP=("budget_s=$BUDGET")
 DRIVER=(tools/analysis_tools/gpu_check.py "$OUT" --device "$DEVICE" --work-dir "$WORK")
 [ "$QUICK" = 1 ] && DRIVER+=(--quick)
 [ "$FORCE_PROFILE" = 1 ] && DRIVER+=(--force-profile)
+[ -n "$COMPILE" ] && DRIVER+=(--compile "$COMPILE")
+[ -n "$COMPILE_MODE" ] && DRIVER+=(--compile-mode "$COMPILE_MODE")
 # --no-overfit for a model outside OVERFIT_MODELS
 overfit_flag() { case " $OVERFIT_MODELS " in *" $1 "*) ;; *) echo --no-overfit ;; esac; }
 # shellcheck disable=SC2206
