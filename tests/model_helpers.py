@@ -55,3 +55,21 @@ def pre_restructure_state_dict(name):
     g = torch.Generator().manual_seed(0)
     return {key: torch.zeros(shape, dtype=torch.long) if key.endswith('relative_position_index')
             else torch.randn(shape, generator=g) for key, shape in shapes.items()}
+
+
+def schedule_options(model, optim_wrapper_cfg):
+    """``({parameter name: (lr, weight_decay)}, names of the norm layers' parameters,
+    optimizer)`` of the optimizer a config's ``optim_wrapper`` builds for ``model``; every
+    parameter must be in exactly one group."""
+    import torch.nn as nn
+    from mmengine.optim import build_optim_wrapper
+    optimizer = build_optim_wrapper(model, optim_wrapper_cfg).optimizer
+    names = {id(p): n for n, p in model.named_parameters()}
+    placed = [names[id(p)] for g in optimizer.param_groups for p in g['params']]
+    assert sorted(placed) == sorted(names.values())
+    options = {names[id(p)]: (g['lr'], g['weight_decay'])
+               for g in optimizer.param_groups for p in g['params']}
+    norms = {f'{m}.{p}' for m, mod in model.named_modules()
+             if isinstance(mod, (nn.LayerNorm, nn.GroupNorm))
+             for p, _ in mod.named_parameters(recurse=False)}
+    return options, norms, optimizer

@@ -93,18 +93,11 @@ def test_paper_schedule_param_groups(paper_model):
     weight decay 0.05 except on every norm (Swin's, RoBERTa's, the head's), Swin's position
     tables, the query / level embeddings (the decoder's and the pixel decoder's) and the
     aggregation's PReLU slope."""
-    import torch.nn as nn
-    from mmengine.optim import build_optim_wrapper
+    from model_helpers import schedule_options
     cfg, model = paper_model
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    names = {id(p): n for n, p in model.named_parameters()}
-    groups = {names[id(p)]: (g['lr'], g['weight_decay'])
-              for g in wrapper.optimizer.param_groups for p in g['params']}
-    assert set(groups) == set(names.values())
+    groups, norms, optimizer = schedule_options(model, cfg.optim_wrapper)
     assert {lr for lr, _ in groups.values()} == {1e-4}
-    norms = {f'{m}.{p}' for m, mod in model.named_modules()
-             if isinstance(mod, (nn.LayerNorm, nn.GroupNorm))
-             for p, _ in mod.named_parameters(recurse=False)}
+    assert len(optimizer.param_groups) == 3  # merged: one group per set of options
     no_decay = norms | {n for n in groups if n.endswith(('relative_position_bias_table',
                                                          'query_embed.weight',
                                                          'query_feat.weight',

@@ -102,21 +102,12 @@ def test_paper_schedule_param_groups():
     decay 0.01 on all but the norms and the biases, the backbone's included (a custom_keys entry
     for the backbone used to switch the norm / bias rules off for all 685 of its parameters), in
     one optimizer group per set of options."""
-    import torch.nn as nn
-    from mmengine.optim import build_optim_wrapper
+    from model_helpers import schedule_options
     cfg = _load('latentvg_beit3.py')
-    model = _build_meta(cfg)
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    names = {id(p): n for n, p in model.named_parameters()}
-    groups = {names[id(p)]: (g['lr'], g['weight_decay'])
-              for g in wrapper.optimizer.param_groups for p in g['params']}
-    assert set(groups) == set(names.values())
+    groups, norms, optimizer = schedule_options(_build_meta(cfg), cfg.optim_wrapper)
     assert {lr for lr, _ in groups.values()} == {1e-4}
-    norms = {f'{m}.{p}' for m, mod in model.named_modules()
-             if isinstance(mod, (nn.LayerNorm, nn.GroupNorm))
-             for p, _ in mod.named_parameters(recurse=False)}
     assert 'backbone.encoder.layers.0.self_attn_layer_norm.A.weight' in norms
     no_decay = norms | {n for n in groups if n.endswith('.bias')}
     for n, (_, wd) in groups.items():
         assert wd == (0.0 if n in no_decay else 0.01), (n, wd)
-    assert len(wrapper.optimizer.param_groups) == 2
+    assert len(optimizer.param_groups) == 2

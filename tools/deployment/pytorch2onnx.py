@@ -111,7 +111,9 @@ def sidecar(inferencer, wrapper, config_path: str, weights: Optional[str], input
         input_size=[int(v) for v in inputs[0].shape[-2:]], text_length=wrapper.text_length,
         mean=dp.mean.flatten().tolist() if normalize else None,
         std=dp.std.flatten().tolist() if normalize else None,
-        bgr_to_rgb=bool(getattr(dp, '_channel_conversion', False)),
+        # RefDataPreprocessor swaps the channels itself (_flip_channels), mmengine's with
+        # _channel_conversion
+        bgr_to_rgb=bool(getattr(dp, '_flip_channels', getattr(dp, '_channel_conversion', False))),
         mask_thr=float(head.test_cfg['mask_thr']), nt_thr=float(head.test_cfg['nt_thr']),
         test_cfg=test_cfg, has_no_target=wrapper.has_no_target,
         tokenizer=wrapper.tokenizer_config())
