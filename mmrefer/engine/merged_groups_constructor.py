@@ -3,12 +3,13 @@
 mmengine's ``DefaultOptimWrapperConstructor`` turns a ``paramwise_cfg`` into one parameter group
 per parameter (783 for Latent-VG at paper size). PyTorch's ``foreach`` AdamW then launches its
 kernels once per group, so on a GPU the optimizer step ran as ~10 launches x 783 groups: 69 % of
-the device time of a Latent-VG training step on an H200 (docs/benchmarks.md, "GPU check").
+the device time of a Latent-VG training step on an H200 (docs/benchmarks.md, "GPU figures").
 
 :class:`MergedGroupsOptimWrapperConstructor` builds the same groups, then merges those whose
 options (``lr``, ``weight_decay``, ... everything but ``params``) are equal, in the order of their
 first parameter. Every parameter keeps exactly the options the default constructor gives it, and
-AdamW updates each parameter on its own, so the updates are the same; only the grouping changes.
+AdamW updates each parameter on its own, so the updates are the same (bitwise; gradient clipping
+adds the parameters' norms in group order, so a clipped step can differ in the last bits).
 """
 from typing import Dict, List, Optional, Union
 
