@@ -52,12 +52,13 @@ def fp32_island(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        on = [d for d in ('cpu', 'cuda') if torch.is_autocast_enabled(d)]
-        if not on:
+        cpu, cuda = torch.is_autocast_enabled('cpu'), torch.is_autocast_enabled('cuda')
+        if not (cpu or cuda):
             return fn(*args, **kwargs)
-        with contextlib.ExitStack() as stack:
-            for device_type in on:
-                stack.enter_context(torch.autocast(device_type, enabled=False))
+        # plain ``with`` statements, which torch.compile traces (autocast entered through a
+        # contextlib.ExitStack broke the graph at every island)
+        with (torch.autocast('cpu', enabled=False) if cpu else contextlib.nullcontext()), \
+                (torch.autocast('cuda', enabled=False) if cuda else contextlib.nullcontext()):
             return fn(*_to_fp32(args), **{k: _to_fp32(v) for k, v in kwargs.items()})
 
     return wrapper

@@ -59,6 +59,29 @@ def test_fp32_islands_stay_fp32_under_autocast():
     torch.testing.assert_close(out.float(), vci.inject(vis, t, attrs), rtol=0, atol=1e-2)
 
 
+def test_fp32_islands_trace_in_one_graph_under_autocast():
+    """torch.compile traces through an fp32 island under autocast without a graph break (one
+    was made at every island while autocast was entered through a contextlib.ExitStack: 14 of
+    the 23 graphs of three compiled Latent-VG training steps at gpu_check's quick sizes), and
+    the compiled island still computes in fp32."""
+    from mmrefer.models.latent_vg import VisualConceptInjector
+    torch.manual_seed(0)
+    vci = VisualConceptInjector(embed_dims=16, num_concepts=4)
+    vis, t, attrs = torch.randn(2, 9, 16), torch.randn(2, 16), torch.randn(2, 5, 16)
+
+    def step(vis, t, attrs):
+        new = vci.inject(vis, t, attrs)  # fp32 inside
+        return (vis @ vis.transpose(1, 2)), new  # bf16 outside
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend='eager', fullgraph=True)  # a break would raise
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outside, new = compiled(vis, t, attrs)
+        ref_outside, ref_new = step(vis, t, attrs)
+    assert outside.dtype == torch.bfloat16 and new.dtype == torch.float32
+    assert torch.equal(new, ref_new) and torch.equal(outside, ref_outside)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
 def test_paper_size_bf16_loss_within_2_percent_of_fp32(method, synthref_root):
