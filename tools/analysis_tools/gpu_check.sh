@@ -17,7 +17,7 @@
 #   --force-profile  profiler summaries even when no goal is missed
 #   --sizes "K=V ..."  batch sizes / iteration counts for gpu_check.py --sizes (e.g. a shorter
 #                    run: "train_iters=20 overfit_iters=100")
-#   --models "..."   the models to measure, in this order (default "latentvg instalign")
+#   --models "..."   the models to measure (default "latentvg instalign"; Latent-VG runs first)
 #   --no-build       no mmcv ops build: InstAlign runs its deformable attention in PyTorch (a
 #                    short follow-up call: the build alone takes ~6 minutes on the H200 machine)
 #   --no-overfit     speed and memory only
@@ -45,7 +45,7 @@
 # machine where mmcv is already installed.
 set -uo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,/^# Steps/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
 case "$OUT" in -*) usage ;; esac
