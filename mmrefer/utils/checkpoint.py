@@ -84,15 +84,8 @@ def safe_torch_load(filename, map_location=None, mmap: bool = False):
     """
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
-    try:
-        with safe_checkpoint_loading():
-            return torch.load(filename, map_location=map_location, weights_only=True,
-                              mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        err = load_error(filename, e, filename)
-        if err is None:
-            raise
-        raise err from e
+    with runner_checkpoint_loading(filename):  # its errors name the file (load_error)
+        return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def load_error(name: str, error: Exception, path: Optional[str] = None) -> Optional[Exception]:
@@ -166,8 +159,9 @@ def refused(filename: str, err: Exception) -> 'UnsafeCheckpointError':
 @contextmanager
 def runner_checkpoint_loading(load_from=None):
     """:func:`safe_checkpoint_loading` around a runner's ``train()`` / ``test()`` (what
-    ``tools/train.py`` and ``tools/test.py`` do): a checkpoint torch refuses becomes an
-    :class:`UnsafeCheckpointError` naming ``load_from`` (or the work dir's latest checkpoint)."""
+    ``tools/train.py`` and ``tools/test.py`` do) or one ``torch.load`` (:func:`safe_torch_load`):
+    a checkpoint torch refuses or cannot read becomes the error :func:`load_error` gives, naming
+    ``load_from`` (or the work dir's latest checkpoint)."""
     name = load_from or "the work dir's latest checkpoint"
     path = load_from if isinstance(load_from, str) and osp.isfile(load_from) else None
     with safe_checkpoint_loading():
