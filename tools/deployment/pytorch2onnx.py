@@ -228,11 +228,14 @@ def main(argv=None) -> int:
         print(f'pytorch2onnx.py: error: --atol must be >= 0 and --min-identical in [0, 1], got '
               f'{args.atol} and {args.min_identical}', file=sys.stderr)
         return 2
-    tmp = (args.out[:-len('.onnx')] if args.out.endswith('.onnx') else args.out) + '.tmp.onnx'
+    if not args.out.endswith('.onnx'):
+        print(f'pytorch2onnx.py: error: --out must end with .onnx, got {args.out!r}',
+              file=sys.stderr)
+        return 2
+    tmp = args.out[:-len('.onnx')] + '.tmp.onnx'
     try:
-        meta = export(args.config, tmp if args.out.endswith('.onnx') else args.out,
-                      args.weights, args.batch_size, args.opset, args.cfg_options,
-                      args.sentences, args.images, check=not args.no_check)
+        meta = export(args.config, tmp, args.weights, args.batch_size, args.opset,
+                      args.cfg_options, args.sentences, args.images, check=not args.no_check)
     except (FileNotFoundError, ValueError, TypeError, KeyError) as e:
         print(f'pytorch2onnx.py: error: {e}', file=sys.stderr)
         return 2
