@@ -380,13 +380,17 @@ def case_refs_broken_json(root, kind):
         build(root, kind)
 
 
+def _first_target_annotation(root, kind):
+    """``(coco, ann)``: the instances file and the annotation of the first val ref's target."""
+    _, ref = first_val_ref(read_refs(root, kind))
+    coco = read_coco(root, kind)
+    return coco, next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+
+
 def _ann_raises(root, kind, edit, error, message):
     """``edit(annotation)`` on the first val target's annotation; building must raise ``error``
     matching ``message(ann)``, which names the file, the annotation and the image."""
-    refs = read_refs(root, kind)
-    _, ref = first_val_ref(refs)
-    coco = read_coco(root, kind)
-    ann = next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+    coco, ann = _first_target_annotation(root, kind)
     edit(ann)
     write_coco(root, kind, coco)
     with pytest.raises(error, match=rf"instances\.json: annotation {ann['id']} of image "
@@ -420,10 +424,7 @@ def case_polygon_flat_list(root, kind):   # [x0, y0, ...] instead of [[x0, y0, .
 
 
 def case_polygon_odd_coordinate_count_is_counted(root, kind):
-    refs = read_refs(root, kind)
-    _, ref = first_val_ref(refs)
-    coco = read_coco(root, kind)
-    ann = next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+    coco, ann = _first_target_annotation(root, kind)
     ann['segmentation'][0] = ann['segmentation'][0] + [ann['segmentation'][0][0]]
     write_coco(root, kind, coco)
     with captured_log() as log:
@@ -434,10 +435,7 @@ def case_polygon_odd_coordinate_count_is_counted(root, kind):
 
 
 def case_rle_that_does_not_decode(root, kind):   # caught when the dataset is built
-    coco = read_coco(root, kind)
-    refs = read_refs(root, kind)
-    _, ref = first_val_ref(refs)
-    ann = next(a for a in coco['annotations'] if a['id'] == target_ids(ref)[0])
+    coco, ann = _first_target_annotation(root, kind)
     img = next(i for i in coco['images'] if i['id'] == ann['image_id'])
     ann['segmentation'] = dict(size=[img['height'], img['width']], counts='zz!!##')
     write_coco(root, kind, coco)
