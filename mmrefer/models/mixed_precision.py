@@ -18,8 +18,9 @@ adaptive aggregation ``sum_i p_i PReLU(s_i)``   a sum over N = 100 queries befor
 no-target logits                                the decision threshold sits on one logit
 ==============================================  =================================================
 
-mmcv's multi-scale deformable attention (InstAlign's pixel decoder) also runs in fp32
-(:func:`fp32_submodules`): its CUDA kernel takes no bf16.
+mmcv's multi-scale deformable attention (InstAlign's pixel decoder) samples in fp32: its CUDA
+kernel takes no bf16 (the sampling alone in ``HostShapeMultiScaleDeformableAttention``; a plain
+mmcv module whole, through :func:`fp32_submodules`).
 
 BEiT-3 already runs its GELU in fp32 (as torchscale does); softmax, layer norm and
 ``binary_cross_entropy_with_logits`` are fp32 under autocast by torch's own policy.
@@ -64,14 +65,14 @@ def fp32_island(fn: Callable) -> Callable:
     return wrapper
 
 
-def fp32_submodules(root: torch.nn.Module, module_type: type) -> int:
-    """Make every ``module_type`` submodule of ``root`` an fp32 island (its ``forward`` wrapped
-    with :func:`fp32_island`); returns how many. For third-party modules whose kernels take no
-    bf16, e.g. mmcv's ``MultiScaleDeformableAttention`` (its CUDA op accepts fp32 / fp64 / fp16
-    only)."""
+def fp32_submodules(root: torch.nn.Module, module_type: type, exclude: tuple = ()) -> int:
+    """Make every ``module_type`` submodule of ``root`` that is not an ``exclude`` an fp32
+    island (its ``forward`` wrapped with :func:`fp32_island`); returns how many. For
+    third-party modules whose kernels take no bf16, e.g. mmcv's ``MultiScaleDeformableAttention``
+    (its CUDA op accepts fp32 / fp64 / fp16 only)."""
     count = 0
     for module in root.modules():
-        if isinstance(module, module_type):
+        if isinstance(module, module_type) and not isinstance(module, exclude):
             module.forward = fp32_island(module.forward)
             count += 1
     return count

@@ -21,9 +21,10 @@ Budget (per call, batch of B samples; tiny configs on CPU):
   one copy (mmdet's ``HungarianAssigner.assign`` made 3 waits per image and layer: the copy
   and two blocking uploads of the match); nothing from mmdet (the pixel decoder keeps the level
   sizes on the host);
-* third-party encoders (transformers' RoBERTa mask preparation, mmcv's deformable attention:
-  its shape assert, and on its CPU path the level sizes): listed and bounded below, not ours to
-  change.
+* mmcv: nothing (``HostShapeMultiScaleDeformableAttention`` takes the level sizes as host ints;
+  mmcv's own module read them back 10 times per encoder layer on its PyTorch path);
+* third-party encoders (transformers' RoBERTa mask preparation): listed and bounded below, not
+  ours to change.
 """
 import copy
 import itertools
@@ -234,19 +235,16 @@ def test_loss_and_predict_within_the_host_read_budget(method, synthref_root, one
     # InstAlign's loss: the cost matrices of every supervised layer and image, in one copy
     assert loss_reads['mmrefer'] == (0 if method == 'latentvg' else 1), loss_reads
     assert predict_reads['mmrefer'] == (1 if method == 'latentvg' else 2), predict_reads
-    allowed = {'mmrefer', 'mmcv', 'transformers'}  # mmdet's Hungarian assigner is not called
+    allowed = {'mmrefer', 'transformers'}  # mmdet's Hungarian assigner is not called
     assert set(loss_reads) <= allowed and set(predict_reads) <= allowed, (loss_reads,
                                                                           predict_reads)
     if method == 'latentvg':  # a plain-torch BEiT-3: nothing else reads back
         assert set(loss_reads) <= {'mmrefer'} and set(predict_reads) == {'mmrefer'}
     else:
-        head = model.head
-        # third-party encoders: per forward, a bounded number of reads (docs/efficiency.md);
-        # none from mmdet's pixel decoder (HostShapeMSDeformAttnPixelDecoder keeps the sizes)
-        enc_layers = head.pixel_decoder.encoder.num_layers
+        # none from mmdet's pixel decoder or mmcv's deformable attention (``allowed`` above:
+        # the level sizes stay host ints down to the sampling); RoBERTa: a bounded number
+        # (docs/efficiency.md)
         for reads in (loss_reads, predict_reads):
-            # per layer: the shape assert (also on CUDA) + 9 on the pure-PyTorch CPU path
-            assert reads['mmcv'] <= 10 * enc_layers, reads
             assert reads['transformers'] <= 4 * B, reads
 
 

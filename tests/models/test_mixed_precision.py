@@ -121,18 +121,49 @@ def test_tiny_bf16_training_tracks_fp32(method, synthref_root, one_torch_thread)
     assert abs(bf16[-1] - fp32[-1]) / fp32[-1] <= 0.15
 
 
-def test_instalign_deformable_attention_runs_in_fp32_under_autocast(synthref_root):
-    """mmcv's deformable-attention CUDA kernel takes no bf16: every such module of InstAlign's
-    pixel decoder is an fp32 island (checked here on the CPU path: fp32 output under autocast)."""
+def test_instalign_deformable_sampling_runs_in_fp32_under_autocast(synthref_root):
+    """mmcv's deformable-attention CUDA kernel takes no bf16: in every attention module of
+    InstAlign's pixel decoder the sampling gets fp32 inputs under autocast (checked here on the
+    CPU path) while the projections around it run in bf16; a plain mmcv module (another pixel
+    decoder in a config) is an fp32 island whole."""
+    import mmrefer.models.instalign.pixel_decoder as pd
     from mmcv.ops import MultiScaleDeformableAttention
+
+    from mmrefer.models import HostShapeMultiScaleDeformableAttention
+    from mmrefer.models.mixed_precision import fp32_submodules
     model, batches = _model_and_batch(QUICKSTART['instalign'], synthref_root, 2, paper=False)
     attn = [m for m in model.head.pixel_decoder.modules()
             if isinstance(m, MultiScaleDeformableAttention)]
-    assert attn
-    seen = []
+    assert attn and all(isinstance(m, HostShapeMultiScaleDeformableAttention) for m in attn)
+    seen, proj = [], []
+    orig = pd.mmcv_msda.multi_scale_deformable_attn_pytorch
+
+    def spy(value, shapes, loc, w):
+        seen.append({value.dtype, loc.dtype, w.dtype})
+        return orig(value, shapes, loc, w)
+
     for m in attn:
-        m.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+        m.value_proj.register_forward_hook(lambda mod, args, out: proj.append(out.dtype))
     data = model.data_preprocessor(next(batches), training=True)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        model.loss(data['inputs'], data['data_samples'])
-    assert seen and set(seen) == {torch.float32}
+    pd.mmcv_msda.multi_scale_deformable_attn_pytorch = spy
+    try:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model.loss(data['inputs'], data['data_samples'])
+    finally:
+        pd.mmcv_msda.multi_scale_deformable_attn_pytorch = orig
+    assert len(seen) == len(attn) and all(s == {torch.float32} for s in seen)
+    assert proj and set(proj) == {torch.bfloat16}
+    # a plain mmcv module is wrapped whole (fp32 output), ours are left alone
+    plain = torch.nn.ModuleList([MultiScaleDeformableAttention(embed_dims=32, num_heads=4,
+                                                               num_levels=1, num_points=1,
+                                                               batch_first=True)])
+    assert fp32_submodules(plain, MultiScaleDeformableAttention,
+                           exclude=HostShapeMultiScaleDeformableAttention) == 1
+    assert fp32_submodules(torch.nn.ModuleList(attn), MultiScaleDeformableAttention,
+                           exclude=HostShapeMultiScaleDeformableAttention) == 0
+    shapes = torch.tensor([[2, 3]])
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        out = plain[0](torch.randn(1, 4, 32), reference_points=torch.rand(1, 4, 1, 2),
+                       spatial_shapes=shapes, level_start_index=shapes.new_zeros(1),
+                       value=torch.randn(1, 6, 32))
+    assert out.dtype == torch.float32

@@ -10,6 +10,8 @@ section                                module
 3.5 adaptive instance aggregation       ``instance_aggregation.AdaptiveInstanceAggregation``
 3.6 no-target predictor                 ``no_target_predictor.NoTargetPredictor``
 3.2 pixel decoder                       ``pixel_decoder.HostShapeMSDeformAttnPixelDecoder``
+                                        (its attention:
+                                        ``HostShapeMultiScaleDeformableAttention``)
 3.2-3.7 head                            ``instalign_head.InstAlignHead``
 3.1 the whole model                     ``instalign.InstAlign``
 =====================================  ===================================================
@@ -20,11 +22,13 @@ from .instance_aggregation import AdaptiveInstanceAggregation
 from .instance_supervision import (PhraseAlignedInstanceSupervision, PhraseAlignmentCost,
                                    PhraseAlignmentLoss, ScoreBCECost)
 from .no_target_predictor import NoTargetPredictor
-from .pixel_decoder import HostShapeMSDeformAttnPixelDecoder
+from .pixel_decoder import (HostShapeMSDeformAttnPixelDecoder,
+                            HostShapeMultiScaleDeformableAttention)
 from .phrase_object_transformer import PhraseObjectTransformer, phrase_object_alignment
 
 __all__ = [
     'InstAlign', 'InstAlignHead', 'PhraseObjectTransformer', 'phrase_object_alignment',
     'AdaptiveInstanceAggregation', 'NoTargetPredictor', 'ScoreBCECost', 'PhraseAlignmentCost',
-    'PhraseAlignmentLoss', 'PhraseAlignedInstanceSupervision', 'HostShapeMSDeformAttnPixelDecoder'
+    'PhraseAlignmentLoss', 'PhraseAlignedInstanceSupervision', 'HostShapeMSDeformAttnPixelDecoder',
+    'HostShapeMultiScaleDeformableAttention'
 ]

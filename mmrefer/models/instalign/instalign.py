@@ -23,6 +23,7 @@ from torch import Tensor
 from mmrefer.registry import MODELS
 from ..language_models.text_path import token_words, tokenize_samples
 from ..mixed_precision import fp32_submodules
+from .pixel_decoder import HostShapeMultiScaleDeformableAttention
 
 
 @MODELS.register_module()
@@ -46,8 +47,11 @@ class InstAlign(BaseDetector):
         head.update(text_channels=self.text_encoder.embed_dims, train_cfg=train_cfg,
                     test_cfg=test_cfg)
         self.head = MODELS.build(head)
-        # mmcv's deformable-attention CUDA kernel takes no bf16: it runs in fp32 under autocast
-        fp32_submodules(self.head.pixel_decoder, MultiScaleDeformableAttention)
+        # mmcv's deformable-attention CUDA kernel takes no bf16: a plain mmcv module (another
+        # pixel decoder in the config) runs in fp32 under autocast; the host-shape one of
+        # HostShapeMSDeformAttnPixelDecoder keeps only its sampling in fp32
+        fp32_submodules(self.head.pixel_decoder, MultiScaleDeformableAttention,
+                        exclude=HostShapeMultiScaleDeformableAttention)
 
     def init_weights(self) -> None:
         """Check the Swin file of ``model.backbone.init_cfg`` first: mmdet's Swin loads it

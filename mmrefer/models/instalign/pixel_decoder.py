@@ -1,5 +1,5 @@
 """Pixel decoder of InstAlign (section 3.2): mmdet's ``MSDeformAttnPixelDecoder`` with the level
-sizes kept on the host.
+sizes kept on the host, down to its deformable attention.
 
 mmdet's forward reads each level's ``(h_l, w_l)`` as a device tensor
 (``torch._shape_as_tensor(feat)``) and then splits and reshapes the encoder memory by those
@@ -8,6 +8,16 @@ levels, each one stalling the CPU until the GPU has caught up. Here the sizes ar
 of ``feat.shape``; the two tensors the deformable attention takes (``spatial_shapes``,
 ``level_start_index``) are built on the device from them (a host -> device copy, no read). The
 modules, parameters, state-dict keys and arithmetic are mmdet's (the output is equal bitwise).
+
+The encoder's attention, :class:`HostShapeMultiScaleDeformableAttention`, is mmcv's
+``MultiScaleDeformableAttention`` (same arguments and weights) given those ints too
+(``spatial_sizes``). mmcv's reads the sizes back once per layer for a shape check and, on its
+pure-PyTorch path (the CPU, or a GPU without the compiled ops), nine more times with three levels
+to split and reshape the memory: 60 waits per step of the paper config on an H200
+(docs/benchmarks.md), and the breaks that kept ``torch.compile`` and ``torch.export`` from
+tracing it. Under autocast only its sampling (``sum_l sum_k A_lqk * V_l(p_q + Delta p_lqk)``,
+mmcv's CUDA op or its ``grid_sample`` path) is an fp32 island, the CUDA op having no bf16
+kernel; the value / offset / weight / output projections follow autocast.
 
 One difference, where mmdet cannot run: mmdet builds ``lateral_convs`` / ``output_convs`` from
 the coarsest FPN level down but indexes them by the input level, so with more than one level
@@ -25,22 +35,112 @@ Shapes (``L`` encoder levels, coarsest first; ``Q = sum_l h_l w_l``)::
                           multi_scale_features: list of num_outs [B, C, h, w], coarse -> fine
 """
 from itertools import accumulate
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import mmcv.ops.multi_scale_deform_attn as mmcv_msda
 import torch
 import torch.nn.functional as F
+from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from torch import Tensor
 
 from mmrefer.registry import MODELS
+from ..mixed_precision import fp32_island
 
-__all__ = ['HostShapeMSDeformAttnPixelDecoder']
+__all__ = ['HostShapeMSDeformAttnPixelDecoder', 'HostShapeMultiScaleDeformableAttention']
+
+
+@fp32_island
+def _deformable_sampling(value: Tensor, spatial_shapes: Tensor, sizes: Sequence[Tuple[int, int]],
+                         level_start_index: Tensor, locations: Tensor, weights: Tensor,
+                         im2col_step: int) -> Tensor:
+    """mmcv's sampling: its CUDA (or MLU) op where mmcv would take it, else its pure-PyTorch
+    function given the host sizes (a list of ``(h, w)`` ints serves it as the tensor does).
+    Looked up in mmcv's module at each call, as mmcv's own forward does."""
+    if ((mmcv_msda.IS_CUDA_AVAILABLE and value.is_cuda)
+            or (mmcv_msda.IS_MLU_AVAILABLE and value.is_mlu)):
+        return mmcv_msda.MultiScaleDeformableAttnFunction.apply(
+            value, spatial_shapes, level_start_index, locations, weights, im2col_step)
+    return mmcv_msda.multi_scale_deformable_attn_pytorch(value, sizes, locations, weights)
+
+
+@MODELS.register_module()
+class HostShapeMultiScaleDeformableAttention(MultiScaleDeformableAttention):
+    """mmcv's ``MultiScaleDeformableAttention`` (same arguments, weights and arithmetic) that
+    takes the level sizes as host ints as well: ``spatial_sizes``, a list of ``(h_l, w_l)``.
+
+    Shapes (``batch_first``; ``Q`` queries, ``V = sum_l h_l w_l`` values, ``M`` heads, ``L``
+    levels, ``K`` points): query ``[B, Q, C]``, value ``[B, V, C]``, reference points
+    ``[B, Q, L, 2]`` (or ``4``: boxes), ``spatial_shapes`` ``[L, 2]`` long on the device;
+    sampling locations ``[B, Q, M, L, K, 2]``, weights ``[B, Q, M, L, K]`` (softmax over
+    ``L K``); returns ``[B, Q, C]``. Without ``spatial_sizes`` the sizes are read back once.
+    """
+
+    def forward(self, query: Tensor, key: Optional[Tensor] = None,
+                value: Optional[Tensor] = None, identity: Optional[Tensor] = None,
+                query_pos: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None,
+                reference_points: Optional[Tensor] = None,
+                spatial_shapes: Optional[Tensor] = None,
+                level_start_index: Optional[Tensor] = None,
+                spatial_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                **kwargs) -> Tensor:
+        if spatial_sizes is None:
+            spatial_sizes = [tuple(s) for s in spatial_shapes.tolist()]
+        value = query if value is None else value
+        identity = query if identity is None else identity
+        if query_pos is not None:
+            query = query + query_pos
+        if not self.batch_first:
+            query, value = query.permute(1, 0, 2), value.permute(1, 0, 2)
+        B, Q, _ = query.shape
+        V = value.shape[1]
+        if sum(h * w for h, w in spatial_sizes) != V:
+            raise ValueError(f'{type(self).__name__}: spatial_sizes {list(spatial_sizes)} '
+                             f'cover {sum(h * w for h, w in spatial_sizes)} values, the value '
+                             f'tensor has {V}')
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.0)
+        value = value.view(B, V, self.num_heads, -1)
+        M, L, K = self.num_heads, self.num_levels, self.num_points
+        offsets = self.sampling_offsets(query).view(B, Q, M, L, K, 2)
+        weights = self.attention_weights(query).view(B, Q, M, L * K).softmax(-1)
+        weights = weights.view(B, Q, M, L, K)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = (reference_points[:, :, None, :, None, :]
+                         + offsets / normalizer[None, None, None, :, None, :])
+        elif reference_points.shape[-1] == 4:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / K * reference_points[:, :, None, :, None, 2:] * 0.5)
+        else:
+            raise ValueError(f'{type(self).__name__}: reference_points must end in 2 or 4, '
+                             f'got shape {tuple(reference_points.shape)}')
+        output = _deformable_sampling(value, spatial_shapes, spatial_sizes, level_start_index,
+                                      locations, weights, self.im2col_step)
+        output = self.output_proj(output)
+        if not self.batch_first:
+            output = output.permute(1, 0, 2)
+        return self.dropout(output) + identity
 
 
 @MODELS.register_module()
 class HostShapeMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     """``MSDeformAttnPixelDecoder`` (same arguments and weights) without host reads in
-    ``forward`` (see the module docstring)."""
+    ``forward``; its encoder layers' attention is :class:`HostShapeMultiScaleDeformableAttention`
+    (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for layer in self.encoder.layers:
+            old = layer.self_attn
+            if type(old) is MultiScaleDeformableAttention:
+                # same weights, and the random stream the rest of the model is built from
+                # stays the one mmdet's class leaves
+                with torch.random.fork_rng(devices=[]):
+                    new = HostShapeMultiScaleDeformableAttention(**layer.self_attn_cfg)
+                new.load_state_dict(old.state_dict())
+                layer.self_attn = new
 
     def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         B, device = feats[0].shape[0], feats[0].device
@@ -73,7 +173,8 @@ class HostShapeMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             spatial_shapes=spatial_shapes,
             reference_points=reference_points,
             level_start_index=level_start_index,
-            valid_ratios=reference_points.new_ones((B, self.num_encoder_levels, 2)))
+            valid_ratios=reference_points.new_ones((B, self.num_encoder_levels, 2)),
+            spatial_sizes=sizes)
         memory = memory.permute(0, 2, 1)  # [B, C, Q]
         outs = [m.reshape(B, -1, h, w)
                 for m, (h, w) in zip(memory.split(counts, dim=-1), sizes)]

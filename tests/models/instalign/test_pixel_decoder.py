@@ -1,5 +1,6 @@
 """HostShapeMSDeformAttnPixelDecoder: mmdet's MSDeformAttnPixelDecoder (same keys, equal output)
-without the device -> host reads of mmdet's forward (the level sizes stay Python ints)."""
+without the device -> host reads of mmdet's forward (the level sizes stay Python ints), down to
+its deformable attention (HostShapeMultiScaleDeformableAttention against mmcv's)."""
 import copy
 
 import pytest
@@ -8,7 +9,10 @@ from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmengine.config import ConfigDict
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmrefer.models import HostShapeMSDeformAttnPixelDecoder
+from mmcv.ops import MultiScaleDeformableAttention
+
+from mmrefer.models import (HostShapeMSDeformAttnPixelDecoder,
+                            HostShapeMultiScaleDeformableAttention)
 from mmrefer.registry import MODELS
 
 CFG = dict(in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32], feat_channels=32,
@@ -64,7 +68,11 @@ def test_equals_mmdet_and_reads_nothing_back(size):
         assert torch.equal(a, b)
     # mmdet reads 3 per level (split size + reshape h, w); mmcv's deformable attention reads
     # its shape assert (1 per layer) and, on the CPU path taken here, the level sizes again
-    assert mm.n - host.n == 9, (mm.n, host.n)
+    # (3 levels: 3 split sizes + 6 reshape sizes); ours reads nothing
+    layers = ours.encoder.num_layers
+    assert all(type(layer.self_attn) is HostShapeMultiScaleDeformableAttention
+               for layer in ours.encoder.layers)
+    assert (mm.n, host.n) == (9 + 10 * layers, 0), (mm.n, host.n)
 
 
 def test_two_fpn_levels_use_the_convolutions_built_for_them():
@@ -102,3 +110,88 @@ def test_two_fpn_levels_use_the_convolutions_built_for_them():
             # unswapped, mmdet's result differs: the convs matter
             ref.load_state_dict(ours.state_dict(), strict=True)
             assert not torch.allclose(ref(feats)[0], mask)
+
+
+ATTN = dict(embed_dims=32, num_heads=4, num_levels=3, num_points=2, dropout=0.0)
+
+
+def _attn_inputs(B, sizes, Q=7, box=False, batch_first=True):
+    V = sum(h * w for h, w in sizes)
+    query, value = torch.randn(B, Q, 32), torch.randn(B, V, 32)
+    if not batch_first:
+        query, value = query.transpose(0, 1), value.transpose(0, 1)
+    ref = torch.rand(B, Q, len(sizes), 4 if box else 2)
+    shapes = torch.tensor(sizes)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    mask = torch.zeros(B, V, dtype=torch.bool)
+    mask[0, -3:] = True
+    return dict(query=query, value=value, query_pos=torch.randn_like(query),
+                key_padding_mask=mask, reference_points=ref, spatial_shapes=shapes,
+                level_start_index=starts)
+
+
+@pytest.mark.parametrize('batch_first,box', [(True, False), (False, False), (True, True)])
+def test_attention_equals_mmcv_and_reads_nothing_back(batch_first, box):
+    """Same keys and output as mmcv's module (both reference-point forms, either layout, a
+    padding mask), no read back with the host sizes, one (the sizes) without them."""
+    torch.manual_seed(0)
+    sizes = [(5, 7), (3, 4), (2, 2)]
+    ref = MultiScaleDeformableAttention(**ATTN, batch_first=batch_first).eval()
+    ref.init_weights()
+    with torch.no_grad():  # away from mmcv's zero / grid start, so the sampling moves
+        ref.sampling_offsets.weight.normal_(0, 0.5)
+    ours = HostShapeMultiScaleDeformableAttention(**ATTN, batch_first=batch_first).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    inputs = _attn_inputs(2, sizes, box=box, batch_first=batch_first)
+    with torch.no_grad():
+        expected = ref(**inputs)
+        with ScalarReads() as host:
+            out = ours(**inputs, spatial_sizes=sizes)
+        with ScalarReads() as no_sizes:
+            out2 = ours(**inputs)
+    assert torch.equal(out, expected) and torch.equal(out2, expected)
+    assert host.n == 0 and no_sizes.n <= 1, (host.n, no_sizes.n)
+
+
+def test_attention_names_sizes_that_do_not_fit_the_value():
+    attn = HostShapeMultiScaleDeformableAttention(**ATTN, batch_first=True)
+    inputs = _attn_inputs(1, [(5, 7), (3, 4), (2, 2)])
+    with pytest.raises(ValueError, match=r'spatial_sizes \[\(5, 7\), \(3, 4\), \(2, 3\)\] '
+                                         r'cover 53 values, the value tensor has 51'):
+        attn(**inputs, spatial_sizes=[(5, 7), (3, 4), (2, 3)])
+
+
+def test_attention_samples_in_fp32_and_projects_in_bf16_under_autocast():
+    """mmcv's CUDA sampling op takes no bf16: under autocast the sampling gets fp32 value,
+    locations and weights, while the four projections run in bf16; the output stays within
+    bf16 rounding of the fp32 output."""
+    import mmrefer.models.instalign.pixel_decoder as pd
+    torch.manual_seed(0)
+    sizes = [(5, 7), (3, 4), (2, 2)]
+    attn = HostShapeMultiScaleDeformableAttention(**ATTN, batch_first=True).eval()
+    attn.init_weights()
+    inputs = _attn_inputs(2, sizes)
+    seen, proj = [], []
+    orig = pd.mmcv_msda.multi_scale_deformable_attn_pytorch
+
+    def spy(value, shapes, loc, w):
+        seen.append((value.dtype, loc.dtype, w.dtype, shapes))
+        return orig(value, shapes, loc, w)
+
+    for name in ('value_proj', 'sampling_offsets', 'attention_weights', 'output_proj'):
+        getattr(attn, name).register_forward_hook(
+            lambda m, a, out, name=name: proj.append((name, out.dtype)))
+    with torch.no_grad():
+        fp32 = attn(**inputs, spatial_sizes=sizes)
+        proj.clear()
+        pd.mmcv_msda.multi_scale_deformable_attn_pytorch = spy
+        try:
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                bf16 = attn(**inputs, spatial_sizes=sizes)
+        finally:
+            pd.mmcv_msda.multi_scale_deformable_attn_pytorch = orig
+    assert seen == [(torch.float32, torch.float32, torch.float32, sizes)]
+    assert dict(proj) == dict.fromkeys(
+        ('value_proj', 'sampling_offsets', 'attention_weights', 'output_proj'), torch.bfloat16)
+    err = (bf16.float() - fp32).abs().max() / fp32.abs().max()
+    assert err < 0.02, err
