@@ -36,6 +36,28 @@ def route(x: Tensor, sizes: Sequence[int], fns: Sequence[Callable[[Tensor], Tens
     return torch.cat([fns[g](chunks[g]) for g in live], dim=1)
 
 
+def chain(*fns: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``chain(f, g)(t) = g(f(t))``: two per-group steps in one :func:`route`, so the tokens of
+    a group go from one to the other without a concatenation and a split in between (each a
+    copy of the whole sequence)."""
+
+    def run(t: Tensor) -> Tensor:
+        for fn in fns:
+            t = fn(t)
+        return t
+
+    return run
+
+
+def cat_live(parts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
+    """Concatenate the non-``None`` parts along dim 1 (``None`` when there are none; a single
+    part is returned as it is)."""
+    live = [t for t in parts if t is not None]
+    if not live:
+        return None
+    return live[0] if len(live) == 1 else torch.cat(live, dim=1)
+
+
 class Multiway(nn.Module):
     """Container of a vision expert ``A`` and a language expert ``B`` (built by ``build`` or
     ``build_b``)."""
@@ -62,7 +84,9 @@ class ExpertFFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x = self.fc1(x.reshape(-1, shape[-1]))
-        x = F.gelu(x.float()).type_as(x)  # gelu in float32, as torchscale
+        # gelu in float32, as torchscale; torch's bf16 gelu computes in float32 and rounds once,
+        # the same values (checked bitwise) without two copies of the F-wide activation
+        x = F.gelu(x) if x.dtype == torch.bfloat16 else F.gelu(x.float()).type_as(x)
         x = self.ffn_layernorm(self.act_drop(x))
         return self.drop(self.fc2(x).view(shape))
 
@@ -114,14 +138,21 @@ class MultiwayAttention(nn.Module):
         b, n, c = t.shape
         return t.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, x: Tensor, split: Sequence[int],
+    @staticmethod
+    def _experts(fns: Sequence[Callable[[Tensor], Tensor]],
+                 parts: Sequence[Optional[Tensor]]) -> Tensor:
+        """``fns[e]`` on the tokens of expert ``e`` (``None``: it has none), in token order."""
+        return cat_live([f(t) if t is not None else None for f, t in zip(fns, parts)])
+
+    def forward(self, parts: Sequence[Optional[Tensor]],
                 key_padding_mask: Optional[Tensor] = None) -> Tensor:
-        b, n, c = x.shape
-
-        def proj(m: Multiway, t: Tensor) -> Tensor:
-            return route(t, split, [m.A, m.B])
-
-        q, k, v = (self._heads(proj(m, x)) for m in (self.q_proj, self.k_proj, self.v_proj))
+        """``parts = (a, b)``: the (normalised) tokens of expert ``A`` ``[B, n_A, C]`` and of
+        expert ``B`` ``[B, n_B, C]``, in sequence order, either ``None`` when empty. Returns
+        ``[B, n_A + n_B, C]``. Each expert's tokens arrive whole, so each projection takes
+        them without a split of the joint sequence."""
+        q, k, v = (self._heads(self._experts((m.A, m.B), parts))
+                   for m in (self.q_proj, self.k_proj, self.v_proj))
+        b, _, n, _ = q.shape
         keep = None
         if key_padding_mask is not None:  # SDPA's boolean mask: True = attend
             keep = ~key_padding_mask[:, None, None, :].to(torch.bool)
@@ -129,9 +160,10 @@ class MultiwayAttention(nn.Module):
         o = F.scaled_dot_product_attention(
             q, k, v, attn_mask=keep, scale=self.scaling,
             dropout_p=self.attn_drop.p if self.training else 0.0)
-        o = o.transpose(1, 2).reshape(b, n, c)
-        o = proj(self.inner_attn_ln, o)
-        return proj(self.out_proj, o)
+        o = o.transpose(1, 2).reshape(b, n, -1)
+        n_a = 0 if parts[0] is None else parts[0].shape[1]
+        ln, out = self.inner_attn_ln, self.out_proj
+        return route(o, [n_a, n - n_a], [chain(ln.A, out.A), chain(ln.B, out.B)])
 
 
 class EncoderLayer(nn.Module):
@@ -162,12 +194,15 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, sizes: Sequence[int],
                 key_padding_mask: Optional[Tensor] = None) -> Tensor:
-        split = [sizes[0], sum(sizes[1:])]  # attention projections: A | B for text + latents
-        h = route(x, sizes, self._group_fns('self_attn_layer_norm', len(sizes)))
-        h = self.drop(self.self_attn(h, split, key_padding_mask))
+        # each group normalised by its own LN; the attention projections take group 0 through
+        # expert A and the text and latent groups together through B
+        norms = self._group_fns('self_attn_layer_norm', len(sizes))
+        chunks = torch.split(x, list(sizes), dim=1)
+        normed = [norms[g](c) if sizes[g] else None for g, c in enumerate(chunks)]
+        h = self.drop(self.self_attn((normed[0], cat_live(normed[1:])), key_padding_mask))
         x = x + drop_path(h, self.drop_path, self.training)
-        h = route(x, sizes, self._group_fns('final_layer_norm', len(sizes)))
-        h = route(h, sizes, self._group_fns('ffn', len(sizes)))
+        h = route(x, sizes, [chain(ln, ffn) for ln, ffn in zip(
+            self._group_fns('final_layer_norm', len(sizes)), self._group_fns('ffn', len(sizes)))])
         return x + drop_path(h, self.drop_path, self.training)
 
 

@@ -429,3 +429,39 @@ def test_registered():
     m = MODELS.build(dict(type='BEiT3', arch=TINY, img_size=IMG, patch_size=PATCH,
                           vocab_size=VOCAB))
     assert isinstance(m, BEiT3)
+
+
+def test_bf16_ffn_gelu_equals_torchscales_float32_gelu():
+    """Under bf16 autocast the expert FFN applies torch's bf16 GELU directly (it computes in
+    float32 and rounds once), which gives torchscale's ``gelu(x.float()).type_as(x)`` bitwise
+    without two copies of the 4C-wide activation; the whole model agrees with a forward that
+    uses torchscale's form."""
+    from mmrefer.models.backbones import _beit3_layers as layers
+    m = tiny(num_latent_groups=1)
+    ids, img, pad = inputs()
+    lat = torch.randn(ids.shape[0], 3, TINY['embed_dims'])
+    x = (torch.randn(4096) * 4).bfloat16()
+    assert torch.equal(F.gelu(x), F.gelu(x.float()).type_as(x))
+
+    def torchscale_ffn(self, t):
+        shape = t.shape
+        t = self.fc1(t.reshape(-1, shape[-1]))
+        t = F.gelu(t.float()).type_as(t)
+        return self.drop(self.fc2(self.ffn_layernorm(self.act_drop(t))).view(shape))
+
+    def run():
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            v, t = m.embed(ids, img)
+            x = torch.cat([v, t, lat], 1)
+            mask = torch.cat([torch.zeros(3, v.shape[1], dtype=torch.bool), pad,
+                              torch.zeros(3, 3, dtype=torch.bool)], 1)
+            return m.forward_layers(x, [v.shape[1], t.shape[1], 3], mask)
+
+    ours = run()
+    orig = layers.ExpertFFN.forward
+    layers.ExpertFFN.forward = torchscale_ffn
+    try:
+        ref = run()
+    finally:
+        layers.ExpertFFN.forward = orig
+    assert torch.equal(ours, ref)
