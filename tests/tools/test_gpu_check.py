@@ -449,3 +449,48 @@ def test_follow_up_call_without_the_mmcv_build(tmp_path):
                              timeout=60)
         assert bad.returncode == 2 and bad_args[1].split()[-1] in bad.stderr, bad.stderr
         assert not (tmp_path / 'bad').exists()
+
+
+def test_profile_summary_counts_kernels_once_and_against_the_timed_step(monkeypatch):
+    """On CUDA the summary sums the kernels' device time, leaving out user-annotated ranges
+    (``Optimizer.step#AdamW.step`` spans the optimizer's kernels: counting it would count them
+    twice), and relates it to the profiled step and to the median step timed without the
+    profiler (fake profiler events here: no GPU in CI)."""
+    import types
+
+    import torch
+    import torch.profiler
+
+    def ev(key, device_us, annotation=False, dev='DeviceType.CUDA'):
+        return types.SimpleNamespace(key=key, count=2, self_device_time_total=device_us,
+                                     self_cpu_time_total=0, device_type=dev,
+                                     is_user_annotation=annotation)
+
+    events = [ev('gemm', 30000), ev('copy', 10000),
+              ev('Optimizer.step#AdamW.step', 25000, annotation=True),
+              ev('cudaLaunchKernel', 0, dev='DeviceType.CPU')]
+
+    class FakeProfile:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def key_averages(self):
+            return events
+
+    clock = iter([0.0, 0.1])  # 100 ms for 2 profiled steps: 50 ms per step
+    monkeypatch.setattr(torch.profiler, 'profile', FakeProfile)
+    monkeypatch.setattr(gpu_check, '_sync', lambda device: None)
+    monkeypatch.setattr(gpu_check.time, 'perf_counter', lambda: next(clock))
+    res = gpu_check.profile_summary(lambda: None, torch.device('cuda'), steps=2,
+                                    timed_step_ms=25.0)
+    assert [k['name'] for k in res['top_kernels']] == ['gemm', 'copy']
+    assert res['kernel_ms_per_step'] == 20.0  # (30 + 10) ms over 2 steps
+    assert res['gpu_busy_pct'] == 40.0  # of the 50 ms profiled step
+    assert res['kernel_pct_of_timed_step'] == 80.0  # of the 25 ms timed step
+    assert [k['share_pct'] for k in res['top_kernels']] == [75.0, 25.0]
