@@ -23,20 +23,58 @@ kernel takes no bf16 (the sampling alone in ``HostShapeMultiScaleDeformableAtten
 mmcv module whole, through :func:`fp32_submodules`).
 
 BEiT-3 already runs its GELU in fp32 (as torchscale does); softmax, layer norm and
-``binary_cross_entropy_with_logits`` are fp32 under autocast by torch's own policy.
+``binary_cross_entropy_with_logits`` are fp32 under autocast by torch's own policy. Two helpers
+save copies without changing what is computed in fp32: :func:`autocast_input` casts a tensor
+that several matrix products share once (autocast would cast it for each), and
+:func:`low_precision_layer_norm` normalises a tensor that is already bf16 / fp16 without
+autocast's round trip through fp32 (the kernel computes its statistics in fp32 anyway).
 """
 import contextlib
 import functools
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ['fp32_island', 'fp32_submodules', 'autocast_enabled']
+__all__ = ['fp32_island', 'fp32_submodules', 'autocast_enabled', 'autocast_input',
+           'low_precision_layer_norm']
+
+_LOW = (torch.bfloat16, torch.float16)
 
 
 def autocast_enabled() -> bool:
     """Whether any autocast (CPU or CUDA) is on in this thread."""
     return torch.is_autocast_enabled('cpu') or torch.is_autocast_enabled('cuda')
+
+
+def autocast_input(x: Tensor) -> Tensor:
+    """``x`` cast to the autocast dtype of its device when autocast is on there and ``x`` is
+    fp32 (else ``x``): the cast each autocast matrix product would make, made once for a tensor
+    that several of them take (BEiT-3's q / k / v projections)."""
+    dev = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(dev):
+        return x.to(torch.get_autocast_dtype(dev))
+    return x
+
+
+def low_precision_layer_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    """``norm(x)`` that keeps a bf16 / fp16 ``x`` in its dtype under autocast.
+
+    Autocast runs layer norm in fp32: it copies ``x`` to fp32 and returns fp32, which the next
+    bf16 matrix product copies back. Here the statistics are still computed in fp32 (torch's
+    kernels accumulate low-precision inputs in fp32) and the output is rounded once; the
+    weight and bias, and so their gradients, are rounded to ``x``'s dtype (the parameters
+    stay fp32). For BEiT-3's FFN sub-LN, whose input (the
+    4C-wide GELU output) is already bf16 and whose output goes to ``fc2``. Outside autocast, or
+    for an fp32 ``x``, it is ``norm(x)``."""
+    dev = x.device.type
+    if x.dtype not in _LOW or not torch.is_autocast_enabled(dev):
+        return norm(x)
+    w = None if norm.weight is None else norm.weight.to(x.dtype)
+    b = None if norm.bias is None else norm.bias.to(x.dtype)
+    with torch.autocast(dev, enabled=False):
+        return F.layer_norm(x, norm.normalized_shape, w, b, norm.eps)
 
 
 def _to_fp32(x):

@@ -10,6 +10,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from e2e_helpers import QUICKSTART, ROOT
 
@@ -167,3 +168,51 @@ def test_instalign_deformable_sampling_runs_in_fp32_under_autocast(synthref_root
                        spatial_shapes=shapes, level_start_index=shapes.new_zeros(1),
                        value=torch.randn(1, 6, 32))
     assert out.dtype == torch.float32
+
+
+def test_autocast_input_casts_once_what_autocast_would_cast():
+    from mmrefer.models.mixed_precision import autocast_input
+    x = torch.randn(3, 5)
+    lin = torch.nn.Linear(5, 4)
+    assert autocast_input(x) is x  # autocast off: untouched
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = autocast_input(x)
+        assert y.dtype == torch.bfloat16 and torch.equal(y, x.bfloat16())
+        assert autocast_input(y) is y  # already low precision
+        assert torch.equal(lin(y), lin(x))  # the product autocast makes from the fp32 input
+        z = x.double()
+        assert autocast_input(z) is z  # only fp32 is cast, as autocast casts
+
+
+def test_low_precision_layer_norm_keeps_bf16_with_fp32_statistics():
+    """Under autocast a bf16 input stays bf16 through the norm (no fp32 round trip): within one
+    bf16 rounding of autocast's fp32 layer norm (the weight and bias rounded to bf16 too),
+    gradients reach the fp32 parameters; outside autocast, or for fp32 input, it is the
+    module itself."""
+    from mmrefer.models.mixed_precision import low_precision_layer_norm
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(3072)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+        norm.bias.normal_(0.0, 0.3)
+    x = (torch.randn(8, 3072) * 3 + 1).bfloat16()
+    assert torch.equal(low_precision_layer_norm(norm, x), norm(x))  # autocast off: the module
+    xf = x.float()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(low_precision_layer_norm(norm, xf), norm(xf))  # fp32 input
+        out = low_precision_layer_norm(norm, x)
+    assert out.dtype == torch.bfloat16
+    # fp32 statistics and arithmetic on the same bf16 input, weight and bias rounded to bf16:
+    # the output differs from it by the final rounding only (half a bf16 spacing, 2^-9 |y|)
+    ref = F.layer_norm(xf, (3072, ), norm.weight.bfloat16().float(),
+                       norm.bias.bfloat16().float(), norm.eps)
+    assert ((out.float() - ref).abs() <= ref.abs() * 2.0**-8 + 1e-6).all()
+    # and from autocast's fp32 layer norm (CUDA's policy) by the rounding of weight and bias
+    # too: within one bf16 spacing at the output's scale
+    full = norm(xf)
+    assert (out.float() - full).abs().max() <= full.abs().max() * 2.0**-7
+    x.requires_grad_(True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low_precision_layer_norm(norm, x).float().square().sum().backward()
+    assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32
+    assert norm.bias.grad.abs().sum() > 0 and x.grad.abs().sum() > 0

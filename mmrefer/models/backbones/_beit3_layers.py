@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..mixed_precision import autocast_input, low_precision_layer_norm
+
 
 def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     """Stochastic depth: zero the whole residual branch of a sample with probability ``p``
@@ -87,7 +89,8 @@ class ExpertFFN(nn.Module):
         # gelu in float32, as torchscale; torch's bf16 gelu computes in float32 and rounds once,
         # the same values (checked bitwise) without two copies of the F-wide activation
         x = F.gelu(x) if x.dtype == torch.bfloat16 else F.gelu(x.float()).type_as(x)
-        x = self.ffn_layernorm(self.act_drop(x))
+        # under autocast the F-wide activation stays bf16 through the sub-LN into fc2
+        x = low_precision_layer_norm(self.ffn_layernorm, self.act_drop(x))
         return self.drop(self.fc2(x).view(shape))
 
 
@@ -199,7 +202,10 @@ class EncoderLayer(nn.Module):
         norms = self._group_fns('self_attn_layer_norm', len(sizes))
         chunks = torch.split(x, list(sizes), dim=1)
         normed = [norms[g](c) if sizes[g] else None for g, c in enumerate(chunks)]
-        h = self.drop(self.self_attn((normed[0], cat_live(normed[1:])), key_padding_mask))
+        # each expert's tokens cast once for the three projections (autocast casts for each)
+        parts = [None if t is None else autocast_input(t)
+                 for t in (normed[0], cat_live(normed[1:]))]
+        h = self.drop(self.self_attn(parts, key_padding_mask))
         x = x + drop_path(h, self.drop_path, self.training)
         h = route(x, sizes, [chain(ln, ffn) for ln, ffn in zip(
             self._group_fns('final_layer_norm', len(sizes)), self._group_fns('ffn', len(sizes)))])

@@ -443,11 +443,12 @@ def test_bf16_ffn_gelu_equals_torchscales_float32_gelu():
     x = (torch.randn(4096) * 4).bfloat16()
     assert torch.equal(F.gelu(x), F.gelu(x.float()).type_as(x))
 
-    def torchscale_ffn(self, t):
+    def torchscale_ffn(self, t):  # the GELU of torchscale, the rest as ExpertFFN
         shape = t.shape
         t = self.fc1(t.reshape(-1, shape[-1]))
         t = F.gelu(t.float()).type_as(t)
-        return self.drop(self.fc2(self.ffn_layernorm(self.act_drop(t))).view(shape))
+        t = layers.low_precision_layer_norm(self.ffn_layernorm, self.act_drop(t))
+        return self.drop(self.fc2(t).view(shape))
 
     def run():
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
