@@ -84,6 +84,12 @@ def test_dry_run_measures_every_path(dry_run):
         for prof in entry['profiles'].values():
             ops = prof['top_cpu_ops']
             assert ops and all(o['ms_per_step'] >= 0 for o in ops)
+            # the time of each part of the model (its forward ranges)
+            parts = {r['name']: r for r in prof['module_ranges']}
+            assert {'data_preprocessor', 'head'} <= set(parts), parts
+            # Latent-VG calls BEiT-3's methods, not its forward: its layers have the ranges
+            enc = 'backbone' if entry is ia else 'backbone.encoder.layers.*'
+            assert parts[enc]['cpu_ms_per_step'] > 0, parts
             assert sum(o['share_pct'] for o in ops) <= 100.5
         o = entry['overfit']
         assert o['iters_done'] == o['iters'] == len(o['curve']) == 3
@@ -494,3 +500,45 @@ def test_profile_summary_counts_kernels_once_and_against_the_timed_step(monkeypa
     assert res['gpu_busy_pct'] == 40.0  # of the 50 ms profiled step
     assert res['kernel_pct_of_timed_step'] == 80.0  # of the 25 ms timed step
     assert [k['share_pct'] for k in res['top_kernels']] == [75.0, 25.0]
+
+
+def test_profile_summary_attributes_time_to_the_models_parts():
+    """With the model, the summary reports each direct child's forward range (calls and
+    inclusive CPU time per step; the GPU span on CUDA), keeps those ranges out of the op lists,
+    and leaves no hook behind."""
+    import torch
+
+    class Part(torch.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.lin = torch.nn.Linear(n, n)
+
+        def forward(self, x):
+            for _ in range(20):
+                x = torch.tanh(self.lin(x))
+            return x
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = Part(64), Part(8)
+
+        def forward(self, x):
+            return self.head(self.backbone(x)[:, :8])
+
+    model = Model()
+    x = torch.randn(32, 64)
+    res = gpu_check.profile_summary(lambda: model(x), torch.device('cpu'), steps=2, model=model)
+    parts = {r['name']: r for r in res['module_ranges']}
+    assert set(parts) == {'backbone', 'head', 'backbone.lin', 'head.lin'}
+    assert parts['backbone']['calls_per_step'] == 1.0 and parts['backbone.lin'][
+        'calls_per_step'] == 20.0
+    # inclusive: the part holds its linear layers' time
+    assert parts['backbone']['cpu_ms_per_step'] >= parts['backbone.lin']['cpu_ms_per_step'] > 0
+    assert not any(o['name'].startswith(gpu_check.MODULE_RANGE) for o in res['top_cpu_ops'])
+    assert not model.backbone._forward_pre_hooks and not model.head._forward_hooks
+    # a forward that raises leaves no range or hook open
+    with pytest.raises(RuntimeError):
+        gpu_check.profile_summary(lambda: model(torch.randn(2, 3)), torch.device('cpu'),
+                                  steps=1, model=model)
+    assert not model.backbone._forward_pre_hooks and not model.backbone._forward_hooks

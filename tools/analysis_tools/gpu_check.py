@@ -708,8 +708,49 @@ def sync_audit(fns: dict, device, set_mode=None, top: int = 25) -> dict:
     return out
 
 
+MODULE_RANGE = 'module:'  # the prefix of the profiler ranges :func:`module_ranges` opens
+
+
+@contextlib.contextmanager
+def module_ranges(model, depth: int = 4):
+    """A ``torch.profiler`` range (``record_function('module:<name>')``) around every forward
+    call of the model's submodules whose names have at most ``depth`` parts (``backbone``,
+    ``backbone.encoder.layers.*``, ``head.pixel_decoder``, ...; list indices become ``*``, so
+    the layers of a stack share one range name), so the profile can say which part of the model
+    the time goes to; removed on exit. A module whose ``forward`` is not called (Latent-VG calls
+    BEiT-3's ``embed`` / ``forward_layers``) has no range, its called submodules do."""
+    import re
+
+    from torch.profiler import record_function
+    handles, open_ranges = [], {}
+    for qual, module in model.named_modules():
+        if not qual or qual.count('.') >= depth:
+            continue
+        name = re.sub(r'(?<=\.)\d+(?=\.|$)', '*', qual)
+
+        def pre(mod, args, name=name):
+            rf = record_function(MODULE_RANGE + name)
+            rf.__enter__()
+            open_ranges.setdefault(id(mod), []).append(rf)
+
+        def post(mod, args, out):
+            stack = open_ranges.get(id(mod))
+            if stack:
+                stack.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for stack in open_ranges.values():  # a forward that raised leaves its range open
+            while stack:
+                stack.pop().__exit__(None, None, None)
+
+
 def profile_summary(fn, device, steps: int, top: int = 15,
-                    timed_step_ms: Optional[float] = None) -> dict:
+                    timed_step_ms: Optional[float] = None, model=None) -> dict:
     """``torch.profiler`` over ``steps`` calls of ``fn``: the top kernels by self device time
     (CUDA) and the top CPU ops by self CPU time, each with its share of the total and its time
     per step.
@@ -719,14 +760,20 @@ def profile_summary(fn, device, steps: int, top: int = 15,
     ``gpu_busy_pct`` divides it by the step time under the profiler, whose own CPU work
     lengthens the step (a lower bound); ``kernel_pct_of_timed_step`` by ``timed_step_ms``, the
     median step time measured without the profiler: near 100 the step waits for the GPU's
-    kernels, well below it for the host (launches, Python, synchronisations)."""
+    kernels, well below it for the host (launches, Python, synchronisations).
+
+    With ``model``, ``module_ranges`` gives, per submodule range of :func:`module_ranges`
+    (the ``top`` with the most CPU time), its forward calls' CPU time (inclusive: a range holds
+    its submodules' ranges) and, on CUDA, the GPU time its ranges span (first to last kernel,
+    gaps included) per step; backward passes are not attributed."""
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU]
     if device.type == 'cuda':
         acts.append(ProfilerActivity.CUDA)
     _sync(device)
     t0 = time.perf_counter()
-    with profile(activities=acts) as prof:
+    with profile(activities=acts) as prof, \
+            (module_ranges(model) if model is not None else contextlib.nullcontext()):
         for _ in range(steps):
             fn()
         _sync(device)
@@ -750,14 +797,30 @@ def profile_summary(fn, device, steps: int, top: int = 15,
     if device.type == 'cuda':
         kernels = [e for e in events
                    if str(getattr(e, 'device_type', '')).endswith('CUDA') and dev_us(e) > 0
-                   and not getattr(e, 'is_user_annotation', False)]
+                   and not getattr(e, 'is_user_annotation', False)
+                   and not str(e.key).startswith(MODULE_RANGE)]
         res['top_kernels'], total = rows(kernels, dev_us)
         res['kernel_ms_per_step'] = round(total / 1e3 / steps, 2)
         res['gpu_busy_pct'] = round(100.0 * total / 1e6 / steps / wall, 1)
         if timed_step_ms:
             res['kernel_pct_of_timed_step'] = round(100.0 * total / 1e3 / steps / timed_step_ms,
                                                     1)
-    cpu = [e for e in events if not str(getattr(e, 'device_type', 'CPU')).endswith('CUDA')]
+    ranges = [e for e in events if str(e.key).startswith(MODULE_RANGE)]
+    if model is not None:
+        per = OrderedDict()
+        for e in ranges:
+            name = e.key[len(MODULE_RANGE):]
+            r = per.setdefault(name, dict(name=name, calls_per_step=0.0, cpu_ms_per_step=0.0,
+                                          device_span_ms_per_step=0.0))
+            if str(getattr(e, 'device_type', 'CPU')).endswith('CUDA'):
+                r['device_span_ms_per_step'] += round(dev_us(e) / 1e3 / steps, 3)
+            else:
+                r['calls_per_step'] += round(e.count / steps, 1)
+                r['cpu_ms_per_step'] += round(e.cpu_time_total / 1e3 / steps, 3)
+        res['module_ranges'] = sorted(per.values(),
+                                      key=lambda r: -r['cpu_ms_per_step'])[:2 * top]
+    cpu = [e for e in events if not str(getattr(e, 'device_type', 'CPU')).endswith('CUDA')
+           and not str(e.key).startswith(MODULE_RANGE)]
     res['top_cpu_ops'], _ = rows(cpu, lambda e: e.self_cpu_time_total)
     return res
 
@@ -998,7 +1061,8 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
                     else:
                         try:
                             profiles[mk] = profile_summary(fn, device, sizes['profile_steps'],
-                                                           timed_step_ms=r['median_ms'])
+                                                           timed_step_ms=r['median_ms'],
+                                                           model=model)
                             log(f'{key} {mk}: profiled ({sizes["profile_steps"]} steps)')
                         except Exception as e:  # noqa: BLE001  (the timing stands)
                             profiles[mk] = dict(error=f'{type(e).__name__}: {e}'[:300])
