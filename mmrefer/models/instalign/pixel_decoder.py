@@ -14,10 +14,10 @@ The encoder's attention, :class:`HostShapeMultiScaleDeformableAttention`, is mmc
 (``spatial_sizes``). mmcv's reads the sizes back once per layer for a shape check and, on its
 pure-PyTorch path (the CPU, or a GPU without the compiled ops), nine more times with three levels
 to split and reshape the memory: 60 waits per step of the paper config on an H200
-(docs/benchmarks.md), and the breaks that kept ``torch.compile`` and ``torch.export`` from
-tracing it. Under autocast only its sampling (``sum_l sum_k A_lqk * V_l(p_q + Delta p_lqk)``,
-mmcv's CUDA op or its ``grid_sample`` path) is an fp32 island, the CUDA op having no bf16
-kernel; the value / offset / weight / output projections follow autocast.
+(docs/benchmarks.md), and 11 logged graph breaks of ``torch.compile`` in the tiny config's
+loss. Under autocast only its sampling (``sum_l sum_k A_lqk * V_l(p_q + Delta p_lqk)``, mmcv's
+CUDA op or its ``grid_sample`` path) is an fp32 island, the CUDA op having no bf16 kernel; the
+value / offset / weight / output projections follow autocast.
 
 One difference, where mmdet cannot run: mmdet builds ``lateral_convs`` / ``output_convs`` from
 the coarsest FPN level down but indexes them by the input level, so with more than one level
