@@ -2,8 +2,9 @@
 
 mmengine's ``DefaultOptimWrapperConstructor`` turns a ``paramwise_cfg`` into one parameter group
 per parameter (783 for Latent-VG at paper size). PyTorch's ``foreach`` AdamW then launches its
-kernels once per group, so on a GPU the optimizer step ran as ~10 launches x 783 groups: 69 % of
-the device time of a Latent-VG training step on an H200 (docs/benchmarks.md, "GPU figures").
+kernels once per group, so on a GPU the optimizer step ran as ~10 launches x 783 groups: on an
+H200 its range spanned 294.7 ms of a 439.9 ms Latent-VG training step, 23.3 ms with the groups
+merged (docs/benchmarks.md, "GPU figures").
 
 :class:`MergedGroupsOptimWrapperConstructor` builds the same groups, then merges those whose
 options (``lr``, ``weight_decay``, ... everything but ``params``) are equal, in the order of their
