@@ -805,10 +805,9 @@ def profile_summary(fn, device, steps: int, top: int = 15,
         if timed_step_ms:
             res['kernel_pct_of_timed_step'] = round(100.0 * total / 1e3 / steps / timed_step_ms,
                                                     1)
-    ranges = [e for e in events if str(e.key).startswith(MODULE_RANGE)]
     if model is not None:
         per = OrderedDict()
-        for e in ranges:
+        for e in (e for e in events if str(e.key).startswith(MODULE_RANGE)):
             name = e.key[len(MODULE_RANGE):]
             r = per.setdefault(name, dict(name=name, calls_per_step=0.0, cpu_ms_per_step=0.0,
                                           device_span_ms_per_step=0.0))
