@@ -13,6 +13,7 @@ import os.path as osp
 
 from mmengine.runner import Runner
 
+from mmrefer.engine import plain_param_groups
 from mmrefer.utils import runner_checkpoint_loading
 from mmrefer.utils.setup_env import AMP_DTYPES, add_runner_args, load_run_config
 
@@ -51,21 +52,6 @@ def apply_amp(cfg, dtype: str = 'bf16'):
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
     if cfg.get('val_cfg') is not None:
         cfg.val_cfg = dict(type='AmpValLoop', dtype=name)
-
-
-def plain_param_groups(optim_wrapper) -> None:
-    """Make every optimizer param group a plain ``dict`` (in place).
-
-    mmengine's ``DefaultOptimWrapperConstructor`` stores the groups of a ``paramwise_cfg`` as
-    ``ConfigDict`` (a ``dict`` subclass); dynamo (torch 2.13) cannot trace ``optimizer.step``
-    over those (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
-    'items'``), so compiling the whole ``train_step`` fails on the first step of e.g.
-    Latent-VG. Same entries, same parameters; call it before the param schedulers are built.
-    """
-    wrappers = getattr(optim_wrapper, 'optim_wrappers', None)  # OptimWrapperDict
-    for wrapper in (wrappers.values() if wrappers else [optim_wrapper]):
-        opt = wrapper.optimizer
-        opt.param_groups = [g if type(g) is dict else dict(g) for g in opt.param_groups]
 
 
 COMPILE_TARGETS = ('forward', 'train_step')

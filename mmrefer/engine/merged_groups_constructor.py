@@ -11,6 +11,7 @@ options (``lr``, ``weight_decay``, ... everything but ``params``) are equal, in 
 first parameter. Every parameter keeps exactly the options the default constructor gives it, and
 AdamW updates each parameter on its own, so the updates are the same (bitwise; gradient clipping
 adds the parameters' norms in group order, so a clipped step can differ in the last bits).
+The groups it hands to the optimizer are plain ``dict`` (:func:`plain_param_groups`).
 """
 from typing import Dict, List, Optional, Union
 
@@ -34,6 +35,23 @@ def merge_param_groups(groups: List[dict]) -> List[dict]:
     return list(merged.values())
 
 
+def plain_param_groups(optim_wrapper) -> None:
+    """Make every optimizer param group a plain ``dict`` (in place).
+
+    mmengine builds the optimizer through its registry, which turns the param groups of a
+    ``paramwise_cfg`` into ``ConfigDict`` (a ``dict`` subclass with a Python ``__getitem__``).
+    AdamW reads its group options for every parameter on every step: at paper size that was
+    about 2,200 ``ConfigDict`` lookups per Latent-VG training step, host time on the step's
+    critical path. And dynamo (torch 2.13) cannot trace ``optimizer.step`` over them
+    (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute 'items'``).
+    Same entries, same parameters; call it before the param schedulers are built.
+    """
+    wrappers = getattr(optim_wrapper, 'optim_wrappers', None)  # OptimWrapperDict
+    for wrapper in (wrappers.values() if wrappers else [optim_wrapper]):
+        opt = wrapper.optimizer
+        opt.param_groups = [g if type(g) is dict else dict(g) for g in opt.param_groups]
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` (same ``optim_wrapper_cfg`` and ``paramwise_cfg``)
@@ -46,6 +64,11 @@ class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``Optimizer.load_state_dict`` ("loaded state dict has a different number of parameter
     groups"); loading the weights alone (``load_from``) is not affected.
     """
+
+    def __call__(self, model: nn.Module):
+        optim_wrapper = super().__call__(model)
+        plain_param_groups(optim_wrapper)
+        return optim_wrapper
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    is_dcn_module: Optional[Union[int, float]] = None) -> None:

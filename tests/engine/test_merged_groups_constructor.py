@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.config import ConfigDict
 from mmengine.optim import build_optim_wrapper
 
 from mmrefer.engine import MergedGroupsOptimWrapperConstructor, merge_param_groups
@@ -29,13 +30,17 @@ PARAMWISE = dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
                  custom_keys={'head.2': dict(lr_mult=0.1), 'query_embed': dict(decay_mult=0.0)})
 
 
-def _wrapper(model, merged, **optimizer):
+def _cfg(merged, **optimizer):
     cfg = dict(type='OptimWrapper', clip_grad=dict(max_norm=0.5),
                optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05, **optimizer),
                paramwise_cfg=copy.deepcopy(PARAMWISE))
     if merged:
         cfg['constructor'] = 'MergedGroupsOptimWrapperConstructor'
-    return build_optim_wrapper(model, cfg)
+    return cfg
+
+
+def _wrapper(model, merged, **optimizer):
+    return build_optim_wrapper(model, _cfg(merged, **optimizer))
 
 
 def _options(wrapper, model):
@@ -101,3 +106,16 @@ def test_without_paramwise_cfg_it_is_the_default():
         dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1)))(model)
     assert len(wrapper.optimizer.param_groups) == 1
     assert len(wrapper.optimizer.param_groups[0]['params']) == 13
+
+
+def test_groups_are_plain_dicts_where_the_default_gives_config_dicts():
+    # AdamW reads its options from the group for every parameter on every step: a ConfigDict's
+    # Python __getitem__ there is host time per step, and dynamo cannot trace over it. The
+    # Runner passes the config's ConfigDict, and mmengine then stores the groups as ConfigDict
+    model = _Net()
+    default, merged = (build_optim_wrapper(model, ConfigDict(_cfg(m))) for m in (False, True))
+    assert {type(g).__name__ for g in default.optimizer.param_groups} == {'ConfigDict'}
+    assert all(type(g) is dict for g in merged.optimizer.param_groups)
+    x = torch.randn(4, 6)
+    merged.update_params(model(x).square().mean())  # the optimizer steps with them
+    assert all(merged.optimizer.state[p] for p in model.parameters())

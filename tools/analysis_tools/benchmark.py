@@ -605,7 +605,7 @@ def run_train_step(cfg, args, bench, device, res, dataset):
         res.update(explain_loss(model, data))
     if args.compile:
         sys.path.insert(0, TOOLS)
-        from train import plain_param_groups  # what tools/train.py --compile does
+        from mmrefer.engine import plain_param_groups  # what tools/train.py --compile does
         plain_param_groups(optim_wrapper)
         if args.compile_target == 'train_step':
             compiled = torch.compile(model.train_step, backend=args.compile_backend)
