@@ -180,6 +180,25 @@ def test_resize_rescale_round_trip(mini_root, letterbox, scale):
         assert 0 <= b[0] <= b[2] <= scale[0] and 0 <= b[1] <= b[3] <= scale[1]
 
 
+@pytest.mark.parametrize('letterbox', [False, True])
+def test_boxes_past_the_image_edge_are_clipped_to_the_image_content(letterbox):
+    """COCO has annotation boxes reaching past the image (x + w > width): mapped to the input,
+    they end at the content's edge, never in the letterbox padding (mmdet clips to the
+    resized image too). 640 x 427 -> 480: content 480 x 320 (scale 0.75), rows 80:400."""
+    img = np.zeros((427, 640, 3), np.uint8)
+    box = np.array([600.0, -3.0, 640.6, 427.4], np.float32)  # 0.6 px past the right edge
+    out = RefResize(scale=(480, 480), letterbox=letterbox)(
+        dict(img=img, gt_bboxes=box[None], gt_ref_bbox=box.copy()))
+    if letterbox:
+        nh = int(427 * 0.75 + 0.5)  # 320
+        top = (480 - nh) // 2
+        exp = [600 * 0.75, top, 480, top + nh]
+    else:
+        exp = [600 * 0.75, 0, 480, 480]
+    np.testing.assert_allclose(out['gt_bboxes'][0], exp, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out['gt_ref_bbox'], exp, rtol=0, atol=1e-4)
+
+
 def test_letterbox_image_content(mini_root):
     ds = _grefs(mini_root, _pipeline((100, 100), letterbox=True))
     inputs = _by_sent(ds)[0]['inputs']

@@ -25,6 +25,8 @@ def test_rec_hand_computed():
     assert iou.tolist() == [1.0, 0.5, 0.0, 0.25]
     res = rec_metrics(pred, gt)
     assert res == {'Acc@0.5': 50.0, 'box_mIoU': pytest.approx(1.75 / 4 * 100)}
+    # Python floats, as docs/metrics.md says of every metric (not numpy scalars)
+    assert {k: type(v) for k, v in res.items()} == {'Acc@0.5': float, 'box_mIoU': float}
 
 
 def test_rec_degenerate_and_errors():

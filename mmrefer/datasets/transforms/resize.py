@@ -4,15 +4,20 @@ letterboxed (keep the aspect ratio, resize by ``s = min(W / w0, H / h0)``, pad c
 Updates ``img``, ``gt_masks`` / ``gt_merged_mask``, ``gt_bboxes`` / ``gt_ref_bbox``
 (``x * w_scale + left``), and sets ``img_shape = (H, W)``, ``scale_factor = (w_scale,
 h_scale)`` and ``letterbox`` (``None`` or ``dict(pad=(left, top), scale=s)``).
-:mod:`mmrefer.structures.geometry` undoes it.
+:mod:`mmrefer.structures.geometry` undoes it, with ``scale_factor``. In letterbox mode each
+side of the content is at least 1 px (mmcv's ``rescale_size`` gives 0 px for a 1000 x 1 image):
+``scale_factor`` is the content's own per-axis scale, ``(0.48, 1.0)`` there, while
+``letterbox['scale']`` stays ``s = 0.48``. GT boxes are clipped to the content, not to the
+padded canvas.
 
 The GT masks, which the metrics compare with at the input size, follow one of two protocols
 (``gt_mask_resize``):
 
 * ``'nearest'`` (LAVT, DMMI: PIL ``Image.NEAREST`` on the decoded mask): nearest neighbour
-  sampled at pixel centres, ``src = floor((dst + 0.5) / scale)`` (OpenCV
-  ``INTER_NEAREST_EXACT``; plain ``INTER_NEAREST`` samples ``floor(dst / scale)`` and shifts
-  the mask by up to a pixel);
+  sampled at pixel centres, ``src = floor((dst + 0.5) / scale)`` up to exact ties, where
+  ``(dst + 0.5) / scale`` is a whole number and the pixel below is taken (OpenCV
+  ``INTER_NEAREST_EXACT``, which gives PIL's choice there too; plain ``INTER_NEAREST`` samples
+  ``floor(dst / scale)`` and shifts the mask by up to a pixel);
 * ``'polygon'`` (ReLA, gRefCOCO): polygon vertices are scaled (and shifted by the letterbox
   pad) and rasterised by pycocotools at the output size, as detectron2 does; RLE masks, which
   have no vertices, use ``'nearest'``. Needs the raw ``gt_segms`` that
@@ -94,14 +99,17 @@ class RefResize(BaseTransform):
             self._resize_masks(results, (nw, nh), (W, H), padding, (w_scale, h_scale))
         factor = np.array([w_scale, h_scale, w_scale, h_scale], np.float32)
         offset = np.array([left, top, left, top], np.float32)
-        limit = np.array([W, H, W, H], np.float32)
+        # clipped to the image content, not the padded canvas (mmdet's clip_object_border): an
+        # annotation box past the image edge (COCO has some) must not reach into the padding
+        low = offset
+        high = np.array([left + nw, top + nh, left + nw, top + nh], np.float32)
         if 'gt_bboxes' in results:
             b = np.asarray(results['gt_bboxes'], np.float32).reshape(-1, 4)
-            results['gt_bboxes'] = np.clip(b * factor + offset, 0, limit).astype(np.float32)
+            results['gt_bboxes'] = np.clip(b * factor + offset, low, high).astype(np.float32)
         if 'gt_ref_bbox' in results:
             b = np.asarray(results['gt_ref_bbox'], np.float32).reshape(4)
             if b.any():  # zeros mean "no target" and stay zeros
-                b = np.clip(b * factor + offset, 0, limit).astype(np.float32)
+                b = np.clip(b * factor + offset, low, high).astype(np.float32)
             results['gt_ref_bbox'] = b
         results['img_shape'] = (H, W)
         results['scale_factor'] = (w_scale, h_scale)

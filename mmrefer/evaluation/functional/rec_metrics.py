@@ -58,7 +58,7 @@ def rec_metrics_from_iou(iou) -> Dict[str, float]:
     n = iou.shape[0]
     if n == 0:
         raise ValueError('no samples to evaluate')
-    return {'Acc@0.5': np.count_nonzero(iou >= 0.5) * 100. / n,
+    return {'Acc@0.5': float(np.count_nonzero(iou >= 0.5)) * 100. / n,
             'box_mIoU': float(np.mean(iou)) * 100.}
 
 
