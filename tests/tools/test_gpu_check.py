@@ -71,6 +71,8 @@ def test_dry_run_measures_every_path(dry_run):
     for entry in (lvg, ia):
         assert 'model.init_weights()' in entry['random_init']
         assert entry['img_size'] == [128, 128]
+        # the configs' env_cfg is applied as the Runner would (fixed-size inputs: benchmark on)
+        assert entry['cudnn_benchmark'] is True
         assert list(entry['measurements']) == QUICK_KEYS
         for key, r in entry['measurements'].items():
             assert r['iters'] >= 2 and r['peak_mem_mib'] is None, (key, r)
@@ -542,3 +544,31 @@ def test_profile_summary_attributes_time_to_the_models_parts():
         gpu_check.profile_summary(lambda: model(torch.randn(2, 3)), torch.device('cpu'),
                                   steps=1, model=model)
     assert not model.backbone._forward_pre_hooks and not model.backbone._forward_hooks
+
+
+def test_only_keeps_the_matching_measurements_in_plan_order():
+    plan = [('infer_bf16_b32', 'inference'), ('train_bf16_b16', 'training'),
+            ('train_bf16_b16_cp', 'training, with_cp'), ('infer_bf16_b1', 'inference'),
+            ('infer_bf16_b32_compiled', 'inference, compiled'),
+            ('train_bf16_b16_compiled', 'training, compiled')]
+    keys = [p[0] for p in gpu_check.select_measurements(
+        plan, ['train_bf16_b16_compiled', 'infer_bf16_b32*', 'train_bf16_b16'])]
+    # an exact key does not take its _cp / _compiled variants; a * pattern does
+    assert keys == ['infer_bf16_b32', 'train_bf16_b16', 'infer_bf16_b32_compiled',
+                    'train_bf16_b16_compiled']
+    assert gpu_check.select_measurements(plan, ['infer_fp32*']) == []
+    assert gpu_check.parse_args(['out', '--models', 'latentvg', '--only', 'a*', 'b']).only \
+        == ['a*', 'b']
+
+
+def test_gpu_check_sh_passes_only_patterns_unexpanded(tmp_path):
+    """gpu_check.sh hands --only's patterns to the driver as written, even when a file in the
+    working directory matches one (the script runs from the repository root)."""
+    with open(SCRIPT) as f:
+        text = f.read()
+    line = next(ln for ln in text.splitlines() if 'DRIVER+=(--only' in ln)
+    (tmp_path / 'infer_bf16_b32_x').write_text('')
+    out = subprocess.run(['bash', '-c', f'cd {tmp_path}; DRIVER=(); ONLY="infer_bf16_b32* t"; '
+                          f'{line}\nprintf "%s\\n" "${{DRIVER[@]}}"'],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ['--only', 'infer_bf16_b32*', 't']

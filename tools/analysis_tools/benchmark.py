@@ -509,6 +509,8 @@ def build_model(cfg, args, device):
 
     from mmrefer.registry import MODELS
     torch.manual_seed(args.seed)
+    # as the Runner sets it from the config's env_cfg
+    torch.backends.cudnn.benchmark = bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
     model = MODELS.build(cfg.model)
     if args.weights:
         if not osp.isfile(args.weights):

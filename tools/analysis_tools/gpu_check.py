@@ -52,6 +52,7 @@ about a minute on a CPU: the dry run of ``gpu_check.sh OUT --device cpu --quick`
 import argparse
 import contextlib
 import copy
+import fnmatch
 import glob
 import json
 import os
@@ -253,6 +254,10 @@ def parse_args(argv=None):
     p.add_argument('--compile-mode', default=None,
                    help='torch.compile mode with --compile, e.g. reduce-overhead (CUDA graphs) '
                    'or max-autotune-no-cudagraphs')
+    p.add_argument('--only', nargs='+', default=[], metavar='PATTERN',
+                   help='measure only the keys matching one of these shell patterns, e.g. '
+                   "'infer_bf16_b32*' 'train_bf16_b16' 'train_bf16_b16_compiled' (the sync "
+                   'audit and the overfit are not measurement keys: see --no-overfit)')
     p.add_argument('--force-profile', action='store_true',
                    help='profile the goal measurements even when no goal applies or is missed')
     p.add_argument('--sizes', nargs='+', default=[], metavar='KEY=VALUE',
@@ -600,6 +605,12 @@ def device_batch(samples, device):
     return batch
 
 
+def select_measurements(plan, patterns):
+    """The entries of ``plan`` (tuples whose first item is the measurement key) whose key
+    matches one of the shell ``patterns`` (``--only``), in the plan's order."""
+    return [p for p in plan if any(fnmatch.fnmatchcase(p[0], pat) for pat in patterns)]
+
+
 # ----------------------------------------------------------------------------- timing
 class Clock:
     """Deadline bookkeeping for one call."""
@@ -859,6 +870,9 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     root = synthref(osp.join(args.work_dir, 'synthref_coco'), log)
     cfg, ds_cfg, img_size, removed = prepare_config(key, args.quick, root)
     entry['img_size'] = list(img_size)
+    # as the Runner would set it from the config's env_cfg
+    torch.backends.cudnn.benchmark = bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
+    entry['cudnn_benchmark'] = torch.backends.cudnn.benchmark
     entry['random_init'] = ('model.init_weights() with these pretrained entries removed: '
                             + ', '.join(removed)) if removed else 'model.init_weights()'
     if cfg.model.type == 'InstAlign':
@@ -981,6 +995,11 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
                                                    if args.compile_mode else '')
         plan += [(f'infer_bf16_b{big}_compiled', f'inference, {label}', big, 'bf16', False),
                  (f'train_bf16_b{tb}_compiled', f'training, {label}', tb, 'bf16', False)]
+
+    if args.only:
+        plan = select_measurements(plan, args.only)
+        entry['notes'].append('measurements limited with --only ' + ' '.join(args.only)
+                              + ': ' + (', '.join(p[0] for p in plan) or 'none matched'))
 
     def use_compiled(flag):
         """The model's forward compiled (as tools/train.py --compile: the loss forward in

@@ -6,7 +6,7 @@
 #   bash tools/analysis_tools/gpu_check.sh OUT_DIR [--device cuda|cpu] [--quick] [--deps DIR]
 #        [--budget SECONDS] [--build-deadline SECONDS] [--force-profile] [--sizes "K=V ..."]
 #        [--models "latentvg instalign"] [--no-build] [--no-overfit] [--overfit-models "..."]
-#        [--compile BACKEND] [--compile-mode MODE]
+#        [--compile BACKEND] [--compile-mode MODE] [--only "PATTERN ..."]
 #
 #   --device         cuda (default) or cpu
 #   --quick          tiny sizes, a few iterations: the CPU dry run (tests/tools/test_gpu_check.py)
@@ -24,6 +24,8 @@
 #   --overfit-models "..."  the models that also run the overfit (default: every one measured)
 #   --compile BACKEND  also bf16 inference and training with the model's forward torch.compile-d
 #                    (inductor; eager for a dry run); --compile-mode e.g. reduce-overhead
+#   --only "PATTERN ..."  only the measurements whose keys match (shell patterns, e.g.
+#                    "infer_bf16_b32* train_bf16_b16 train_bf16_b16_compiled")
 #
 # Steps (their times are recorded under "setup" in OUT_DIR/gpu_check.json):
 #  1. when mmengine / mmdet are not importable: pip-installs the wheels of DIR into
@@ -51,7 +53,7 @@ OUT=$1; shift
 case "$OUT" in -*) usage ;; esac
 DEVICE=cuda; QUICK=0; DEPS=""; BUDGET=""; BUILD_DEADLINE=""; FORCE_PROFILE=0; SIZES=""
 MODELS="latentvg instalign"; NO_BUILD=0; OVERFIT_MODELS="latentvg instalign"
-COMPILE=""; COMPILE_MODE=""
+COMPILE=""; COMPILE_MODE=""; ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
@@ -66,6 +68,7 @@ while [ $# -gt 0 ]; do
         --no-overfit) OVERFIT_MODELS=""; shift ;;
         --compile) COMPILE=${2:?--compile needs a backend (inductor, eager, ...)}; shift 2 ;;
         --compile-mode) COMPILE_MODE=${2:?--compile-mode needs a mode}; shift 2 ;;
+        --only) ONLY=${2:?--only needs \"PATTERN ...\"}; shift 2 ;;
         --overfit-models) OVERFIT_MODELS=${2?--overfit-models needs a list (may be empty)}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; usage ;;
@@ -112,6 +115,8 @@ DRIVER=(tools/analysis_tools/gpu_check.py "$OUT" --device "$DEVICE" --work-dir "
 overfit_flag() { case " $OVERFIT_MODELS " in *" $1 "*) ;; *) echo --no-overfit ;; esac; }
 # shellcheck disable=SC2206
 [ -n "$SIZES" ] && DRIVER+=(--sizes $SIZES)
+# shellcheck disable=SC2206
+[ -n "$ONLY" ] && { set -f; DRIVER+=(--only $ONLY); set +f; }  # patterns, not file names
 log "python: $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
 
 # ---- 1. the carried wheels
