@@ -19,9 +19,10 @@ Rules shared by all datasets (subclasses only say how a ref names its targets):
   file, ``ref_id`` and ``ann_id`` (the official files never do this, so it means mismatched files);
 * a targeted ref left without any usable target (all crowd, or no polygon part left) is skipped
   and counted;
-* a ref without ``split``, an image entry without ``file_name`` / ``height`` / ``width`` and a
-  sentence with neither ``raw`` nor ``sent`` raise a ``KeyError`` naming the file and the ref,
-  image or sentence (the official ``refer.py`` / ``G_REFER`` fail on them too);
+* a ref without ``split``, an image entry without ``file_name`` / ``height`` / ``width``, a
+  sentence with neither ``raw`` nor ``sent`` and a sentence without ``sent_id`` raise a
+  ``KeyError`` naming the file and the ref, image or sentence (the official ``refer.py`` /
+  ``G_REFER`` fail on them too);
 * empty sentences are skipped and counted; sentences are otherwise kept verbatim (``raw``, as
   ReLA, LAVT and DMMI feed their tokenizers, falling back to ``sent``);
 * an unknown split raises a ``ValueError`` listing the splits the file holds.
@@ -362,6 +363,9 @@ class BaseRefDataset(BaseDataset):
                 if not isinstance(sent, Mapping) or ('raw' not in sent and 'sent' not in sent):
                     raise KeyError(f"{refs_file}: ref_id {ref_id} sentence {k} has neither 'raw' "
                                    f"nor 'sent' ({sent!r:.200})")
+                if sent.get('sent_id') is None:  # ids identify samples in results and dumps
+                    raise KeyError(f"{refs_file}: ref_id {ref_id} sentence {k} has no 'sent_id' "
+                                   f'({sent!r:.200})')
                 for field in ('raw', 'sent'):
                     if sent.get(field) is not None and not isinstance(sent[field], str):
                         raise TypeError(f"{refs_file}: ref_id {ref_id} sentence {k}: field "
@@ -375,7 +379,7 @@ class BaseRefDataset(BaseDataset):
                     continue
                 data_list.append(dict(
                     img_path=img_path, img_id=img_id, ref_id=ref_id,
-                    sent_id=as_id(sent.get('sent_id', k),
+                    sent_id=as_id(sent['sent_id'],
                                   f'{refs_file}: ref_id {ref_id} sentence {k}: sent_id'),
                     text=text, no_target=bool(no_target),
                     source=source, height=int(img['height']), width=int(img['width']),

@@ -355,6 +355,15 @@ def case_sentence_without_text_field(root, kind):
         lambda ref: rf"ref_id {ref['ref_id']} sentence 1 has neither 'raw' nor 'sent'")
 
 
+def case_sentence_without_sent_id(root, kind):
+    # refer.py / G_REFER fail on it (KeyError in createIndex); a silent default id would repeat
+    # across refs and mix samples up in results and per-sample dumps
+    _edit_first_val_ref_raises(
+        root, kind, lambda ref: ref['sentences'][1].pop('sent_id'),
+        lambda ref: rf"{re.escape(str(refs_path(root, kind)))}: ref_id {ref['ref_id']} "
+                    r"sentence 1 has no 'sent_id'")
+
+
 def case_unknown_split(root, kind):
     with pytest.raises(ValueError) as err:
         build(root, kind, split='nosuch')

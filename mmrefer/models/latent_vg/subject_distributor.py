@@ -7,7 +7,9 @@ the subject token carried in the visual CLS slot (position 0 of the joint sequen
 
 with ``X = [vis (1+P) | text (L) | Z^1 | ... | Z^N]`` and ``Z^i = [z_cls^i ; s^i ; A^i]``; the
 positions come from the :class:`~.token_layout.TokenLayout`. It is a copy, so the gradient flows
-back into ``s^V``.
+back into ``s^V``. With autograd off (inference) the slots of ``x`` itself are overwritten: the
+encoder hands over each layer's fresh output, and a copy of the whole ``[B, T, C]`` sequence per
+layer is memory traffic for nothing.
 """
 import torch
 import torch.nn as nn
@@ -27,7 +29,7 @@ class SubjectDistributor(nn.Module):
         if not layout.num_latents:
             return x
         slots = [layout.subject(i) for i in range(layout.num_latents)]
-        out = x.clone()
+        out = x.clone() if torch.is_grad_enabled() else x
         # slices, not a list index: no host -> device copy of the positions in every layer
         span = positions_slice(slots)
         for s in [span] if span is not None else [slice(p, p + 1) for p in slots]:

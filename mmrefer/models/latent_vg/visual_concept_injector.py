@@ -15,7 +15,9 @@ shared across layers) and all attribute tokens ``A = [A^1; ..; A^N]`` (``[B, K_a
                      when ``row_normalize``, as Slot Attention does; docs/latentvg.md)
     A    <- A~      (``residual=True``: A <- A + A~)
 
-Computed in fp32 (normalisation eps 1e-6). CLS and subject slots are left unchanged. The
+Computed in fp32 (normalisation eps 1e-6). CLS and subject slots are left unchanged. With
+autograd off (inference) the new attributes are written into ``x`` itself, as in the subject
+distributor: no copy of the whole sequence per layer. The
 positions of ``V``, ``t_cls`` and every ``A^i`` come from the :class:`~.token_layout.TokenLayout`.
 """
 import torch
@@ -121,7 +123,7 @@ class VisualConceptInjector(nn.Module):
         spans = [layout.attrs(i) for i in range(layout.num_latents)]
         new = self.inject(x[:, layout.patches], x[:, layout.text_cls],
                           torch.cat([x[:, s] for s in spans], dim=1), layer)
-        out = x.clone()
+        out = x.clone() if torch.is_grad_enabled() else x  # new holds what it read of x
         start = 0
         for s in spans:
             out[:, s] = new[:, start:start + s.stop - s.start]

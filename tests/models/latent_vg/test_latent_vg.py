@@ -192,3 +192,41 @@ def test_a_tokenizer_larger_than_the_text_embedding_is_named(synthref_beit3_spm)
     with pytest.raises(ValueError, match=r"tokenizer '.*beit3\.spm' uses \d+ ids but the "
                                          r'backbone embeds 16 \(model\.backbone\.vocab_size\)'):
         model.extract_feat(torch.randn(2, 3, 64, 64), _samples())
+
+
+def test_inference_writes_the_latent_slots_in_place_with_the_same_result():
+    """With autograd off the subject distributor and the concept injector write into each
+    layer's output instead of copying the whole [B, T, C] sequence (two copies per layer); the
+    encoder's output is bitwise the one of the copying path (autograd on)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Clones(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.clone.default:
+                self.shapes.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(TINY))
+    model.init_weights()
+    model.eval()
+    data = model.data_preprocessor(dict(inputs=[torch.randint(0, 255, (3, 64, 64),
+                                                              dtype=torch.uint8)] * 2,
+                                        data_samples=_samples()), False)
+    seq = (2, model.layout.length, 32)
+    with torch.enable_grad():
+        log_grad = Clones()
+        with log_grad:
+            ref = model.extract_feat(data['inputs'], data['data_samples'])
+    with torch.no_grad():
+        log = Clones()
+        with log:
+            out = model.extract_feat(data['inputs'], data['data_samples'])
+    assert log_grad.shapes.count(seq) == 2 * 2  # two modules x two layers copy with autograd
+    assert seq not in log.shapes
+    for k in ('patch_feats', 'class_tokens', 'memory'):
+        assert torch.equal(out[k], ref[k].detach()), k
