@@ -5,16 +5,40 @@ The data preprocessor pads a batch to ``[H, W]`` at the bottom / right; sample `
 ``[:h_b, :w_b]`` (its ``img_shape``). Heads compute at ``[H, W]`` and read each sample in its own
 region, in the loss as in the prediction. The ground truth the losses stack here is the one
 ``RefDataPreprocessor`` padded and moved to the device (the only host -> device copy of the GT).
+:func:`resize_bilinear` resizes the heads' many-plane maps.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmrefer.structures.geometry import content_region
 
 __all__ = ['batch_shape', 'img_shapes', 'content_boxes', 'img_regions', 'stack_merged_gt',
-           'stack_no_target_gt']
+           'stack_no_target_gt', 'resize_bilinear']
+
+
+def resize_bilinear(x: Tensor, size, channels_last: Optional[bool] = None) -> Tensor:
+    """``F.interpolate(x, size, mode='bilinear', align_corners=False)`` of ``x [B, C, H, W]``,
+    returned in the usual (contiguous) layout.
+
+    On CUDA it resamples in channels-last memory. PyTorch's kernel for the usual layout runs one
+    thread per *output pixel*, each looping over all ``B * C`` planes: InstAlign's masked
+    attention resizes ``B x 100`` query maps to 15 x 15 (225 threads) and its pixel decoder
+    ``B x 256`` planes to 120 x 120, and on the H200 (call 2, docs/benchmarks.md) 11 such calls
+    took 15.5 of the 195 ms of kernels of an inference step at batch 32. The channels-last
+    kernel runs one thread per output element with the same per-element arithmetic (PyTorch's
+    ``UpSampleBilinear2d.cu``). Off CUDA: the plain call (the CPU kernels parallelise over the
+    planes), so CPU results are unchanged. ``channels_last`` forces the choice (tests).
+    """
+    if channels_last is None:
+        channels_last = x.is_cuda
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        return F.interpolate(x, size=tuple(size), mode='bilinear',
+                             align_corners=False).contiguous()
+    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
 
 
 def batch_shape(batch_data_samples: Sequence) -> Tuple[int, int]:

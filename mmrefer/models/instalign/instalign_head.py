@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from mmrefer.registry import MODELS
 from ..base_ref_head import BaseRefHead
-from ..utils import batch_shape, stack_merged_gt, stack_no_target_gt
+from ..utils import batch_shape, resize_bilinear, stack_merged_gt, stack_no_target_gt
 from .instance_supervision import PhraseAlignedInstanceSupervision
 from .phrase_object_transformer import aligned_words, phrase_object_alignment
 
@@ -164,8 +164,8 @@ class InstAlignHead(BaseRefHead):
         merged = self.aggregation(mask_logits, score_logits.sigmoid())
         attn_mask = None
         if self.masked_attention:
-            am = F.interpolate(mask_logits.detach(), attn_mask_target_size, mode='bilinear',
-                               align_corners=False).flatten(2).sigmoid() < 0.5
+            am = resize_bilinear(mask_logits.detach(), attn_mask_target_size
+                                 ).flatten(2).sigmoid() < 0.5
             am = am & (am.sum(-1, keepdim=True) != am.shape[-1])  # never block a whole row
             attn_mask = am.repeat_interleave(self.num_heads, dim=0)
         return score_logits, mask_logits, merged, phrase_cost, relevance, attn_mask
@@ -289,8 +289,8 @@ class InstAlignHead(BaseRefHead):
         inst_scores, top = scores[-1].float().sigmoid().topk(k, dim=1)  # [B, k]
         masks, rel = (t.gather(1, top.reshape(top.shape + (1, ) * (t.dim() - 2)).expand(
             -1, -1, *t.shape[2:])) for t in (masks[-1], relevance[-1]))  # the top k queries
-        maps = F.interpolate(torch.cat([merged[-1][:, None], masks], 1).float(), pad_shape,
-                             mode='bilinear', align_corners=False).sigmoid()  # per channel
+        maps = resize_bilinear(torch.cat([merged[-1][:, None], masks], 1).float(),
+                               pad_shape).sigmoid()  # per channel
         return dict(prob=maps[:, 0], nt_prob=nt_logits.float().sigmoid(), inst_masks=maps[:, 1:],
                     inst_scores=inst_scores, inst_relevance=rel)
 

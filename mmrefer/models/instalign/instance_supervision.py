@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from mmrefer.registry import MODELS, TASK_UTILS
 from ..mixed_precision import fp32_island
-from ..utils import _PREPROCESS_HINT, _on
+from ..utils import _PREPROCESS_HINT, _on, resize_bilinear
 
 __all__ = ['ScoreBCECost', 'PhraseAlignmentCost', 'PhraseAlignmentLoss',
            'PhraseAlignedInstanceSupervision']
@@ -160,8 +160,7 @@ class PhraseAlignedInstanceSupervision(BaseModule):
             masks.append(m.float())
         counts = [len(m) for m in masks]
         masks = torch.cat(masks)
-        masks = (F.interpolate(masks[None], tuple(mask_size), mode='bilinear',
-                               align_corners=False)[0] if len(masks)
+        masks = (resize_bilinear(masks[None], mask_size)[0] if len(masks)
                  else masks.new_zeros((0, ) + tuple(mask_size)))
         labels = torch.zeros(len(masks), dtype=torch.long, device=device)
         return [InstanceData(masks=m, labels=lb)

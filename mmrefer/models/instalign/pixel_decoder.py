@@ -39,13 +39,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import mmcv.ops.multi_scale_deform_attn as mmcv_msda
 import torch
-import torch.nn.functional as F
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from torch import Tensor
 
 from mmrefer.registry import MODELS
 from ..mixed_precision import fp32_island
+from ..utils import resize_bilinear
 
 __all__ = ['HostShapeMSDeformAttnPixelDecoder', 'HostShapeMultiScaleDeformableAttention']
 
@@ -183,7 +183,6 @@ class HostShapeMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         first = self.num_input_levels - self.num_encoder_levels - 1
         for j, i in enumerate(range(first, -1, -1)):
             lateral = self.lateral_convs[j](feats[i])
-            y = lateral + F.interpolate(outs[-1], size=lateral.shape[-2:], mode='bilinear',
-                                        align_corners=False)
+            y = lateral + resize_bilinear(outs[-1], lateral.shape[-2:])
             outs.append(self.output_convs[j](y))
         return self.mask_feature(outs[-1]), outs[:self.num_outs]
