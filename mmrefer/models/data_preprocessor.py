@@ -13,7 +13,11 @@ sample views of it:
   a second, ``[B]``-sized transfer).
 
 So the heads only stack tensors that are already where they compute (no transfer and no host
-read in the loss). Validation and test batches are left as mmdet leaves them.
+read in the loss). The merged masks stay on the host through mmengine's ``cast_data`` (which moves
+each sample's fields on its own) until that copy; the small per-sample fields (``gt_ref_bbox``,
+``gt_instances.bboxes`` / ``labels``) travel as mmengine moves them. On an accelerator, host
+images of one shape also go in one copy (:meth:`RefDataPreprocessor._upload_images`).
+Validation and test batches are left as mmdet leaves them, apart from that image copy.
 """
 from typing import Optional, Sequence
 
@@ -45,14 +49,49 @@ class RefDataPreprocessor(DetDataPreprocessor):
         self._flip_channels, self._channel_conversion = self._channel_conversion, False
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        if self._flip_channels:
-            data = self.cast_data(data)
-            data['inputs'] = self._bgr_rgb_swap(data['inputs'])
-        data = super().forward(data=data, training=training)
+        samples = data.get('data_samples')
+        held = None
+        if training and samples is not None:
+            # mmengine's cast_data would move each sample's merged mask on its own: it stays on
+            # the host until pad_ref_gt puts every mask of the batch on the device in one copy
+            held = [ds.gt_merged_mask if 'gt_merged_mask' in ds else None for ds in samples]
+            for ds, m in zip(samples, held):
+                if m is not None:
+                    del ds.gt_merged_mask
+        try:
+            data = dict(data, inputs=self._upload_images(data['inputs']))
+            if self._flip_channels:
+                data = self.cast_data(data)
+                data['inputs'] = self._bgr_rgb_swap(data['inputs'])
+            data = super().forward(data=data, training=training)
+        finally:
+            if held is not None:  # the caller's samples keep their field
+                for ds, m in zip(samples, held):
+                    if m is not None:
+                        ds.gt_merged_mask = m
+        if held is not None:
+            for ds, m in zip(data['data_samples'], held):
+                if m is not None:
+                    ds.gt_merged_mask = m
         if training and data['data_samples'] is not None:
             shape = tuple(data['inputs'].shape[-2:])
             self.pad_ref_gt(data['data_samples'], shape, data['inputs'].device)
         return data
+
+    def _upload_images(self, inputs):
+        """Host images of one shape (a list, as ``pseudo_collate`` gives them) go to an
+        accelerator in one copy, pinned on CUDA (mmengine moves them one by one); the list of
+        views keeps mmengine's per-image path. On the CPU, or for other inputs: as they are."""
+        device = self._device
+        if (device.type == 'cpu' or not isinstance(inputs, (list, tuple)) or not inputs
+                or not all(isinstance(t, torch.Tensor) and t.device.type == 'cpu'
+                           for t in inputs)
+                or len({(tuple(t.shape), t.dtype) for t in inputs}) != 1):
+            return inputs
+        batch = torch.stack(list(inputs))
+        if device.type == 'cuda':
+            batch = batch.pin_memory()
+        return list(_to_device(batch, device).unbind(0))
 
     @staticmethod
     def _bgr_rgb_swap(inputs):

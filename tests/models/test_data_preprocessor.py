@@ -85,6 +85,45 @@ def test_ground_truth_reaches_the_device_in_one_copy():
             assert ds.gt_no_target.device.type == 'meta' and ds.gt_no_target.shape == ()
 
 
+def test_training_forward_uploads_images_and_masks_once_each():
+    """Through the whole forward (mmengine's cast_data included, which moves every sample's
+    tensor fields on its own): the images in one copy, every mask of the batch in one, the
+    no-target flags in one; only the small per-sample fields (labels here) travel one by one.
+    The caller's samples keep their fields."""
+    from torch.overrides import TorchFunctionMode
+
+    class Uploads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.Tensor.to and args[0].device.type == 'cpu' and (
+                    kwargs.get('device') is not None
+                    or any(isinstance(a, (str, torch.device)) for a in args[1:])):
+                self.shapes.append(tuple(args[0].shape))
+            return func(*args, **kwargs)
+
+    pre = RefDataPreprocessor(mean=[0.] * 3, std=[1.] * 3, bgr_to_rgb=True).to('meta')
+    B = 4
+    samples = [_sample(6, 10) for _ in range(B)]
+    for b, ds in enumerate(samples):
+        ds.set_metainfo(dict(no_target=False, img_path=f'{b}.jpg'))
+    data = dict(inputs=[torch.zeros(3, 6, 10, dtype=torch.uint8)] * B, data_samples=samples)
+    with Uploads() as up:
+        out = pre(data, training=True)
+    big = [s for s in up.shapes if len(s) >= 3]
+    assert big == [(B, 3, 6, 10), (B + 2 * B, 6, 10)], up.shapes  # images; merged + instances
+    assert up.shapes.count((B, )) == 1  # the no-target flags
+    assert up.shapes.count((2, )) == B  # gt_instances.labels, moved by mmengine per sample
+    assert out['inputs'].device.type == 'meta' and out['inputs'].shape == (B, 3, 6, 10)
+    for ds in out['data_samples']:
+        assert ds.gt_merged_mask.data.device.type == 'meta'
+        assert ds.gt_instances.masks.device.type == 'meta'
+    assert all(ds.gt_merged_mask.data.device.type == 'cpu' for ds in samples)
+
+
 def test_no_target_flags_and_contradictions():
     samples = [_sample(6, 10), _sample(6, 10)]
     samples[0].gt_instances = samples[0].gt_instances[:0]
