@@ -15,9 +15,10 @@ sample views of it:
 So the heads only stack tensors that are already where they compute (no transfer and no host
 read in the loss). The merged masks stay on the host through mmengine's ``cast_data`` (which moves
 each sample's fields on its own) until that copy; the small per-sample fields (``gt_ref_bbox``,
-``gt_instances.bboxes`` / ``labels``) travel as mmengine moves them. On an accelerator, host
-images of one shape also go in one copy (:meth:`RefDataPreprocessor._upload_images`).
-Validation and test batches are left as mmdet leaves them, apart from that image copy.
+``gt_instances.bboxes`` / ``labels``) travel as mmengine moves them. Images of one shape become
+one batch first (:meth:`RefDataPreprocessor._batch_images`): one copy to the device and batch
+ops instead of mmengine's per-image loop, in training and test alike. Validation and test
+ground truth is left as mmdet leaves it.
 """
 from typing import Optional, Sequence
 
@@ -59,7 +60,7 @@ class RefDataPreprocessor(DetDataPreprocessor):
                 if m is not None:
                     del ds.gt_merged_mask
         try:
-            data = dict(data, inputs=self._upload_images(data['inputs']))
+            data = dict(data, inputs=self._batch_images(data['inputs']))
             if self._flip_channels:
                 data = self.cast_data(data)
                 data['inputs'] = self._bgr_rgb_swap(data['inputs'])
@@ -78,20 +79,24 @@ class RefDataPreprocessor(DetDataPreprocessor):
             self.pad_ref_gt(data['data_samples'], shape, data['inputs'].device)
         return data
 
-    def _upload_images(self, inputs):
-        """Host images of one shape (a list, as ``pseudo_collate`` gives them) go to an
-        accelerator in one copy, pinned on CUDA (mmengine moves them one by one); the list of
-        views keeps mmengine's per-image path. On the CPU, or for other inputs: as they are."""
-        device = self._device
-        if (device.type == 'cpu' or not isinstance(inputs, (list, tuple)) or not inputs
-                or not all(isinstance(t, torch.Tensor) and t.device.type == 'cpu'
-                           for t in inputs)
-                or len({(tuple(t.shape), t.dtype) for t in inputs}) != 1):
+    def _batch_images(self, inputs):
+        """Images of one shape and dtype (a list, as ``pseudo_collate`` gives them) as one
+        ``[B, C, H, W]`` batch, on the model's device in one copy (pinned on CUDA): mmengine
+        then swaps, normalises and pads the batch in a few ops, where for a list it moves,
+        converts and normalises image by image (the same values: the same per-element
+        arithmetic, and the same pad shapes for images of one shape). Other inputs (images of
+        several shapes, a batch already) are returned as they are."""
+        if (not isinstance(inputs, (list, tuple)) or not inputs
+                or not all(isinstance(t, torch.Tensor) for t in inputs)
+                or len({(tuple(t.shape), t.dtype, t.device) for t in inputs}) != 1
+                or inputs[0].dim() != 3):
             return inputs
         batch = torch.stack(list(inputs))
-        if device.type == 'cuda':
-            batch = batch.pin_memory()
-        return list(_to_device(batch, device).unbind(0))
+        if batch.device != self._device:
+            if self._device.type == 'cuda' and batch.device.type == 'cpu':
+                batch = batch.pin_memory()
+            batch = _to_device(batch, self._device)
+        return batch
 
     @staticmethod
     def _bgr_rgb_swap(inputs):
@@ -140,6 +145,9 @@ class RefDataPreprocessor(DetDataPreprocessor):
                                      f'no_target but has {n} GT instances')
                 flags.append((i, flag))
         if pieces:
+            # merged masks first, instance masks after them (in sample order within each)
+            order = sorted(range(len(slots)), key=lambda k: slots[k][1] != 'merged')
+            pieces, slots = [pieces[k] for k in order], [slots[k] for k in order]
             if all(p.device.type == 'cpu' for p in pieces):
                 # padded straight into one (pinned on CUDA) host buffer: one host copy, one upload
                 pin = device is not None and torch.device(device).type == 'cuda'
@@ -153,12 +161,16 @@ class RefDataPreprocessor(DetDataPreprocessor):
             else:  # some are on a device already: no read back, one copy per host piece
                 buf = torch.cat([F.pad(_to_device(p, device),
                                        (0, W - p.shape[-1], 0, H - p.shape[-2])) for p in pieces])
-            views = buf.split([len(p) for p in pieces])
-            for (i, field), v in zip(slots, views):
+            # the instance masks as bool in one op for the batch, then a view per sample
+            n_merged = sum(len(p) for p, (_, f) in zip(pieces, slots) if f == 'merged')
+            parts = {'merged': buf[:n_merged], 'instances': buf[n_merged:].bool()}
+            views = {f: iter(parts[f].split([len(p) for p, (_, g) in zip(pieces, slots)
+                                              if g == f])) for f in parts}
+            for i, field in slots:
                 if field == 'merged':
-                    data_samples[i].gt_merged_mask = PixelData(data=v)
+                    data_samples[i].gt_merged_mask = PixelData(data=next(views[field]))
                 else:
-                    data_samples[i].gt_instances.masks = v.bool()
+                    data_samples[i].gt_instances.masks = next(views[field])
         if flags:
             nt = _to_device(torch.tensor([f for _, f in flags]), device)
             for (i, _), v in zip(flags, nt.unbind()):

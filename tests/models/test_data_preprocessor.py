@@ -124,6 +124,43 @@ def test_training_forward_uploads_images_and_masks_once_each():
     assert all(ds.gt_merged_mask.data.device.type == 'cpu' for ds in samples)
 
 
+@pytest.mark.parametrize('divisor', [1, 32])
+def test_images_of_one_shape_are_processed_as_one_batch_with_mmdets_values(divisor):
+    """A same-shape list (pseudo_collate) is stacked once: the inputs and the shapes mmdet's
+    DetDataPreprocessor gives (bitwise), in as many ops for 5 images as for 1 (mmengine's
+    list path moves, swaps, converts and normalises image by image)."""
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Ops.n += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+               pad_size_divisor=divisor)
+    ops = {}
+    for B in (1, 5):
+        g = torch.Generator().manual_seed(B)
+        imgs = [torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8, generator=g)
+                for _ in range(B)]
+        samples = [_sample(40, 50) for _ in range(B)]
+        ref = DetDataPreprocessor(**cfg)(dict(inputs=list(imgs), data_samples=[
+            _sample(40, 50) for _ in range(B)]), training=False)
+        Ops.n = 0
+        with Ops():
+            out = RefDataPreprocessor(**cfg)(dict(inputs=list(imgs), data_samples=samples),
+                                             training=False)
+        ops[B] = Ops.n
+        assert torch.equal(out['inputs'], ref['inputs'])
+        for a, b in zip(out['data_samples'], ref['data_samples']):
+            assert a.metainfo['batch_input_shape'] == b.metainfo['batch_input_shape']
+            assert a.metainfo['pad_shape'] == b.metainfo['pad_shape']
+    assert ops[5] == ops[1], ops
+
+
 def test_no_target_flags_and_contradictions():
     samples = [_sample(6, 10), _sample(6, 10)]
     samples[0].gt_instances = samples[0].gt_instances[:0]

@@ -250,8 +250,9 @@ def test_loss_and_predict_within_the_host_read_budget(method, synthref_root, one
 
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
 def test_data_preprocessor_waits_for_nothing(method, synthref_root, one_torch_thread):
-    """``RefDataPreprocessor`` moves a batch without a wait: the images and the ground truth
-    go over ``non_blocking``, and the BGR -> RGB swap is a ``flip`` (mmengine's list index
+    """``RefDataPreprocessor`` moves a batch without a wait: the images (stacked into one
+    batch) and the ground truth go over ``non_blocking``, and the BGR -> RGB swap is a ``flip``
+    (mmengine's list index
     ``img[[2, 1, 0], ...]`` was an upload and a wait per image: 16 per training batch on the
     H200, docs/benchmarks.md). The swap gives mmengine's values."""
     from mmengine.model import ImgDataPreprocessor
@@ -271,9 +272,10 @@ def test_data_preprocessor_waits_for_nothing(method, synthref_root, one_torch_th
         batch, where = waits(training)
         assert not where, (training, where)
     assert pre._flip_channels
-    # the recorder sees mmengine's own swap: one wait per image
+    # the recorder sees mmengine's own swap: one wait (a list index), on the batch the
+    # preprocessor stacks the images into (mmengine's list path made one per image)
     pre._flip_channels, pre._channel_conversion = False, True
-    assert len(waits(True)[1]) == len(data['inputs'])
+    assert len(waits(True)[1]) == 1
     pre._flip_channels, pre._channel_conversion = True, False
     reference = ImgDataPreprocessor(mean=pre.mean.flatten().tolist(),
                                     std=pre.std.flatten().tolist(), bgr_to_rgb=True,

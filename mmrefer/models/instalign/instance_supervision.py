@@ -157,9 +157,9 @@ class PhraseAlignedInstanceSupervision(BaseModule):
                 raise ValueError(f'data sample {i} ({ds.metainfo.get("img_path")}): '
                                  f'gt_instances.masks is a {got}, expected [M, {H}, {W}] on '
                                  f'{device}: {_PREPROCESS_HINT}')
-            masks.append(m.float())
+            masks.append(m)
         counts = [len(m) for m in masks]
-        masks = torch.cat(masks)
+        masks = torch.cat(masks).float()  # one cast for the batch (cat promotes mixed dtypes)
         masks = (resize_bilinear(masks[None], mask_size)[0] if len(masks)
                  else masks.new_zeros((0, ) + tuple(mask_size)))
         labels = torch.zeros(len(masks), dtype=torch.long, device=device)
