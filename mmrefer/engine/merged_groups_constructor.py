@@ -41,7 +41,7 @@ def plain_param_groups(optim_wrapper) -> None:
     mmengine builds the optimizer through its registry, which turns the param groups of a
     ``paramwise_cfg`` into ``ConfigDict`` (a ``dict`` subclass with a Python ``__getitem__``).
     AdamW reads its group options for every parameter on every step: at paper size that was
-    about 2,200 ``ConfigDict`` lookups per Latent-VG training step, host time on the step's
+    about 2,240 ``ConfigDict`` lookups per Latent-VG training step, host time on the step's
     critical path. And dynamo (torch 2.13) cannot trace ``optimizer.step`` over them
     (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute 'items'``).
     Same entries, same parameters; call it before the param schedulers are built.
