@@ -47,7 +47,7 @@ def plain_param_groups(optim_wrapper) -> None:
     Same entries, same parameters; call it before the param schedulers are built.
     """
     wrappers = getattr(optim_wrapper, 'optim_wrappers', None)  # OptimWrapperDict
-    for wrapper in (wrappers.values() if wrappers else [optim_wrapper]):
+    for wrapper in (wrappers.values() if wrappers is not None else [optim_wrapper]):
         opt = wrapper.optimizer
         opt.param_groups = [g if type(g) is dict else dict(g) for g in opt.param_groups]
 

@@ -56,10 +56,10 @@ class RefDataPreprocessor(DetDataPreprocessor):
             # mmengine's cast_data would move each sample's merged mask on its own: it stays on
             # the host until pad_ref_gt puts every mask of the batch on the device in one copy
             held = [ds.gt_merged_mask if 'gt_merged_mask' in ds else None for ds in samples]
-            for ds, m in zip(samples, held):
-                if m is not None:
-                    del ds.gt_merged_mask
         try:
+            if held is not None:  # each sample object once (a batch may repeat one)
+                for ds in {id(ds): ds for ds, m in zip(samples, held) if m is not None}.values():
+                    del ds.gt_merged_mask
             data = dict(data, inputs=self._batch_images(data['inputs']))
             if self._flip_channels:
                 data = self.cast_data(data)
@@ -89,13 +89,16 @@ class RefDataPreprocessor(DetDataPreprocessor):
         if (not isinstance(inputs, (list, tuple)) or not inputs
                 or not all(isinstance(t, torch.Tensor) for t in inputs)
                 or len({(tuple(t.shape), t.dtype, t.device) for t in inputs}) != 1
-                or inputs[0].dim() != 3):
+                or inputs[0].dim() != 3
+                # a channel count the mean / std do not fit: mmengine's list path names it
+                or (self._enable_normalize and self.mean.shape[0] not in (1, inputs[0].shape[0]))
+                or (self._flip_channels and inputs[0].shape[0] != 3)):
             return inputs
         batch = torch.stack(list(inputs))
         if batch.device != self._device:
             if self._device.type == 'cuda' and batch.device.type == 'cpu':
                 batch = batch.pin_memory()
-            batch = _to_device(batch, self._device)
+            batch = _to_device(batch, self._device, self._non_blocking)
         return batch
 
     @staticmethod
@@ -172,7 +175,10 @@ class RefDataPreprocessor(DetDataPreprocessor):
                 else:
                     data_samples[i].gt_instances.masks = next(views[field])
         if flags:
-            nt = _to_device(torch.tensor([f for _, f in flags]), device)
+            nt = torch.tensor([f for _, f in flags])
+            if device is not None and torch.device(device).type == 'cuda':
+                nt = nt.pin_memory()
+            nt = _to_device(nt, device)
             for (i, _), v in zip(flags, nt.unbind()):
                 data_samples[i].gt_no_target = v
         return data_samples
@@ -186,8 +192,12 @@ def _checked(m: torch.Tensor, H: int, W: int, what: str) -> torch.Tensor:
     return m if m.dtype == torch.uint8 else (m != 0).to(torch.uint8)
 
 
-def _to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """One host -> device copy, asynchronous (from pinned memory where the caller pinned it)."""
+def _to_device(t: torch.Tensor, device, non_blocking: bool = True) -> torch.Tensor:
+    """One host -> device copy, asynchronous where that is safe: from pinned memory (the
+    callers pin on CUDA), or to CUDA, whose copies from pageable memory are staged before they
+    return. A temporary in pageable memory is copied blocking elsewhere (MPS may read it after
+    it is freed)."""
     if device is None or t.device == torch.device(device):
         return t
-    return t.to(device, non_blocking=True)
+    device = torch.device(device)
+    return t.to(device, non_blocking=non_blocking and (device.type == 'cuda' or t.is_pinned()))

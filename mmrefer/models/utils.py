@@ -34,11 +34,11 @@ def resize_bilinear(x: Tensor, size, channels_last: Optional[bool] = None) -> Te
     """
     if channels_last is None:
         channels_last = x.is_cuda
+    size = size if isinstance(size, int) else tuple(size)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-        return F.interpolate(x, size=tuple(size), mode='bilinear',
-                             align_corners=False).contiguous()
-    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
+        return F.interpolate(x, size=size, mode='bilinear', align_corners=False).contiguous()
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 
 def batch_shape(batch_data_samples: Sequence) -> Tuple[int, int]:

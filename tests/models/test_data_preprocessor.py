@@ -161,6 +161,57 @@ def test_images_of_one_shape_are_processed_as_one_batch_with_mmdets_values(divis
     assert ops[5] == ops[1], ops
 
 
+def test_batching_keeps_the_callers_samples_and_mmengines_checks():
+    """A batch that repeats one sample object trains and leaves it whole; an exception inside
+    leaves the caller's samples whole; images whose channels the mean does not fit still get
+    mmengine's assertion (a stacked batch would broadcast them silently)."""
+    pre = RefDataPreprocessor(mean=[0.] * 3, std=[1.] * 3)
+    ds = _sample(6, 10)
+    out = pre(dict(inputs=[torch.zeros(3, 6, 10, dtype=torch.uint8)] * 2,
+                   data_samples=[ds, ds]), training=True)
+    assert all(s.gt_merged_mask.data.shape == (1, 6, 10) for s in out['data_samples'])
+    assert 'gt_merged_mask' in ds and ds.gt_merged_mask.data.sum() > 0
+    samples = [_sample(6, 10), _sample(6, 10)]
+    with pytest.raises(ValueError, match='need .3, H, W. images'):
+        RefDataPreprocessor(mean=[0.] * 3, std=[1.] * 3, bgr_to_rgb=True)(
+            dict(inputs=[torch.zeros(1, 6, 10, dtype=torch.uint8)] * 2, data_samples=samples),
+            training=True)
+    assert all('gt_merged_mask' in s for s in samples)
+    with pytest.raises(AssertionError, match='the mean has 3 values'):
+        pre(dict(inputs=[torch.zeros(1, 6, 10, dtype=torch.uint8)] * 2,
+                 data_samples=[_sample(6, 10), _sample(6, 10)]), training=False)
+
+
+def test_host_copies_are_asynchronous_only_where_safe():
+    """Non-blocking from pinned memory or to CUDA (pageable copies are staged there); a
+    pageable temporary to another device is copied blocking (MPS may read it after it is
+    freed); the preprocessor's own non_blocking=False is honoured."""
+    from torch.overrides import TorchFunctionMode
+
+    from mmrefer.models.data_preprocessor import _to_device
+
+    class Flags(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.Tensor.to and 'non_blocking' in kwargs:
+                self.seen.append(kwargs['non_blocking'])
+            return func(*args, **kwargs)
+
+    with Flags() as f:
+        _to_device(torch.zeros(2), torch.device('meta'))
+        _to_device(torch.zeros(2), torch.device('meta'), non_blocking=False)
+    assert f.seen == [False, False]
+    pre = RefDataPreprocessor(mean=[0.] * 3, std=[1.] * 3, non_blocking=False).to('meta')
+    with Flags() as f:
+        pre(dict(inputs=[torch.zeros(3, 6, 10, dtype=torch.uint8)] * 2,
+                 data_samples=[_sample(6, 10), _sample(6, 10)]), training=False)
+    assert f.seen and not any(f.seen)
+
+
 def test_no_target_flags_and_contradictions():
     samples = [_sample(6, 10), _sample(6, 10)]
     samples[0].gt_instances = samples[0].gt_instances[:0]
