@@ -6,8 +6,26 @@ import torch
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.structures import InstanceData, PixelData
+from torch.overrides import TorchFunctionMode
 
 from mmrefer.models import RefDataPreprocessor
+
+
+class HostUploads(TorchFunctionMode):
+    """Records every ``Tensor.to(device)`` of a host tensor: its shape and ``non_blocking``."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes, self.non_blocking = [], []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to and args[0].device.type == 'cpu' and (
+                kwargs.get('device') is not None
+                or any(isinstance(a, (str, torch.device)) for a in args[1:])):
+            self.shapes.append(tuple(args[0].shape))
+            self.non_blocking.append(kwargs.get('non_blocking', False))
+        return func(*args, **kwargs)
 
 
 def _sample(h, w):
@@ -90,28 +108,13 @@ def test_training_forward_uploads_images_and_masks_once_each():
     tensor fields on its own): the images in one copy, every mask of the batch in one, the
     no-target flags in one; only the small per-sample fields (labels here) travel one by one.
     The caller's samples keep their fields."""
-    from torch.overrides import TorchFunctionMode
-
-    class Uploads(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.shapes = []
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is torch.Tensor.to and args[0].device.type == 'cpu' and (
-                    kwargs.get('device') is not None
-                    or any(isinstance(a, (str, torch.device)) for a in args[1:])):
-                self.shapes.append(tuple(args[0].shape))
-            return func(*args, **kwargs)
-
     pre = RefDataPreprocessor(mean=[0.] * 3, std=[1.] * 3, bgr_to_rgb=True).to('meta')
     B = 4
     samples = [_sample(6, 10) for _ in range(B)]
     for b, ds in enumerate(samples):
         ds.set_metainfo(dict(no_target=False, img_path=f'{b}.jpg'))
     data = dict(inputs=[torch.zeros(3, 6, 10, dtype=torch.uint8)] * B, data_samples=samples)
-    with Uploads() as up:
+    with HostUploads() as up:
         out = pre(data, training=True)
     big = [s for s in up.shapes if len(s) >= 3]
     assert big == [(B, 3, 6, 10), (B + 2 * B, 6, 10)], up.shapes  # images; merged + instances
@@ -186,30 +189,17 @@ def test_host_copies_are_asynchronous_only_where_safe():
     """Non-blocking from pinned memory or to CUDA (pageable copies are staged there); a
     pageable temporary to another device is copied blocking (MPS may read it after it is
     freed); the preprocessor's own non_blocking=False is honoured."""
-    from torch.overrides import TorchFunctionMode
-
     from mmrefer.models.data_preprocessor import _to_device
 
-    class Flags(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = []
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is torch.Tensor.to and 'non_blocking' in kwargs:
-                self.seen.append(kwargs['non_blocking'])
-            return func(*args, **kwargs)
-
-    with Flags() as f:
+    with HostUploads() as f:
         _to_device(torch.zeros(2), torch.device('meta'))
         _to_device(torch.zeros(2), torch.device('meta'), non_blocking=False)
-    assert f.seen == [False, False]
+    assert f.non_blocking == [False, False]
     pre = RefDataPreprocessor(mean=[0.] * 3, std=[1.] * 3, non_blocking=False).to('meta')
-    with Flags() as f:
+    with HostUploads() as f:
         pre(dict(inputs=[torch.zeros(3, 6, 10, dtype=torch.uint8)] * 2,
                  data_samples=[_sample(6, 10), _sample(6, 10)]), training=False)
-    assert f.seen and not any(f.seen)
+    assert f.non_blocking and not any(f.non_blocking)
 
 
 def test_no_target_flags_and_contradictions():
