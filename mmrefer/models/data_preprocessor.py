@@ -67,13 +67,9 @@ class RefDataPreprocessor(DetDataPreprocessor):
             data = super().forward(data=data, training=training)
         finally:
             if held is not None:  # the caller's samples keep their field
-                for ds, m in zip(samples, held):
-                    if m is not None:
-                        ds.gt_merged_mask = m
+                _put_back(samples, held)
         if held is not None:
-            for ds, m in zip(data['data_samples'], held):
-                if m is not None:
-                    ds.gt_merged_mask = m
+            _put_back(data['data_samples'], held)
         if training and data['data_samples'] is not None:
             shape = tuple(data['inputs'].shape[-2:])
             self.pad_ref_gt(data['data_samples'], shape, data['inputs'].device)
@@ -94,12 +90,7 @@ class RefDataPreprocessor(DetDataPreprocessor):
                 or (self._enable_normalize and self.mean.shape[0] not in (1, inputs[0].shape[0]))
                 or (self._flip_channels and inputs[0].shape[0] != 3)):
             return inputs
-        batch = torch.stack(list(inputs))
-        if batch.device != self._device:
-            if self._device.type == 'cuda' and batch.device.type == 'cpu':
-                batch = batch.pin_memory()
-            batch = _to_device(batch, self._device, self._non_blocking)
-        return batch
+        return _to_device(torch.stack(list(inputs)), self._device, self._non_blocking)
 
     @staticmethod
     def _bgr_rgb_swap(inputs):
@@ -123,23 +114,21 @@ class RefDataPreprocessor(DetDataPreprocessor):
         (bottom / right, zeros) and put them, with ``gt_no_target``, on ``device`` in one copy
         (see the module docstring). A no-target sample with GT instances is an error."""
         H, W = shape
-        pieces, slots, flags = [], [], []
+        merged, instances, flags = [], [], []  # (sample index, mask piece / flag)
         for i, ds in enumerate(data_samples):
             name = ds.metainfo.get('img_path')
             if 'gt_merged_mask' in ds:
                 m = torch.as_tensor(ds.gt_merged_mask.data)
-                pieces.append(_checked(m.reshape((1, ) + tuple(m.shape[-2:])), H, W,
-                                      f'data sample {i} ({name}): gt_merged_mask'))
-                slots.append((i, 'merged'))
+                merged.append((i, _checked(m.reshape((1, ) + tuple(m.shape[-2:])), H, W,
+                                           f'data sample {i} ({name}): gt_merged_mask')))
             n = None
             if 'gt_instances' in ds and 'masks' in ds.gt_instances:
                 masks = ds.gt_instances.masks
                 if hasattr(masks, 'masks'):  # BitmapMasks
                     masks = torch.from_numpy(masks.masks)
                 masks = torch.as_tensor(masks)
-                pieces.append(_checked(masks, H, W,
-                                      f'data sample {i} ({name}): gt_instances.masks'))
-                slots.append((i, 'instances'))
+                instances.append((i, _checked(masks, H, W,
+                                              f'data sample {i} ({name}): gt_instances.masks')))
                 n = len(masks)
             if 'no_target' in ds.metainfo:
                 flag = as_flag(ds.metainfo['no_target'], f'data sample {i} ({name}) no_target')
@@ -147,10 +136,9 @@ class RefDataPreprocessor(DetDataPreprocessor):
                     raise ValueError(f'data sample {i} ({name}, {ds.metainfo.get("text")!r}) is '
                                      f'no_target but has {n} GT instances')
                 flags.append((i, flag))
+        # merged masks first, instance masks after them (in sample order within each)
+        pieces = [p for _, p in merged + instances]
         if pieces:
-            # merged masks first, instance masks after them (in sample order within each)
-            order = sorted(range(len(slots)), key=lambda k: slots[k][1] != 'merged')
-            pieces, slots = [pieces[k] for k in order], [slots[k] for k in order]
             if all(p.device.type == 'cpu' for p in pieces):
                 # padded straight into one (pinned on CUDA) host buffer: one host copy, one upload
                 pin = device is not None and torch.device(device).type == 'cuda'
@@ -164,21 +152,15 @@ class RefDataPreprocessor(DetDataPreprocessor):
             else:  # some are on a device already: no read back, one copy per host piece
                 buf = torch.cat([F.pad(_to_device(p, device),
                                        (0, W - p.shape[-1], 0, H - p.shape[-2])) for p in pieces])
-            # the instance masks as bool in one op for the batch, then a view per sample
-            n_merged = sum(len(p) for p, (_, f) in zip(pieces, slots) if f == 'merged')
-            parts = {'merged': buf[:n_merged], 'instances': buf[n_merged:].bool()}
-            views = {f: iter(parts[f].split([len(p) for p, (_, g) in zip(pieces, slots)
-                                              if g == f])) for f in parts}
-            for i, field in slots:
-                if field == 'merged':
-                    data_samples[i].gt_merged_mask = PixelData(data=next(views[field]))
-                else:
-                    data_samples[i].gt_instances.masks = next(views[field])
+            # a view per sample; the instance masks as bool in one op for the batch
+            n_merged = sum(len(p) for _, p in merged)
+            for (i, p), v in zip(merged, buf[:n_merged].split([len(p) for _, p in merged])):
+                data_samples[i].gt_merged_mask = PixelData(data=v)
+            for (i, p), v in zip(instances, buf[n_merged:].bool().split(
+                    [len(p) for _, p in instances])):
+                data_samples[i].gt_instances.masks = v
         if flags:
-            nt = torch.tensor([f for _, f in flags])
-            if device is not None and torch.device(device).type == 'cuda':
-                nt = nt.pin_memory()
-            nt = _to_device(nt, device)
+            nt = _to_device(torch.tensor([f for _, f in flags]), device)
             for (i, _), v in zip(flags, nt.unbind()):
                 data_samples[i].gt_no_target = v
         return data_samples
@@ -192,12 +174,21 @@ def _checked(m: torch.Tensor, H: int, W: int, what: str) -> torch.Tensor:
     return m if m.dtype == torch.uint8 else (m != 0).to(torch.uint8)
 
 
+def _put_back(samples: Sequence, held: Sequence) -> None:
+    """Set each sample's held ``gt_merged_mask`` (``None``: it had none) back on it."""
+    for ds, m in zip(samples, held):
+        if m is not None:
+            ds.gt_merged_mask = m
+
+
 def _to_device(t: torch.Tensor, device, non_blocking: bool = True) -> torch.Tensor:
-    """One host -> device copy, asynchronous where that is safe: from pinned memory (the
-    callers pin on CUDA), or to CUDA, whose copies from pageable memory are staged before they
-    return. A temporary in pageable memory is copied blocking elsewhere (MPS may read it after
-    it is freed)."""
+    """One host -> device copy, asynchronous where that is safe. To CUDA a host tensor is pinned
+    first (a no-op for a buffer allocated pinned), so the copy overlaps with the GPU's work;
+    elsewhere only a pinned tensor is copied asynchronously (MPS may read a pageable temporary
+    after it is freed)."""
     if device is None or t.device == torch.device(device):
         return t
     device = torch.device(device)
+    if device.type == 'cuda' and t.device.type == 'cpu' and not t.is_pinned():
+        t = t.pin_memory()
     return t.to(device, non_blocking=non_blocking and (device.type == 'cuda' or t.is_pinned()))

@@ -71,20 +71,6 @@ def test_ground_truth_reaches_the_device_in_one_copy():
     """Every mask of the batch travels in one host -> device copy and the no-target flags in a
     second one, whatever the batch size; samples get views (the ``meta`` device stands in for
     an accelerator)."""
-    from torch.overrides import TorchFunctionMode
-
-    class Copies(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.n = 0
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is torch.Tensor.to and (kwargs.get('device') is not None or any(
-                    isinstance(a, (str, torch.device)) for a in args[1:])):
-                self.n += args[0].device.type == 'cpu'
-            return func(*args, **kwargs)
-
     for B in (1, 4):
         samples = [_sample(6, 10) for _ in range(B)]
         for b, ds in enumerate(samples):
@@ -92,9 +78,9 @@ def test_ground_truth_reaches_the_device_in_one_copy():
         samples[0].gt_instances = samples[0].gt_instances[:0]  # a no-target sample
         samples[0].gt_merged_mask = PixelData(data=torch.zeros(1, 6, 10, dtype=torch.uint8))
         samples[0].set_metainfo(dict(no_target=True))
-        with Copies() as copies:
+        with HostUploads() as copies:
             RefDataPreprocessor.pad_ref_gt(samples, (8, 12), torch.device('meta'))
-        assert copies.n == 2, copies.n
+        assert len(copies.shapes) == 2, copies.shapes
         for b, ds in enumerate(samples):
             assert ds.gt_merged_mask.data.device.type == 'meta'
             assert ds.gt_merged_mask.data.shape == (1, 8, 12)
@@ -186,7 +172,7 @@ def test_batching_keeps_the_callers_samples_and_mmengines_checks():
 
 
 def test_host_copies_are_asynchronous_only_where_safe():
-    """Non-blocking from pinned memory or to CUDA (pageable copies are staged there); a
+    """Non-blocking from pinned memory or to CUDA (a host tensor is pinned first there); a
     pageable temporary to another device is copied blocking (MPS may read it after it is
     freed); the preprocessor's own non_blocking=False is honoured."""
     from mmrefer.models.data_preprocessor import _to_device
