@@ -137,7 +137,7 @@ def test_instalign_deformable_sampling_runs_in_fp32_under_autocast(synthref_root
             if isinstance(m, MultiScaleDeformableAttention)]
     assert attn and all(isinstance(m, HostShapeMultiScaleDeformableAttention) for m in attn)
     seen, proj = [], []
-    orig = pd.mmcv_msda.multi_scale_deformable_attn_pytorch
+    orig = pd.multi_scale_deformable_sampling
 
     def spy(value, shapes, loc, w):
         seen.append({value.dtype, loc.dtype, w.dtype})
@@ -146,12 +146,12 @@ def test_instalign_deformable_sampling_runs_in_fp32_under_autocast(synthref_root
     for m in attn:
         m.value_proj.register_forward_hook(lambda mod, args, out: proj.append(out.dtype))
     data = model.data_preprocessor(next(batches), training=True)
-    pd.mmcv_msda.multi_scale_deformable_attn_pytorch = spy
+    pd.multi_scale_deformable_sampling = spy
     try:
         with torch.autocast('cpu', dtype=torch.bfloat16):
             model.loss(data['inputs'], data['data_samples'])
     finally:
-        pd.mmcv_msda.multi_scale_deformable_attn_pytorch = orig
+        pd.multi_scale_deformable_sampling = orig
     assert len(seen) == len(attn) and all(s == {torch.float32} for s in seen)
     assert proj and set(proj) == {torch.bfloat16}
     # a plain mmcv module is wrapped whole (fp32 output), ours are left alone

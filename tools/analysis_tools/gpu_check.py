@@ -43,8 +43,9 @@ shapes as the official ones: text length 20). The batches are moved to the devic
 loading is not timed.
 
 ``--mmcv-ops stub`` replaces ``mmcv._ext`` by a module whose functions raise (mmdet imports
-``mmcv.ops``, Latent-VG calls none of them) and sends mmcv's ``MultiScaleDeformableAttention``
-down its pure-PyTorch path (``multi_scale_deformable_attn_pytorch``): the mode used while
+``mmcv.ops``, Latent-VG calls none of them) and sends the deformable attention down its
+pure-PyTorch path (InstAlign's ``multi_scale_deformable_sampling``, a plain mmcv module's
+``multi_scale_deformable_attn_pytorch``): the mode used while
 mmcv's ops are being built, or after their build failed. ``--quick`` shrinks both configs to
 tiny sizes (128 px input, batches of 1 and 2, a few iterations) so that every path runs in
 about a minute on a CPU: the dry run of ``gpu_check.sh OUT --device cpu --quick``.
@@ -455,10 +456,11 @@ def install_mmcv_ext_stub():
 
 
 def use_pytorch_deform_attn():
-    """mmcv's ``MultiScaleDeformableAttention`` on its pure-PyTorch path on every device."""
+    """The deformable attention on its pure-PyTorch path on every device."""
     import mmcv.ops.multi_scale_deform_attn as msda
     msda.IS_CUDA_AVAILABLE = False
-    return 'pytorch (multi_scale_deformable_attn_pytorch: mmcv ops not built)'
+    return ('pytorch (multi_scale_deformable_sampling, grid_sample level by level: mmcv ops '
+            'not built)')
 
 
 def check_msda_cuda(device) -> dict:

@@ -7,7 +7,8 @@ tensors: three device -> host reads per level on an accelerator, nine per forwar
 levels, each one stalling the CPU until the GPU has caught up. Here the sizes are the Python ints
 of ``feat.shape``; the two tensors the deformable attention takes (``spatial_shapes``,
 ``level_start_index``) are built on the device from them (a host -> device copy, no read). The
-modules, parameters, state-dict keys and arithmetic are mmdet's (the output is equal bitwise).
+modules, parameters, state-dict keys and arithmetic are mmdet's; the output equals mmdet's to
+float rounding (bitwise with mmcv's CUDA op; the PyTorch sampling adds in another order, below).
 
 The encoder's attention, :class:`HostShapeMultiScaleDeformableAttention`, is mmcv's
 ``MultiScaleDeformableAttention`` (same arguments and weights) given those ints too
@@ -15,8 +16,10 @@ The encoder's attention, :class:`HostShapeMultiScaleDeformableAttention`, is mmc
 pure-PyTorch path (the CPU, or a GPU without the compiled ops), nine more times with three levels
 to split and reshape the memory: 60 waits per step of the paper config on an H200
 (docs/benchmarks.md), and 11 logged graph breaks of ``torch.compile`` in the tiny config's
-loss. Under autocast only its sampling (``sum_l sum_k A_lqk * V_l(p_q + Delta p_lqk)``, mmcv's
-CUDA op or its ``grid_sample`` path) is an fp32 island, the CUDA op having no bf16 kernel; the
+loss. Without mmcv's CUDA op its sampling (``sum_l sum_k A_lqk * V_l(p_q + Delta p_lqk)``) is
+:func:`multi_scale_deformable_sampling`, mmcv's ``grid_sample`` path summed level by level
+instead of over one stack of all samples (1.9 GB per layer in the paper config at batch 32).
+Under autocast only the sampling is an fp32 island, the CUDA op having no bf16 kernel; the
 value / offset / weight / output projections follow autocast.
 
 One difference, where mmdet cannot run: mmdet builds ``lateral_convs`` / ``output_convs`` from
@@ -39,6 +42,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import mmcv.ops.multi_scale_deform_attn as mmcv_msda
 import torch
+import torch.nn.functional as F
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from torch import Tensor
@@ -47,21 +51,56 @@ from mmrefer.registry import MODELS
 from ..mixed_precision import fp32_island
 from ..utils import resize_bilinear
 
-__all__ = ['HostShapeMSDeformAttnPixelDecoder', 'HostShapeMultiScaleDeformableAttention']
+__all__ = ['HostShapeMSDeformAttnPixelDecoder', 'HostShapeMultiScaleDeformableAttention',
+           'multi_scale_deformable_sampling']
+
+
+def multi_scale_deformable_sampling(value: Tensor, sizes: Sequence[Tuple[int, int]],
+                                    locations: Tensor, weights: Tensor) -> Tensor:
+    """The deformable sampling in PyTorch, ``out_q = sum_l sum_k A_lqk V_l(p_lqk)``, one level at
+    a time: mmcv's ``multi_scale_deformable_attn_pytorch`` (the same ``grid_sample`` of each
+    level, zero padding, ``align_corners=False``) without its stack of all samples.
+
+    mmcv samples every level, stacks the ``L`` results into one ``[B M, D, Q, L K]`` tensor and
+    weights and sums that. Here each level's samples ``[B M, D, Q, K]`` are weighted and summed
+    over ``K`` at once and the level sums added: the same products, no ``L K``-wide copy. In
+    InstAlign's paper config at batch 32 that stack is 1.9 GB per encoder layer (``Q = 4725``
+    queries, ``M D = 256``, ``L K = 12``, fp32). The sums run in another order than mmcv's
+    (within float rounding of it). With autograd off the products are formed in place.
+
+    Shapes: value ``[B, V, M, D]`` (``V = sum_l h_l w_l``, levels in ``sizes`` order),
+    ``sizes`` ``L`` host pairs ``(h_l, w_l)``, locations ``[B, Q, M, L, K, 2]`` as ``(x, y)`` in
+    ``[0, 1]``, weights ``[B, Q, M, L, K]``; returns ``[B, Q, M D]``.
+    """
+    B, _, M, D = value.shape
+    Q, L, K = locations.shape[1], locations.shape[3], locations.shape[4]
+    grids = 2 * locations - 1
+    in_place = not torch.is_grad_enabled()
+    out = None
+    for level, (v, (h, w)) in enumerate(zip(value.split([h * w for h, w in sizes], dim=1),
+                                            sizes)):
+        v = v.flatten(2).transpose(1, 2).reshape(B * M, D, h, w)
+        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B M, Q, K, 2]
+        samples = F.grid_sample(v, grid, mode='bilinear', padding_mode='zeros',
+                                align_corners=False)  # [B M, D, Q, K]
+        a = weights[:, :, :, level].transpose(1, 2).reshape(B * M, 1, Q, K)
+        part = (samples.mul_(a) if in_place else samples * a).sum(-1)  # [B M, D, Q]
+        out = part if out is None else (out.add_(part) if in_place else out + part)
+    return out.view(B, M * D, Q).transpose(1, 2).contiguous()
 
 
 @fp32_island
 def _deformable_sampling(value: Tensor, spatial_shapes: Tensor, sizes: Sequence[Tuple[int, int]],
                          level_start_index: Tensor, locations: Tensor, weights: Tensor,
                          im2col_step: int) -> Tensor:
-    """mmcv's sampling: its CUDA (or MLU) op where mmcv would take it, else its pure-PyTorch
-    function given the host sizes (a list of ``(h, w)`` ints serves it as the tensor does).
-    Looked up in mmcv's module at each call, as mmcv's own forward does."""
+    """mmcv's CUDA (or MLU) op where mmcv would take it, else
+    :func:`multi_scale_deformable_sampling` given the host sizes. mmcv's availability flags are
+    looked up in its module at each call, as mmcv's own forward does."""
     if ((mmcv_msda.IS_CUDA_AVAILABLE and value.is_cuda)
             or (mmcv_msda.IS_MLU_AVAILABLE and value.is_mlu)):
         return mmcv_msda.MultiScaleDeformableAttnFunction.apply(
             value, spatial_shapes, level_start_index, locations, weights, im2col_step)
-    return mmcv_msda.multi_scale_deformable_attn_pytorch(value, sizes, locations, weights)
+    return multi_scale_deformable_sampling(value, sizes, locations, weights)
 
 
 @MODELS.register_module()
