@@ -250,11 +250,12 @@ def detect_parts(cfg) -> List[str]:
     backbone = _model_part(cfg.model, 'backbone')
     if backbone == 'BEiT3':
         parts.append('beit3')
-    elif backbone == 'SwinTransformer':
+    elif backbone in ('SwinTransformer', 'SDPASwinTransformer'):
         parts.append('swin')
     else:
         raise ValueError(f'paper_size_check: no official-layout writer for backbone type '
-                         f'{backbone!r} (model.backbone.type); BEiT3 and SwinTransformer only')
+                         f'{backbone!r} (model.backbone.type); BEiT3, SwinTransformer and '
+                         'SDPASwinTransformer only')
     if _model_part(cfg.model, 'text_encoder') == 'HFTextEncoder':
         mt = cfg.model.text_encoder.get('model_type', 'roberta')
         if mt != 'roberta':

@@ -20,7 +20,9 @@ model = dict(
         # keeps its 1/4 mask grid tiling the batch exactly (480 and 128 need no padding)
         pad_size_divisor=32),
     backbone=dict(
-        type='SwinTransformer',
+        # mmdet's SwinTransformer (same arguments and weights) with its window attention run by
+        # F.scaled_dot_product_attention (mmrefer/models/backbones/swin.py)
+        type='SDPASwinTransformer',
         pretrain_img_size=384,
         embed_dims=128,
         depths=[2, 2, 18, 2],
