@@ -1,6 +1,23 @@
-"""Helpers shared by model tests: a config's model with its dataloader on SynthRef, and a tiny
-byte-level BPE tokenizer directory (RoBERTa layout)."""
+"""Helpers shared by model tests: a config's model with its dataloader on SynthRef, a tiny
+byte-level BPE tokenizer directory (RoBERTa layout), and a recorder of the largest tensor the
+ops under it return."""
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class LargestOutput(TorchDispatchMode):
+    """``numel``: the largest number of elements any aten op under it returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
 
 
 def build_model_and_loader(config_path, data_root, batch_size=2, split='train',

@@ -8,7 +8,7 @@ import torch
 from mmdet.models.backbones import SwinTransformer
 from mmdet.models.backbones.swin import WindowMSA
 from mmengine.config import Config
-from torch.utils._python_dispatch import TorchDispatchMode
+from model_helpers import LargestOutput
 
 from mmrefer.models import SDPASwinTransformer, SDPAWindowMSA
 from mmrefer.registry import MODELS
@@ -114,19 +114,6 @@ def test_attention_dropout_is_applied_in_training_only():
     ours.eval()
     with torch.no_grad():
         assert torch.equal(ours(x)[0], ours(x)[0])
-
-
-class LargestOutput(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, torch.Tensor):
-                self.numel = max(self.numel, t.numel())
-        return out
 
 
 def test_mask_is_shared_by_the_images_of_a_batch():

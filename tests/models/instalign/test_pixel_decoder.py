@@ -8,6 +8,7 @@ import pytest
 import torch
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmengine.config import ConfigDict
+from model_helpers import LargestOutput
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmcv.ops import MultiScaleDeformableAttention
@@ -245,21 +246,6 @@ def test_sampling_without_autograd_writes_in_place_with_the_same_result():
         without = multi_scale_deformable_sampling(inputs[0], sizes, inputs[1], inputs[2])
     assert torch.equal(with_grad, without)
     assert all(torch.equal(a, b) for a, b in zip(inputs, kept))
-
-
-class LargestOutput(TorchDispatchMode):
-    """The largest number of elements any op returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, torch.Tensor):
-                self.numel = max(self.numel, t.numel())
-        return out
 
 
 @pytest.mark.parametrize('grad', [False, True])
