@@ -73,7 +73,7 @@ def multi_scale_deformable_sampling(value: Tensor, sizes: Sequence[Tuple[int, in
     ``[0, 1]``, weights ``[B, Q, M, L, K]``; returns ``[B, Q, M D]``.
     """
     B, _, M, D = value.shape
-    Q, L, K = locations.shape[1], locations.shape[3], locations.shape[4]
+    Q, K = locations.shape[1], locations.shape[4]
     grids = 2 * locations - 1
     in_place = not torch.is_grad_enabled()
     out = None
