@@ -29,6 +29,14 @@ matrix of the step in one device -> host copy, every match (score targets, match
 their GT rows) back in one non-blocking copy. The number of matched pairs is known from the
 shapes (``min(N, M)``), so nothing else is read back (no ``nonzero``; mmdet's
 ``MaskPseudoSampler`` would add one).
+
+Kernel launches: the costs of a layer are computed for the whole batch in one go
+(:meth:`PhraseAlignedInstanceSupervision.batch_cost`): the B x N queries against the batch's
+sum_b M_b GT instances, ``[B N, sum M]``, of which each image's own block ``[N, M_b]`` is
+solved. The cross-image entries are B times the arithmetic of the per-image matrices (6.6
+GFLOP per layer at batch 16, 100 queries, 120 x 120 masks, 3 instances per image: under 1 % of
+the training step) for about 27 launches per layer instead of about 27 per image and layer
+(3,253 -> 284 non-view ops for 10 layers of 16 images, 12 of them with targets).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -188,20 +196,29 @@ class PhraseAlignedInstanceSupervision(BaseModule):
                            batch_gt_instances: List[InstanceData],
                            batch_img_metas: List[dict]) -> List[Tuple[Tensor, Tensor, Tensor, int]]:
         """:meth:`get_targets` of several layers (``(score_logits, mask_logits, phrase_costs)``
-        each) at once: the cost matrices of every (layer, image with a target) pair go to the
-        host in one copy (:meth:`match`), the matches come back in one non-blocking copy."""
+        each) at once: one :meth:`batch_cost` per layer, every cost matrix to the host in one
+        copy, each image's block solved there (:meth:`match`), the matches back in one
+        non-blocking copy."""
         B, N = layers[0][0].shape
         device = layers[0][0].device
         counts = [len(gt) for gt in batch_gt_instances]
+        first_gt = np.cumsum([0] + counts[:-1])
         pairs = [(j, b) for j in range(len(layers)) for b in range(B) if counts[b]]
-        matches = self.match([
-            self.pair_cost(InstanceData(score_logits=layers[j][0][b].detach().float(),
-                                        masks=layers[j][1][b].detach().float(),
-                                        phrase_costs=layers[j][2][b].detach().float()),
-                           batch_gt_instances[b], batch_img_metas[b]) for j, b in pairs])
+        all_masks = torch.cat([gt.masks for gt in batch_gt_instances])  # [sum M_b, h, w]
+        matches = []
+        if pairs:
+            gt = InstanceData(masks=all_masks,
+                              labels=torch.cat([gt.labels for gt in batch_gt_instances]))
+            costs = torch.stack([self.batch_cost(InstanceData(
+                score_logits=score.detach().flatten().float(),
+                masks=masks.detach().flatten(0, 1).float(),
+                phrase_costs=phrase.detach().flatten().float()), gt)
+                for score, masks, phrase in layers])  # [L, B N, sum M]
+            blocks = [(j, slice(b * N, (b + 1) * N),
+                       slice(first_gt[b], first_gt[b] + counts[b])) for j, b in pairs]
+            matches = self.match(costs, blocks)
         # on the host: score targets, matched queries (flat, ascending), their GT rows in the
         # batch's concatenated GT masks
-        first_gt = np.cumsum([0] + counts[:-1])
         score_targets = np.zeros((len(layers), B, N), np.int64)
         pos = [[np.zeros(0, np.int64)] for _ in layers]
         gt_rows = [[np.zeros(0, np.int64)] for _ in layers]
@@ -214,33 +231,30 @@ class PhraseAlignedInstanceSupervision(BaseModule):
         sizes = [score_targets.size] + [len(p) for p in pos] + [len(g) for g in gt_rows]
         host = torch.from_numpy(np.concatenate([score_targets.ravel()] + pos + gt_rows))
         dev = host.to(device, non_blocking=True).split(sizes)
-        all_masks = torch.cat([gt.masks for gt in batch_gt_instances])  # [sum M_b, h, w]
         L = len(layers)
         score_dev = dev[0].view(L, B, N).float()
         return [(score_dev[j], dev[1 + j], all_masks[dev[1 + L + j]], len(pos[j]))
                 for j in range(L)]
 
-    def pair_cost(self, pred_instances: InstanceData, gt_instances: InstanceData,
-                  img_meta: dict) -> Tensor:
-        """Eq. 6 cost matrix [N, M] of one image: the sum of the assigner's match costs (as
-        mmdet's ``HungarianAssigner.assign`` sums them)."""
+    def batch_cost(self, pred_instances: InstanceData, gt_instances: InstanceData) -> Tensor:
+        """Eq. 6 costs of every query of a batch against every GT instance of the batch:
+        ``pred_instances`` [B N] (``score_logits``, ``masks`` [B N, h, w], ``phrase_costs``),
+        ``gt_instances`` [sum M] -> [B N, sum M], the sum of the assigner's match costs (as
+        mmdet's ``HungarianAssigner.assign`` sums them). Only the block of an image's own
+        queries and instances is solved; the costs are called with ``img_meta=None``, since
+        the rows come from several images (no mask or query cost reads it)."""
         return torch.stack([cost(pred_instances=pred_instances, gt_instances=gt_instances,
-                                 img_meta=img_meta) for cost in self.assigner.match_costs]).sum(0)
+                                 img_meta=None) for cost in self.assigner.match_costs]).sum(0)
 
     @staticmethod
-    def match(costs: Sequence[Tensor]) -> List[Tuple[np.ndarray, np.ndarray]]:
-        """Eq. 5 for each cost matrix [N_k, M_k]: scipy's Hungarian solver, the matched rows
-        (ascending) and columns. All matrices are copied to the host together: the one
-        device -> host read of the loss."""
-        if not costs:
-            return []
-        flat = torch.cat([c.flatten() for c in costs]).cpu().numpy()
-        out, start = [], 0
-        for c in costs:
-            n, m = c.shape
-            out.append(linear_sum_assignment(flat[start:start + n * m].reshape(n, m)))
-            start += n * m
-        return out
+    def match(costs: Tensor, blocks: Sequence[Tuple[int, slice, slice]]
+              ) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Eq. 5 for each block ``(j, rows, cols)`` of the cost matrices ``costs`` [L, R, C]
+        (``costs[j, rows, cols]``: one image's queries against its own instances): scipy's
+        Hungarian solver, the matched rows (ascending, within the block) and columns. The
+        matrices are copied to the host together: the one device -> host read of the loss."""
+        host = costs.cpu().numpy()
+        return [linear_sum_assignment(host[j, rows, cols]) for j, rows, cols in blocks]
 
     @fp32_island
     def loss(self, score_logits: Tensor, mask_logits: Tensor, phrase_costs: Tensor,

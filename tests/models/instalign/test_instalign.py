@@ -96,13 +96,13 @@ def _model(tok_dir, **kw):
 def test_gt_masks_reach_matcher_padded_not_zeroed(tok_dir):
     model = _model(tok_dir)
     seen = []
-    orig = model.head.instance_loss.pair_cost
+    orig = model.head.instance_loss.batch_cost
 
-    def spy(pred, gt, *a, **k):
+    def spy(pred, gt):
         seen.append(gt.masks.clone())
-        return orig(pred, gt, *a, **k)
+        return orig(pred, gt)
 
-    model.head.instance_loss.pair_cost = spy
+    model.head.instance_loss.batch_cost = spy
     # image 20x24 padded to 32x32; rects on the 4-px grid so the 1/4 target is exact
     s1 = make_sample('the red circle', [(4, 12, 8, 20), (12, 20, 0, 4)], img_shape=(20, 24))
     s2 = make_sample('blue thing left', [], img_shape=(20, 24))
@@ -110,7 +110,9 @@ def test_gt_masks_reach_matcher_padded_not_zeroed(tok_dir):
     losses = model.loss(inputs, samples)
     assert all(torch.isfinite(v) for v in losses.values())
     k = model.head.decoder.num_layers + 1  # deep supervision: every block + the initial query
-    assert len(seen) == k  # one cost matrix per layer for s1; the no-target s2 has none
+    # one cost matrix per layer, the batch's GT against all queries: s1's two masks (the
+    # no-target s2 adds none)
+    assert len(seen) == k
     m = seen[-1]
     assert m.shape == (2, 8, 8)
     expected = torch.zeros(2, 8, 8)

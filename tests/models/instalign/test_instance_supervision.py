@@ -139,6 +139,44 @@ def test_all_layers_matched_at_once_as_mmdet_matches_each_image():
         assert num_pos == sum(min(N, m) for m in counts) == 7
 
 
+def test_the_costs_of_a_layer_are_one_set_of_kernels_whatever_the_batch():
+    """The match costs of a layer are computed for the whole batch at once: the non-view ops
+    of get_targets_layers (a proxy for kernel launches) do not grow with the images, while
+    mmdet's per-image assign would add ~27 per image and layer; and the matches of the
+    batched costs are those of assign on each image."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Ops.n += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    sup = _supervision()
+    g = torch.Generator().manual_seed(5)
+    ops = {}
+    for B in (2, 8):
+        counts = [(b % 4) for b in range(B)]
+        gts = [InstanceData(masks=(torch.rand(m, 6, 6, generator=g) > 0.5).float(),
+                            labels=torch.zeros(m, dtype=torch.long)) for m in counts]
+        layers = [(torch.randn(B, 4, generator=g), torch.randn(B, 4, 6, 6, generator=g) * 3,
+                   torch.rand(B, 4, generator=g)) for _ in range(4)]
+        Ops.n = 0
+        with Ops():
+            got = sup.get_targets_layers(layers, gts, [{}] * B)
+        ops[B] = Ops.n
+        for (score, masks, phrase), (score_t, _, _, _) in zip(layers, got):
+            for b in range(B):
+                pred = InstanceData(score_logits=score[b], masks=masks[b],
+                                    phrase_costs=phrase[b])
+                gt_inds = sup.assigner.assign(pred, gts[b], img_meta={}).gt_inds
+                assert torch.equal(score_t[b], (gt_inds > 0).float())
+    # 8 images (6 with targets) take as many ops as 2 (1 with targets): 116 each here; the
+    # per-image matching took 115 and 655
+    assert ops[8] == ops[2], ops
+
+
 def test_the_assigner_must_give_match_costs():
     from mmrefer.models.instalign import PhraseAlignedInstanceSupervision
     with pytest.raises(TypeError, match='must be a HungarianAssigner.*MaxIoUAssigner'):
