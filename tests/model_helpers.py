@@ -1,6 +1,6 @@
 """Helpers shared by model tests: a config's model with its dataloader on SynthRef, a tiny
-byte-level BPE tokenizer directory (RoBERTa layout), a recorder of the largest tensor the
-ops under it return, and a faster layout for bf16 matrix products on CPUs without native bf16."""
+byte-level BPE tokenizer directory (RoBERTa layout), recorders of the ops run under them
+(their count, the largest tensor they return), and a faster layout for bf16 matrix products on CPUs without native bf16."""
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -29,6 +29,20 @@ class TransposedBf16Gemm(TorchDispatchMode):
             if (a.dtype == b.dtype == torch.bfloat16 and a.device.type == 'cpu'
                     and a.stride(-1) == 1 and b.stride(-1) == 1):
                 return func(a, b.t().contiguous().t())
+        return func(*args, **(kwargs or {}))
+
+
+class OpCount(TorchDispatchMode):
+    """``n``: the aten ops run under it (a proxy for kernel launches); ``views=False`` leaves
+    out the view ops, which launch no kernel."""
+
+    def __init__(self, views: bool = True):
+        super().__init__()
+        self.views = views
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += self.views or not func.is_view
         return func(*args, **(kwargs or {}))
 
 
@@ -66,7 +80,7 @@ def build_model_and_loader(config_path, data_root, batch_size=2, split='train',
     point_config_at_synthref(cfg, str(data_root))
     if img_size is not None:
         resized = [step for ds in dataset_leaves(cfg[f'{split}_dataloader'].dataset)
-                   for step in ds.pipeline if str(step.get('type')).endswith('RefResize')]
+                   for step in ds.pipeline if str(step.get('type')).split('.')[-1] == 'RefResize']
         assert resized, f'{config_path}: no RefResize in the {split} pipeline'
         for step in resized:
             step.scale = (img_size, img_size)

@@ -119,14 +119,7 @@ def test_images_of_one_shape_are_processed_as_one_batch_with_mmdets_values(divis
     DetDataPreprocessor gives (bitwise), in as many ops for 5 images as for 1 (mmengine's
     list path moves, swaps, converts and normalises image by image)."""
     from mmdet.models.data_preprocessors import DetDataPreprocessor
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Ops.n += 1
-            return func(*args, **(kwargs or {}))
+    from model_helpers import OpCount
 
     cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
                pad_size_divisor=divisor)
@@ -138,11 +131,10 @@ def test_images_of_one_shape_are_processed_as_one_batch_with_mmdets_values(divis
         samples = [_sample(40, 50) for _ in range(B)]
         ref = DetDataPreprocessor(**cfg)(dict(inputs=list(imgs), data_samples=[
             _sample(40, 50) for _ in range(B)]), training=False)
-        Ops.n = 0
-        with Ops():
+        with OpCount() as count:
             out = RefDataPreprocessor(**cfg)(dict(inputs=list(imgs), data_samples=samples),
                                              training=False)
-        ops[B] = Ops.n
+        ops[B] = count.n
         assert torch.equal(out['inputs'], ref['inputs'])
         for a, b in zip(out['data_samples'], ref['data_samples']):
             assert a.metainfo['batch_input_shape'] == b.metainfo['batch_input_shape']

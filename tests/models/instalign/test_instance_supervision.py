@@ -144,15 +144,7 @@ def test_the_costs_of_a_layer_are_one_set_of_kernels_whatever_the_batch():
     of get_targets_layers (a proxy for kernel launches) do not grow with the images, while
     mmdet's per-image assign would add ~27 per image and layer; and the matches of the
     batched costs are those of assign on each image."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Ops.n += not func.is_view
-            return func(*args, **(kwargs or {}))
-
+    from model_helpers import OpCount
     sup = _supervision()
     g = torch.Generator().manual_seed(5)
     ops = {}
@@ -162,10 +154,9 @@ def test_the_costs_of_a_layer_are_one_set_of_kernels_whatever_the_batch():
                             labels=torch.zeros(m, dtype=torch.long)) for m in counts]
         layers = [(torch.randn(B, 4, generator=g), torch.randn(B, 4, 6, 6, generator=g) * 3,
                    torch.rand(B, 4, generator=g)) for _ in range(4)]
-        Ops.n = 0
-        with Ops():
+        with OpCount(views=False) as count:
             got = sup.get_targets_layers(layers, gts, [{}] * B)
-        ops[B] = Ops.n
+        ops[B] = count.n
         for (score, masks, phrase), (score_t, _, _, _) in zip(layers, got):
             for b in range(B):
                 pred = InstanceData(score_logits=score[b], masks=masks[b],
