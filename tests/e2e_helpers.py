@@ -2,6 +2,8 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tempfile
+import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 QUICKSTART = {
@@ -50,23 +52,64 @@ def _repoint(node, old_prefix, new_prefix):
     return node
 
 
-def run(cmd, cwd=ROOT, timeout=900, env=None, use_source_tree=True):
-    """Run a command, raising with its output on failure. ``use_source_tree`` puts the
-    repository first on PYTHONPATH (scripts then import this tree's mmrefer, not the installed
-    wheel); mim runs pass False so that they exercise the installed package."""
+def _env(env=None, use_source_tree=True):
     full_env = dict(os.environ)
     full_env.setdefault('OMP_NUM_THREADS', '1')
     if use_source_tree:
         full_env['PYTHONPATH'] = os.pathsep.join(
             [ROOT] + [p for p in [full_env.get('PYTHONPATH')] if p])
     full_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return full_env
+
+
+def _failed(cmd, returncode, stdout, stderr):
+    return AssertionError(f'command failed ({returncode}): {" ".join(cmd)}\n'
+                          f'--- stdout ---\n{stdout[-6000:]}\n'
+                          f'--- stderr ---\n{stderr[-6000:]}')
+
+
+def run(cmd, cwd=ROOT, timeout=900, env=None, use_source_tree=True):
+    """Run a command, raising with its output on failure. ``use_source_tree`` puts the
+    repository first on PYTHONPATH (scripts then import this tree's mmrefer, not the installed
+    wheel); mim runs pass False so that they exercise the installed package."""
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(env, use_source_tree), capture_output=True,
+                          text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f'command failed ({proc.returncode}): {" ".join(cmd)}\n'
-                             f'--- stdout ---\n{proc.stdout[-6000:]}\n'
-                             f'--- stderr ---\n{proc.stderr[-6000:]}')
+        raise _failed(cmd, proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout + proc.stderr
+
+
+def run_together(cmds, cwd=ROOT, timeout=900, env=None, use_source_tree=True, check=True):
+    """Run independent commands at the same time (the suite's two cores import torch, mmcv and
+    mmdet for both at once) as :func:`run` would run each; returns their outputs in order, or
+    with ``check=False`` the ``(returncode, stdout, stderr)`` of each. Raises with the first
+    failed command's output; all are waited for (or killed at ``timeout``) first."""
+    full_env = _env(env, use_source_tree)
+    # output to files, not pipes: a full pipe would stall a command until its turn to be read
+    files = [(tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')) for _ in cmds]
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=err, text=True)
+             for cmd, (out, err) in zip(cmds, files)]
+    deadline = time.monotonic() + timeout
+    results = []
+    try:
+        for proc, (out, err) in zip(procs, files):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            out.seek(0)
+            err.seek(0)
+            results.append((proc.returncode, out.read(), err.read()))
+    finally:
+        for proc, (out, err) in zip(procs, files):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            out.close()
+            err.close()
+    if not check:
+        return results
+    for cmd, (returncode, stdout, stderr) in zip(cmds, results):
+        if returncode != 0:
+            raise _failed(cmd, returncode, stdout, stderr)
+    return [stdout + stderr for _, stdout, stderr in results]
 
 
 def mim_bin():

@@ -7,7 +7,7 @@ import sysconfig
 
 import pytest
 
-from e2e_helpers import mim_bin, run, short_config
+from e2e_helpers import mim_bin, run, run_together, short_config
 
 
 def _installed_matches_tree():
@@ -54,8 +54,15 @@ def test_mim_train_then_test(method, synthref_root, tmp_path):
 
     test_dir = str(tmp_path / f'{method}_test')
     dump = str(tmp_path / f'{method}_per_sample.json')
-    out = run([mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir,
-               '--cfg-options', f'test_evaluator.dump_per_sample={dump}'], use_source_tree=False)
+    # the same checkpoint on the RefCOCO-format refs too (RIS + REC metrics): both tests at once
+    ris_cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_ris.py'),
+                           num_test_samples=6, variant='_ris-eval')
+    ris_dir = str(tmp_path / f'{method}_test_ris')
+    out, _ = run_together(
+        [[mim_bin(), 'test', 'mmrefer', cfg, '-C', ckpt, '--work-dir', test_dir,
+          '--cfg-options', f'test_evaluator.dump_per_sample={dump}'],
+         [mim_bin(), 'test', 'mmrefer', ris_cfg, '-C', ckpt, '--work-dir', ris_dir]],
+        use_source_tree=False)
     metrics_files = glob.glob(osp.join(test_dir, '*', '*.json'))
     assert metrics_files, out[-3000:]
     metrics = json.load(open(sorted(metrics_files)[-1]))
@@ -65,14 +72,6 @@ def test_mim_train_then_test(method, synthref_root, tmp_path):
     gres = {k: v for k, v in metrics.items() if k.startswith('gres/')}  # besides time keys
     assert gres == pytest.approx({f'gres/{k}': v for k, v in _rela_summary(rows).items()},
                                  rel=1e-9, nan_ok=True)
-
-    # the same checkpoint on the RefCOCO-format refs: RIS + REC metrics
-    ris_cfg = short_config(method, synthref_root, str(tmp_path / f'{method}_ris.py'),
-                           num_test_samples=6, variant='_ris-eval')
-    ris_dir = str(tmp_path / f'{method}_test_ris')
-    run([mim_bin(), 'test', 'mmrefer', ris_cfg, '-C', ckpt, '--work-dir', ris_dir],
-        use_source_tree=False)
     metrics = json.load(open(sorted(glob.glob(osp.join(ris_dir, '*', '*.json')))[-1]))
     for key in ('ris/mIoU', 'ris/oIoU', 'ris/Pr@0.5', 'rec/Acc@0.5'):
         assert key in metrics and 0.0 <= metrics[key] <= 100.0, (key, metrics)
-

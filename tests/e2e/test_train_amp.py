@@ -6,16 +6,14 @@ naming the option."""
 import glob
 import json
 import math
-import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from e2e_helpers import ROOT, run, short_config
+from e2e_helpers import ROOT, run, run_together, short_config
 
 ITERS = 3
 
@@ -53,12 +51,12 @@ def test_amp_dtype_refused_before_anything_is_built(tool, synthref_root, tmp_pat
     (no traceback, no model built, no checkpoint read: the checkpoint here does not exist)."""
     cfg = short_config('latentvg', synthref_root, str(tmp_path / 'short.py'), iters=1)
     ckpt = [str(tmp_path / 'missing.pth')] if tool == 'test' else []
-    for flags, message in ((['--amp', '--amp-dtype', 'fp16'], '--amp-dtype fp16 needs CUDA'),
-                           (['--amp-dtype', 'bf16'], '--amp-dtype bf16 needs --amp')):
-        proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', f'{tool}.py'), cfg,
-                               *ckpt, '--work-dir', str(tmp_path / 'work'), *flags],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, 'PYTHONPATH': ROOT})
-        out = proc.stderr + proc.stdout
-        assert proc.returncode != 0 and message in out, out[-2000:]
+    cases = ((['--amp', '--amp-dtype', 'fp16'], '--amp-dtype fp16 needs CUDA'),
+             (['--amp-dtype', 'bf16'], '--amp-dtype bf16 needs --amp'))
+    results = run_together([[sys.executable, osp.join(ROOT, 'tools', f'{tool}.py'), cfg, *ckpt,
+                             '--work-dir', str(tmp_path / 'work'), *flags]
+                            for flags, _ in cases], timeout=300, check=False)
+    for (_, message), (returncode, stdout, stderr) in zip(cases, results):
+        out = stderr + stdout
+        assert returncode != 0 and message in out, out[-2000:]
         assert 'Traceback' not in out, out[-2000:]

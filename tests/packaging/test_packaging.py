@@ -47,14 +47,19 @@ def test_no_forbidden_dependencies():
 
 @pytest.mark.slow
 def test_wheel_contains_mim_extension(tmp_path):
+    # built from a copy: pip's in-tree build writes build/ and mmrefer.egg-info, which must not
+    # appear under the tree that the other tests (in parallel) import
+    src = tmp_path / 'src'
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        '.*', 'work_dirs', 'build', 'dist', '*.egg-info', '__pycache__'))
+    out = tmp_path / 'wheel'
     subprocess.run([
         sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
-        str(tmp_path), ROOT
+        str(out), str(src)
     ], check=True, cwd=str(tmp_path))
-    shutil.rmtree(osp.join(ROOT, 'mmrefer.egg-info'), ignore_errors=True)
-    wheels = [f for f in os.listdir(tmp_path) if f.endswith('.whl')]
+    wheels = [f for f in os.listdir(out) if f.endswith('.whl')]
     assert len(wheels) == 1
-    names = set(zipfile.ZipFile(tmp_path / wheels[0]).namelist())
+    names = set(zipfile.ZipFile(out / wheels[0]).namelist())
     assert 'mmrefer/.mim/tools/train.py' in names
     assert 'mmrefer/.mim/tools/test.py' in names
     assert 'mmrefer/registry.py' in names

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from e2e_helpers import ROOT, run, short_config
+from e2e_helpers import ROOT, run, run_together, short_config
 
 
 def _losses(work_dir):
@@ -22,13 +22,13 @@ def _losses(work_dir):
     return out
 
 
-def _train(tmp_path, work_dir, data_root, iters, resume=None):
+def _train_cmd(tmp_path, work_dir, data_root, iters, resume=None):
     cfg = short_config('latentvg', data_root, str(tmp_path / f'short_{iters}.py'), iters=iters,
                        **{'randomness.seed': 0, 'randomness.deterministic': True})
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', work_dir]
     if resume:
         cmd += ['--resume', resume]
-    run(cmd)
+    return cmd
 
 
 @pytest.mark.slow
@@ -36,9 +36,10 @@ def test_resume_reproduces_straight_run(synthref_root, tmp_path):
     n, k = 4, 2
     straight = str(tmp_path / 'straight')
     split = str(tmp_path / 'split')
-    _train(tmp_path, straight, synthref_root, n)
-    _train(tmp_path, split, synthref_root, k)
-    _train(tmp_path, split, synthref_root, n, resume=osp.join(split, f'iter_{k}.pth'))
+    # the straight run and the first part of the split one at the same time
+    run_together([_train_cmd(tmp_path, straight, synthref_root, n),
+                  _train_cmd(tmp_path, split, synthref_root, k)])
+    run(_train_cmd(tmp_path, split, synthref_root, n, resume=osp.join(split, f'iter_{k}.pth')))
 
     from mmrefer.utils import safe_torch_load  # weights_only=True with mmengine's globals
     a = safe_torch_load(osp.join(straight, f'iter_{n}.pth'), map_location='cpu')

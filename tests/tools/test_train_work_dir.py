@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from mmengine.config import Config
+from e2e_helpers import run_together
 from reliability_helpers import captured_log
 
 from mmrefer.utils.setup_env import check_cfg_options
@@ -65,7 +66,6 @@ def test_bad_command_line_items_are_named(tmp_path):
     """Items mmengine's DictAction cannot parse, a batch size that is not a positive integer,
     and test.py's --out in a folder that cannot be made: named before any model or data is
     built (exit 2 / a one-line error)."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
     cfg = osp.join(ROOT, 'configs', 'quickstart', 'latentvg_tiny_synthref.py')
     (tmp_path / 'afile').write_text('x')
     cases = [
@@ -79,10 +79,10 @@ def test_bad_command_line_items_are_named(tmp_path):
         ('test.py', ['x.pth', '--out', str(tmp_path / 'afile' / 'preds.pkl')],
          'cannot create its folder'),
     ]
-    for tool, extra, words in cases:
-        argv = [sys.executable, osp.join(ROOT, 'tools', tool), cfg] + extra
-        if tool == 'train.py':
-            argv += ['--work-dir', str(tmp_path / 'w')]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode != 0 and words in proc.stderr, (extra, proc.stderr[-1500:])
-        assert 'Traceback' not in proc.stderr, proc.stderr[-1500:]
+    argvs = [[sys.executable, osp.join(ROOT, 'tools', tool), cfg] + extra +
+             (['--work-dir', str(tmp_path / 'w')] if tool == 'train.py' else [])
+             for tool, extra, _ in cases]
+    results = run_together(argvs, timeout=300, check=False)  # the five at once
+    for (_, extra, words), (returncode, _, stderr) in zip(cases, results):
+        assert returncode != 0 and words in stderr, (extra, stderr[-1500:])
+        assert 'Traceback' not in stderr, stderr[-1500:]
