@@ -9,9 +9,11 @@ install:
 quickstart: install
 	bash -c ". $(VENV)/bin/activate && bash tools/quickstart.sh"
 
-## The test suite (what CI runs)
+## The test suite (what CI runs), in TEST_WORKERS processes (pytest-xdist; a test file stays in
+## one process). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install
-	bash -c ". $(VENV)/bin/activate && python -m pytest tests -q -ra --durations=15"
+	bash -c ". $(VENV)/bin/activate && python -m pytest tests -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile"
 
 test-fast: install
 	bash -c ". $(VENV)/bin/activate && python -m pytest tests -q -m 'not slow'"

@@ -10,8 +10,29 @@
     <root>/tokenizers/{beit3.spm, roberta/}
 
 Point a config at it with ``data_root=str(synthref_root) + '/'``.
+
+Under pytest-xdist (``make test`` runs two workers, ``TEST_WORKERS``) each worker gets its share
+of the cores (:func:`model_helpers.cpu_share`) as torch threads and as ``OMP_NUM_THREADS`` for the
+tools the tests start (oversubscribed OpenMP threads are many times slower), and the modules with
+slow tests are handed out first, so that the workers finish together.
 """
+import os
+
 import pytest
+from model_helpers import cpu_share
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ.setdefault('OMP_NUM_THREADS', str(cpu_share()))
+    import torch
+    torch.set_num_threads(cpu_share())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a slow test first (the same order on every worker, as xdist requires)."""
+    slow = {item.module.__name__ for item in items
+            if item.get_closest_marker('slow') and getattr(item, 'module', None)}
+    items.sort(key=lambda item: getattr(item, 'module', None) is None
+               or item.module.__name__ not in slow)
 
 
 @pytest.fixture(scope='session')

@@ -1,8 +1,19 @@
 """Helpers shared by model tests: a config's model with its dataloader on SynthRef, a tiny
 byte-level BPE tokenizer directory (RoBERTa layout), recorders of the ops run under them
-(their count, the largest tensor they return), and a faster layout for bf16 matrix products on CPUs without native bf16."""
+(their count, the largest tensor they return), a faster layout for bf16 matrix products on CPUs
+without native bf16, and the cores a test process may use."""
+import os
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+
+def cpu_share() -> int:
+    """This process's share of the cores: all of them, or under pytest-xdist the cores over
+    the number of workers (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    return max(1, (cores or 1) // workers)
 
 
 class TransposedBf16Gemm(TorchDispatchMode):

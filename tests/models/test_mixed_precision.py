@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from e2e_helpers import QUICKSTART, ROOT
-from model_helpers import TransposedBf16Gemm
+from model_helpers import TransposedBf16Gemm, cpu_share
 
 PAPER = {
     'latentvg': f'{ROOT}/configs/latentvg_beit3.py',
@@ -95,7 +95,7 @@ def test_fp32_islands_trace_in_one_graph_under_autocast():
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['latentvg', 'instalign'])
 def test_paper_size_bf16_loss_within_2_percent_of_fp32(method, synthref_root):
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_share())
     model, batches = _model_and_batch(PAPER[method], synthref_root, batch_size=2, paper=True,
                                       img_size=PAPER_CHECK_SIZE[method])
     data = next(batches)
