@@ -16,7 +16,7 @@ test: install
 	bash -c ". $(VENV)/bin/activate && python -m pytest tests -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile"
 
 test-fast: install
-	bash -c ". $(VENV)/bin/activate && python -m pytest tests -q -m 'not slow'"
+	bash -c ". $(VENV)/bin/activate && python -m pytest tests -q -m 'not slow' -n $(TEST_WORKERS) --dist loadfile"
 
 clean:
 	rm -rf build dist *.egg-info mmrefer/.mim work_dirs

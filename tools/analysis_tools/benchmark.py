@@ -41,8 +41,9 @@ Modes and what they report (``key : value`` lines on stdout, JSON with ``--out``
   the config's optimizer step) on one fixed batch of ``--batch-size`` train samples, ``--warmup``
   + ``--iters`` times: ``train_step_s`` (median wall), ``train_step_cpu_s`` (median CPU time of
   the process, all threads), ``rss_before_step_mb`` (resident memory with
-  the model, the optimizer and the batch built), ``peak_rss_mb`` (``ru_maxrss``: the process's
-  peak, i.e. the peak of the training step; run one measurement per fresh process), ``with_cp``;
+  the model, the optimizer and the batch built), ``peak_rss_mb`` (``ru_maxrss``, at least
+  ``rss_before_step_mb``: the process's peak, i.e. the peak of the training step; run one
+  measurement per fresh process), ``with_cp``;
   with ``--compile``: ``compiled_train_step_s`` (``--compile-target forward``, the default, as
   ``tools/train.py --compile``: the loss forward compiled; ``train_step``: the whole
   ``model.train_step`` as mmengine's Runner compiles it; param groups made plain dicts),
@@ -414,10 +415,14 @@ def current_rss_mb() -> float:
     return float('nan')
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (``ru_maxrss``), MB."""
+def peak_rss_mb(*readings: float) -> float:
+    """Peak resident set size of this process (``ru_maxrss``), MB, and at least each of the
+    earlier ``readings`` of :func:`current_rss_mb`: Linux updates the high-water mark lazily
+    (not when the allocator hands pages back with ``madvise``), so ``ru_maxrss`` can read a
+    fraction of a MB below an earlier VmRSS (647.7 against 647.9 MB, seen once)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return round(rss / (1024 ** 2 if sys.platform == 'darwin' else 1024), 1)
+    peak = round(rss / (1024 ** 2 if sys.platform == 'darwin' else 1024), 1)
+    return max([peak] + [r for r in readings if r == r])  # NaN readings (no /proc) left out
 
 
 # ------------------------------------------------------------------------------- compile
@@ -600,7 +605,8 @@ def run_train_step(cfg, args, bench, device, res, dataset):
     res['train_step_s'] = round(ts, 3)
     ts_cpu = bench.last_cpu
     res['train_step_cpu_s'] = round(ts_cpu, 3)
-    res['peak_rss_mb'] = peak_rss_mb()  # before compiling: compilation has its own footprint
+    # before compiling: compilation has its own footprint
+    res['peak_rss_mb'] = peak_rss_mb(res['rss_before_step_mb'])
     if args.explain:  # after the eager steps: lazy set-up (tokenizer files) is done by then
         with torch.no_grad():
             data = model.data_preprocessor(batch, True)
