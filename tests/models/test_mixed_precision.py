@@ -25,7 +25,8 @@ PAPER = {
 #: at BEiT-3's pretraining resolution and the multiple of 32 next to it for Swin, not at 480.
 #: bf16 matrix products on a CPU without native bf16 (no AVX-512) take PyTorch's reference
 #: GEMM: at 480 the two checks took 485 s and 697 s of a 2562 s suite (2026-12-01, both
-#: passed); at these sizes and with ``TransposedBf16Gemm``, 52 s and 72 s (docs/efficiency.md)
+#: passed); at these sizes and with ``TransposedBf16Gemm``, 52 s and 72 s on two threads
+#: (docs/efficiency.md)
 PAPER_CHECK_SIZE = {'latentvg': 224, 'instalign': 256}
 
 
