@@ -140,9 +140,16 @@ def schedule_options(model, optim_wrapper_cfg):
     """``({parameter name: (lr, weight_decay)}, names of the norm layers' parameters,
     optimizer)`` of the optimizer a config's ``optim_wrapper`` builds for ``model``; every
     parameter must be in exactly one group."""
+    import copy
+
     import torch.nn as nn
     from mmengine.optim import build_optim_wrapper
-    optimizer = build_optim_wrapper(model, optim_wrapper_cfg).optimizer
+    cfg = copy.deepcopy(optim_wrapper_cfg)
+    if any(p.is_meta for p in model.parameters()):
+        # fused AdamW refuses parameters on a device without its kernel (meta) when it is
+        # built; the groups and their options do not depend on the kernel
+        cfg['optimizer'].pop('fused', None)
+    optimizer = build_optim_wrapper(model, cfg).optimizer
     names = {id(p): n for n, p in model.named_parameters()}
     placed = [names[id(p)] for g in optimizer.param_groups for p in g['params']]
     assert sorted(placed) == sorted(names.values())

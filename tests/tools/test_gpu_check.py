@@ -80,6 +80,9 @@ def test_dry_run_measures_every_path(dry_run):
             assert r['img_per_s'] == pytest.approx(r['batch'] * 1e3 / r['median_ms'], rel=0.02)
             assert r['min_ms'] <= r['median_ms'] <= r['max_ms']
         assert entry['measurements']['train_bf16_b2_cp']['with_cp_modules'] > 0
+        # the paper schedules' AdamW: one fused kernel per group (merged groups)
+        assert entry['optimizer'] == dict(type='AdamW', impl='fused',
+                                          param_groups=2 if entry is lvg else 3)
         # goals are for the H200 at 480: recorded, not judged on a CPU
         assert {g['met'] for g in entry['goals'].values()} == {None}
         assert set(entry['profiles']) == {'infer_bf16_b2', 'train_bf16_b2'}

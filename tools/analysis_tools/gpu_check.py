@@ -24,7 +24,9 @@ removed, so the weights are the model's own random initialisation, ``model.init_
 * ``train_bf16_b16`` / ``train_bf16_b16_cp``: ``model.train_step(batch, optim_wrapper)`` with
   the config's optimizer, parameter-wise settings and gradient clipping in mmrefer's
   ``AutocastOptimWrapper`` (bf16 autocast, no loss scaling), without and with the backbone's
-  gradient checkpointing (``with_cp`` of every backbone module that has it);
+  gradient checkpointing (``with_cp`` of every backbone module that has it); the model's
+  ``optimizer`` field records that optimizer's type, parameter groups and kernel choice
+  (:func:`optimizer_summary`: the paper schedules' fused AdamW, one kernel per group);
 * each: ``warmup`` untimed steps, then ``iters`` timed ones, each closed by
   ``torch.cuda.synchronize()``; ``img_per_s = batch / median step time``; ``peak_mem_mib`` =
   ``torch.cuda.max_memory_allocated`` since the measurement began (null on CPU);
@@ -838,6 +840,17 @@ def profile_summary(fn, device, steps: int, top: int = 15,
 
 
 # ----------------------------------------------------------------------------- one model
+def optimizer_summary(optimizer) -> dict:
+    """Type, parameter groups and kernel choice of the training measurements' optimizer:
+    ``fused`` (one kernel per group), ``foreach`` or torch's default (foreach on CUDA, one
+    parameter at a time on CPU)."""
+    d = optimizer.defaults
+    impl = ('fused' if d.get('fused') else 'foreach' if d.get('foreach')
+            else 'for-loop' if d.get('foreach') is False else 'default (foreach on CUDA)')
+    return dict(type=type(optimizer).__name__, param_groups=len(optimizer.param_groups),
+                impl=impl)
+
+
 def building_mmcv() -> bool:
     """Whether gpu_check.sh's background mmcv build (``GPU_CHECK_BUILD_PID``) still runs."""
     pid = os.environ.get('GPU_CHECK_BUILD_PID', '')
@@ -957,6 +970,7 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
         b = batch(n)
         if 'ow' not in ow_state:
             ow_state['ow'] = optim_wrapper()
+            entry.setdefault('optimizer', optimizer_summary(ow_state['ow'].optimizer))
         ow = ow_state['ow']
 
         def fn():

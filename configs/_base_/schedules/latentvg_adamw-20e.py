@@ -6,7 +6,9 @@ optim_wrapper = dict(
     # one parameter group per set of options, not per parameter (mmrefer/engine/
     # merged_groups_constructor.py): the same updates in far fewer optimizer kernel launches
     constructor='MergedGroupsOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01),
+    # fused: one pass over each parameter per step (foreach and the for-loop read and write
+    # the weights and both moments once per arithmetic step); docs/efficiency.md
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01, fused=True),
     clip_grad=dict(max_norm=1.0, norm_type=2),
     # no decay on norms and biases. A custom_keys entry (e.g. a backbone lr_mult) would switch
     # these two rules off for every parameter it matches (mmengine applies them only to
