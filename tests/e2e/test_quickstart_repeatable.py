@@ -1,5 +1,6 @@
 """The quick-start configs train repeatably: two runs of `tools/train.py` on the same data give
-the same loss at every iteration (README's table is then what a user gets). Without a fixed
+the same loss at every iteration (on one machine; README shows how far another CPU's rounding
+moves the figures). Without a fixed
 `randomness.seed`, mmengine draws a new seed per run and the tiny Latent-VG's results moved by
 up to 2.5 gIoU between two `make quickstart` runs of one commit."""
 import glob
