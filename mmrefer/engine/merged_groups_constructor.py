@@ -15,6 +15,7 @@ The groups it hands to the optimizer are plain ``dict`` (:func:`plain_param_grou
 """
 from typing import Dict, List, Optional, Union
 
+import torch
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor
 
@@ -52,6 +53,26 @@ def plain_param_groups(optim_wrapper) -> None:
         opt.param_groups = [g if type(g) is dict else dict(g) for g in opt.param_groups]
 
 
+def check_fused_devices(model: nn.Module, optimizer_type=None) -> None:
+    """Refuse ``optimizer.fused=True`` for parameters on a device this torch has no fused
+    kernel for (the CPU before torch 2.4; ``meta``), naming the config field and the way out.
+    PyTorch 2.13 finds this only at the first ``step()``, inside the training loop, and its
+    message names neither."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch without the list: it checks by itself
+        return
+    supported = set(_get_fused_kernels_supported_devices())
+    bad = sorted({p.device.type for p in model.parameters()
+                  if p.requires_grad and p.device.type not in supported})
+    if bad:
+        raise ValueError(
+            f'optim_wrapper.optimizer.fused=True ({optimizer_type}): torch {torch.__version__} '
+            f'has fused optimizer kernels for {sorted(supported)}, not for parameters on '
+            f'{", ".join(bad)}. Set --cfg-options optim_wrapper.optimizer.fused=False (the '
+            'fused CPU kernels need torch >= 2.4)')
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` (same ``optim_wrapper_cfg`` and ``paramwise_cfg``)
@@ -66,6 +87,8 @@ class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module):
+        if self.optimizer_cfg.get('fused'):
+            check_fused_devices(model, self.optimizer_cfg.get('type'))
         optim_wrapper = super().__call__(model)
         plain_param_groups(optim_wrapper)
         return optim_wrapper

@@ -148,3 +148,18 @@ def test_paper_schedules_step_each_group_in_one_fused_op(config):
     groups = len(wrapper.optimizer.param_groups)
     # + 2: the optimizer's profiler range opens and closes (no kernel)
     assert counts[True] == 2 * groups + 2 < counts[False] // 10, counts
+
+
+def test_fused_without_a_kernel_for_the_parameters_names_the_field():
+    """Parameters on a device without a fused AdamW kernel (meta here; the CPU with torch < 2.4)
+    are refused when the optimizer is built, naming the config field and the way out: torch
+    2.13 itself raises only at the first step, without either."""
+    with torch.device('meta'):
+        model = _Net()
+    with pytest.raises(ValueError) as err:
+        _wrapper(model, True, fused=True)
+    msg = str(err.value)
+    assert 'optim_wrapper.optimizer.fused=True (AdamW)' in msg and 'on meta' in msg
+    assert 'optim_wrapper.optimizer.fused=False' in msg
+    assert _wrapper(model, True, fused=False).optimizer.defaults['fused'] is False
+    assert _wrapper(_Net(), True, fused=True).optimizer.defaults['fused'] is True  # CPU: kernel
