@@ -146,8 +146,8 @@ def schedule_options(model, optim_wrapper_cfg):
     from mmengine.optim import build_optim_wrapper
     cfg = copy.deepcopy(optim_wrapper_cfg)
     if any(p.is_meta for p in model.parameters()):
-        # fused AdamW refuses parameters on a device without its kernel (meta) when it is
-        # built; the groups and their options do not depend on the kernel
+        # MergedGroupsOptimWrapperConstructor refuses fused=True for parameters on a device
+        # without a fused kernel (meta); the groups and their options do not depend on it
         cfg['optimizer'].pop('fused', None)
     optimizer = build_optim_wrapper(model, cfg).optimizer
     names = {id(p): n for n, p in model.named_parameters()}
