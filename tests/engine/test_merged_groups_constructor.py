@@ -128,11 +128,12 @@ def test_paper_schedules_step_each_group_in_one_fused_op(config):
     """The paper schedules' AdamW is fused: a step is one ``_fused_adamw_`` per group (plus the
     step counters' ``_foreach_add_``), a single pass over each parameter, its gradient and both
     moments, however many parameters there are. The for-loop AdamW (CPU's default) runs about
-    ten ops per parameter, and foreach (CUDA's default) about ten full passes per group."""
+    ten ops per parameter, and foreach (CUDA's default) about ten full passes per group. The
+    weights after two steps agree to rounding."""
     from model_helpers import OpCount
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg = Config.fromfile(osp.join(root, 'configs', config)).optim_wrapper
-    counts = {}
+    counts, weights = {}, {}
     for fused in (True, False):
         torch.manual_seed(0)
         model = _Net()
@@ -145,6 +146,11 @@ def test_paper_schedules_step_each_group_in_one_fused_op(config):
             with OpCount(views=False) as ops:
                 wrapper.optimizer.step()
         counts[fused] = ops.n
+        weights[fused] = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(0)
+    for a, b, init in zip(weights[True], weights[False], _Net().parameters()):
+        assert not torch.equal(a, init)  # the steps moved every parameter
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     groups = len(wrapper.optimizer.param_groups)
     # + 2: the optimizer's profiler range opens and closes (no kernel)
     assert counts[True] == 2 * groups + 2 < counts[False] // 10, counts
