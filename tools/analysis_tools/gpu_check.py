@@ -26,7 +26,10 @@ removed, so the weights are the model's own random initialisation, ``model.init_
   ``AutocastOptimWrapper`` (bf16 autocast, no loss scaling), without and with the backbone's
   gradient checkpointing (``with_cp`` of every backbone module that has it); the model's
   ``optimizer`` field records that optimizer's type, parameter groups and kernel choice
-  (:func:`optimizer_summary`: the paper schedules' fused AdamW, one kernel per group);
+  (:func:`optimizer_summary`: the paper schedules' fused AdamW, one kernel per group), as each
+  training measurement's ``optimizer`` does;
+* ``train_bf16_b16_foreach``: ``train_bf16_b16`` with PyTorch's foreach AdamW (CUDA's default,
+  what the configs used before ``fused=True``), to measure what the fused kernel gains;
 * each: ``warmup`` untimed steps, then ``iters`` timed ones, each closed by
   ``torch.cuda.synchronize()``; ``img_per_s = batch / median step time``; ``peak_mem_mib`` =
   ``torch.cuda.max_memory_allocated`` since the measurement began (null on CPU);
@@ -932,8 +935,10 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     log(f'{key}: {entry["params_m"]} M parameters, built in {entry["build_s"]}s')
     res.save()
 
-    def optim_wrapper():
+    def optim_wrapper(foreach=False):
         ow = copy.deepcopy(cfg.optim_wrapper)
+        if foreach:  # PyTorch's CUDA default (both device calls of 2026-11-30), for comparison
+            ow['optimizer'] = dict(ow['optimizer'], fused=False, foreach=True)
         ow['type'] = 'AutocastOptimWrapper'
         ow['device_type'] = device.type
         ow['dtype'] = 'bfloat16'
@@ -966,12 +971,16 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
 
     ow_state = {}
 
-    def train_fn(n):
+    def train_fn(n, foreach=False):
         b = batch(n)
-        if 'ow' not in ow_state:
-            ow_state['ow'] = optim_wrapper()
-            entry.setdefault('optimizer', optimizer_summary(ow_state['ow'].optimizer))
-        ow = ow_state['ow']
+        name = 'ow_foreach' if foreach else 'ow'
+        # one optimizer state on the device at a time: the peaks are each measurement's own
+        ow_state.pop('ow' if foreach else 'ow_foreach', None)
+        if name not in ow_state:
+            ow_state[name] = optim_wrapper(foreach)
+            if not foreach:
+                entry.setdefault('optimizer', optimizer_summary(ow_state[name].optimizer))
+        ow = ow_state[name]
 
         def fn():
             model.train_step(b, ow)
@@ -1000,6 +1009,9 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
     plan = [
         (f'infer_bf16_b{big}', 'inference', big, 'bf16', False),
         (f'train_bf16_b{tb}', 'training', tb, 'bf16', False),
+        # the same with the foreach AdamW the configs used before fused (one optimizer state
+        # more while it runs): what the fused kernel gains
+        (f'train_bf16_b{tb}_foreach', 'training, foreach AdamW', tb, 'bf16', False),
         (f'train_bf16_b{tb}_cp', 'training, with_cp', tb, 'bf16', True),
         (f'infer_bf16_b{small}', 'inference', small, 'bf16', False),
         (f'infer_fp32_b{big}', 'inference', big, 'fp32', False),
@@ -1053,7 +1065,9 @@ def check_model(key: str, args, res: Results, clock: Clock, log):
             if training:
                 model.train()
                 set_cp(cp)
-                fn = train_fn(n)
+                fn = train_fn(n, foreach=mk.endswith('_foreach'))
+                r['optimizer'] = optimizer_summary(
+                    ow_state['ow_foreach' if mk.endswith('_foreach') else 'ow'].optimizer)
                 warm, iters = sizes['train_warmup'], sizes['train_iters']
             else:
                 model.eval()
